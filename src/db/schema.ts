@@ -1,0 +1,302 @@
+/**
+ * The data model. Two PostgreSQL schemas, as in the design: `core_schema` holds graphcap's content,
+ * `job_queue` the batch queue. Column names follow the design's tables (snake_case in SQL,
+ * camelCase in TypeScript).
+ */
+import { sql } from 'drizzle-orm';
+import {
+  bigint,
+  boolean,
+  check,
+  doublePrecision,
+  index,
+  integer,
+  jsonb,
+  pgSchema,
+  primaryKey,
+  text,
+  timestamp,
+  uniqueIndex,
+  uuid,
+} from 'drizzle-orm/pg-core';
+
+export const JOB_TYPES = ['MULTI_PERSPECTIVE', 'DATASET_PERSPECTIVE', 'BACKFILL', 'DEPENDENCY_CHAIN'] as const;
+export type JobType = (typeof JOB_TYPES)[number];
+
+/** Job states. `pending` waits for a slot (and its dependencies); the last four are final. */
+export const JOB_STATUSES = ['pending', 'running', 'completed', 'partial', 'failed', 'cancelled'] as const;
+export type JobStatus = (typeof JOB_STATUSES)[number];
+export const FINISHED_JOB_STATUSES = ['completed', 'partial', 'failed', 'cancelled'] as const satisfies JobStatus[];
+export const ACTIVE_JOB_STATUSES = ['pending', 'running'] as const satisfies JobStatus[];
+
+/** Item states. A failed attempt that will be retried goes back to `pending`. */
+export const ITEM_STATUSES = ['pending', 'running', 'completed', 'failed', 'cancelled'] as const;
+export type ItemStatus = (typeof ITEM_STATUSES)[number];
+export const FINISHED_ITEM_STATUSES = ['completed', 'failed', 'cancelled'] as const satisfies ItemStatus[];
+
+const createdAt = () => timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow();
+const updatedAt = () => timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow();
+const tstz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
+
+const inList = (column: string, values: readonly string[]) =>
+  sql.raw(`${column} in (${values.map((v) => `'${v}'`).join(', ')})`);
+
+export const core = pgSchema('core_schema');
+export const queue = pgSchema('job_queue');
+
+/** Hands out queue positions: a new job goes to the back of its priority. */
+export const queuePositionSeq = queue.sequence('caption_jobs_queue_position_seq');
+
+// ---------------------------------------------------------------------------------------------
+// core_schema
+
+export const images = core.table(
+  'images',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    /** Path relative to WORKSPACE_PATH, with forward slashes; never absolute, never `..`. */
+    path: text('path').notNull(),
+    format: text('format'),
+    sizeBytes: bigint('size_bytes', { mode: 'number' }),
+    width: integer('width'),
+    height: integer('height'),
+    /** sha256 of the file's bytes, hex. */
+    contentHash: text('content_hash'),
+    /** File modification time at the last scan; a re-scan re-hashes only when it or the size moved. */
+    fileMtime: tstz('file_mtime'),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+  },
+  (t) => [uniqueIndex('images_path_key').on(t.path)],
+);
+
+export const datasets = core.table(
+  'datasets',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    name: text('name').notNull(),
+    description: text('description'),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+  },
+  (t) => [uniqueIndex('datasets_name_key').on(t.name)],
+);
+
+/** Membership: an image may belong to several datasets. */
+export const datasetImages = core.table(
+  'dataset_images',
+  {
+    datasetId: uuid('dataset_id')
+      .notNull()
+      .references(() => datasets.id, { onDelete: 'cascade' }),
+    imageId: uuid('image_id')
+      .notNull()
+      .references(() => images.id, { onDelete: 'cascade' }),
+    addedAt: timestamp('added_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.datasetId, t.imageId] }), index('dataset_images_image_idx').on(t.imageId)],
+);
+
+export const perspectives = core.table(
+  'perspectives',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    name: text('name').notNull(),
+    displayName: text('display_name').notNull(),
+    version: text('version').notNull(),
+    module: text('module').notNull(),
+    description: text('description'),
+    prompt: text('prompt').notNull(),
+    schemaFields: jsonb('schema_fields').notNull().default(sql`'[]'::jsonb`),
+    tags: text('tags').array().notNull().default(sql`'{}'::text[]`),
+    priority: integer('priority').notNull().default(50),
+    deprecated: boolean('deprecated').notNull().default(false),
+    replacement: text('replacement'),
+    /** False when its module is disabled in config/perspective_settings.json. */
+    enabled: boolean('enabled').notNull().default(true),
+    /** The whole definition as read from the library, for fields this table does not model. */
+    definition: jsonb('definition').notNull(),
+    /** sha256 of the definition: a re-import changes the row only when this moves. */
+    definitionHash: text('definition_hash').notNull(),
+    /** Library file it came from, relative to the workspace; null when created through the API. */
+    sourcePath: text('source_path'),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+  },
+  (t) => [uniqueIndex('perspectives_name_key').on(t.name), index('perspectives_module_idx').on(t.module)],
+);
+
+export const captions = core.table(
+  'captions',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    imageId: uuid('image_id')
+      .notNull()
+      .references(() => images.id, { onDelete: 'cascade' }),
+    perspectiveId: uuid('perspective_id')
+      .notNull()
+      .references(() => perspectives.id, { onDelete: 'cascade' }),
+    /** Perspective version the caption was made with. */
+    perspectiveVersion: text('perspective_version').notNull(),
+    model: text('model'),
+    provider: text('provider'),
+    /** The structured caption (the bridge's `result`). */
+    result: jsonb('result').notNull(),
+    rawText: text('raw_text'),
+    /** The job and item that made it; no foreign key on the item, since items move to job_archives. */
+    jobId: uuid('job_id').references(() => captionJobs.jobId, { onDelete: 'set null' }),
+    itemId: uuid('item_id'),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    // Exactly-once recording: an item makes at most one caption, however often its result arrives.
+    uniqueIndex('captions_item_id_key').on(t.itemId),
+    // "Latest caption per (image, perspective)" and "missing pairs".
+    index('captions_image_perspective_created_idx').on(t.imageId, t.perspectiveId, t.createdAt.desc()),
+    index('captions_perspective_idx').on(t.perspectiveId),
+    index('captions_job_idx').on(t.jobId),
+  ],
+);
+
+// ---------------------------------------------------------------------------------------------
+// job_queue
+
+export const captionJobs = queue.table(
+  'caption_jobs',
+  {
+    jobId: uuid('job_id').primaryKey().defaultRandom(),
+    type: text('type').$type<JobType>().notNull(),
+    status: text('status').$type<JobStatus>().notNull().default('pending'),
+    /** Lower runs first. */
+    priority: integer('priority').notNull().default(100),
+    /** Tie-breaker within a priority; rewritten by reorder. */
+    queuePosition: bigint('queue_position', { mode: 'number' })
+      .notNull()
+      .default(sql`nextval('job_queue.caption_jobs_queue_position_seq')`),
+    perspectives: text('perspectives').array().notNull(),
+    datasetId: uuid('dataset_id').references(() => datasets.id, { onDelete: 'set null' }),
+    config: jsonb('config').notNull(),
+    userId: text('user_id'),
+    idempotencyKey: text('idempotency_key'),
+    totalImages: integer('total_images').notNull().default(0),
+    processedImages: integer('processed_images').notNull().default(0),
+    failedImages: integer('failed_images').notNull().default(0),
+    cancelledImages: integer('cancelled_images').notNull().default(0),
+    progress: doublePrecision('progress').notNull().default(0),
+    /** Why the job ended the way it did (a failed dependency, a cancel ...). */
+    error: text('error'),
+    archived: boolean('archived').notNull().default(false),
+    archiveDate: tstz('archive_date'),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+    startedAt: tstz('started_at'),
+    completedAt: tstz('completed_at'),
+  },
+  (t) => [
+    check('caption_jobs_status_check', inList('status', JOB_STATUSES)),
+    check('caption_jobs_type_check', inList('type', JOB_TYPES)),
+    check('caption_jobs_counters_check', sql`processed_images >= 0 and failed_images >= 0 and cancelled_images >= 0 and total_images >= 0`),
+    check('caption_jobs_progress_check', sql`progress >= 0 and progress <= 100`),
+    uniqueIndex('caption_jobs_idempotency_key_key').on(t.idempotencyKey),
+    // Queue order of the jobs that still have work.
+    index('caption_jobs_queue_idx')
+      .on(t.priority, t.queuePosition, t.createdAt)
+      .where(sql`status in ('pending', 'running') and not archived`),
+    index('caption_jobs_status_idx').on(t.status, t.archived),
+    index('caption_jobs_created_idx').on(t.createdAt),
+    index('caption_jobs_user_idx').on(t.userId),
+  ],
+);
+
+export const jobItems = queue.table(
+  'job_items',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    /** Insertion order within a job: items run roughly in the order they were listed. */
+    seq: bigint('seq', { mode: 'number' }).generatedAlwaysAsIdentity(),
+    jobId: uuid('job_id')
+      .notNull()
+      .references(() => captionJobs.jobId, { onDelete: 'cascade' }),
+    imageId: uuid('image_id')
+      .notNull()
+      .references(() => images.id, { onDelete: 'restrict' }),
+    imagePath: text('image_path').notNull(),
+    perspective: text('perspective').notNull(),
+    status: text('status').$type<ItemStatus>().notNull().default('pending'),
+    attempts: integer('attempts').notNull().default(0),
+    /** A retried item waits until this time. */
+    nextAttemptAt: tstz('next_attempt_at'),
+    /** Replica holding the item while it runs, and until when; an expired lease is claimed again. */
+    leaseOwner: text('lease_owner'),
+    leaseExpiresAt: tstz('lease_expires_at'),
+    error: text('error'),
+    /** Milliseconds the work took. */
+    processingTime: integer('processing_time'),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+    startedAt: tstz('started_at'),
+    completedAt: tstz('completed_at'),
+  },
+  (t) => [
+    check('job_items_status_check', inList('status', ITEM_STATUSES)),
+    check('job_items_attempts_check', sql`attempts >= 0`),
+    index('job_items_job_status_idx').on(t.jobId, t.status, t.seq),
+    // The claim: the next pending items of a job.
+    index('job_items_claim_idx').on(t.jobId, t.seq).where(sql`status = 'pending'`),
+    // Rescue of expired leases.
+    index('job_items_lease_idx').on(t.leaseExpiresAt).where(sql`status = 'running'`),
+    index('job_items_completed_idx').on(t.completedAt).where(sql`completed_at is not null`),
+    index('job_items_image_idx').on(t.imageId),
+  ],
+);
+
+/** Items of archived jobs, moved out of the hot table. Same columns, plus when they moved. */
+export const jobArchives = queue.table(
+  'job_archives',
+  {
+    id: uuid('id').primaryKey(),
+    seq: bigint('seq', { mode: 'number' }).notNull(),
+    jobId: uuid('job_id')
+      .notNull()
+      .references(() => captionJobs.jobId, { onDelete: 'cascade' }),
+    imageId: uuid('image_id')
+      .notNull()
+      .references(() => images.id, { onDelete: 'restrict' }),
+    imagePath: text('image_path').notNull(),
+    perspective: text('perspective').notNull(),
+    status: text('status').$type<ItemStatus>().notNull(),
+    attempts: integer('attempts').notNull(),
+    nextAttemptAt: tstz('next_attempt_at'),
+    leaseOwner: text('lease_owner'),
+    leaseExpiresAt: tstz('lease_expires_at'),
+    error: text('error'),
+    processingTime: integer('processing_time'),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull(),
+    updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull(),
+    startedAt: tstz('started_at'),
+    completedAt: tstz('completed_at'),
+    archivedAt: timestamp('archived_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  },
+  (t) => [
+    check('job_archives_status_check', inList('status', ITEM_STATUSES)),
+    index('job_archives_job_idx').on(t.jobId, t.seq),
+  ],
+);
+
+/** `job_id` starts only when every `depends_on_job_id` has completed. */
+export const jobDependencies = queue.table(
+  'job_dependencies',
+  {
+    jobId: uuid('job_id')
+      .notNull()
+      .references(() => captionJobs.jobId, { onDelete: 'cascade' }),
+    dependsOnJobId: uuid('depends_on_job_id')
+      .notNull()
+      .references(() => captionJobs.jobId, { onDelete: 'restrict' }),
+  },
+  (t) => [
+    primaryKey({ columns: [t.jobId, t.dependsOnJobId] }),
+    index('job_dependencies_depends_on_idx').on(t.dependsOnJobId),
+    check('job_dependencies_not_self_check', sql`job_id <> depends_on_job_id`),
+  ],
+);

@@ -1,0 +1,175 @@
+/**
+ * The HTTP app: request ids and access logs, /health, the OpenAPI document and Swagger UI, tRPC at
+ * /api/trpc, the REST face at /api, and problem details for every error.
+ */
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import { createExpressMiddleware } from '@trpc/server/adapters/express';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import type pg from 'pg';
+import swaggerUi from 'swagger-ui-express';
+import { createOpenApiNodeHttpHandler, type OpenAPIObject } from 'trpc-to-openapi';
+import type { Config } from '../config.js';
+import type { Db } from '../db/client.js';
+import { requestContext, type Logger } from '../logger.js';
+import { appRouter } from '../routers/index.js';
+import type { Context } from '../trpc.js';
+import { problem, problemResponses, sendProblem } from './problem.js';
+
+export interface AppDeps {
+  db: Db;
+  pool: pg.Pool;
+  config: Config;
+  logger: Logger;
+  openApiDocument: OpenAPIObject;
+}
+
+declare module 'express-serve-static-core' {
+  interface Request {
+    requestId: string;
+  }
+}
+
+const REQUEST_ID = /^[\w.:@/+=-]{1,128}$/;
+const HEALTH_TIMEOUT_MS = 2_000;
+
+export function createApp(deps: AppDeps): express.Express {
+  const { config, logger } = deps;
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+
+  app.use(requestIdAndAccessLog(logger));
+
+  app.get('/health', async (_req, res) => {
+    const database = await pingDatabase(deps.pool);
+    res.status(database === 'ok' ? 200 : 503).json({
+      status: database === 'ok' ? 'ok' : 'unavailable',
+      database,
+      uptimeSeconds: Math.round(process.uptime()),
+    });
+  });
+
+  app.get('/openapi.json', (_req, res) => {
+    res.json(deps.openApiDocument);
+  });
+  // Swagger UI from swagger-ui-dist's local files: nothing is fetched from a CDN.
+  app.use(
+    '/docs',
+    swaggerUi.serve,
+    swaggerUi.setup(deps.openApiDocument, {
+      customSiteTitle: 'graphcap Data Service API',
+      swaggerOptions: { validatorUrl: null, displayRequestDuration: true, tryItOutEnabled: false },
+    }),
+  );
+
+  const createContext = ({ req }: { req: IncomingMessage }): Context => ({
+    db: deps.db,
+    config,
+    logger,
+    requestId: (req as Request).requestId,
+  });
+  const onError = ({ error, path }: { error: { code: string; cause?: unknown }; path?: string }) => {
+    if (error.code === 'INTERNAL_SERVER_ERROR') logger.error({ err: error.cause ?? error, path }, 'procedure failed');
+  };
+
+  app.use(
+    '/api/trpc',
+    createExpressMiddleware({
+      router: appRouter,
+      createContext,
+      onError,
+      maxBodySize: config.BODY_LIMIT_BYTES,
+    }),
+  );
+
+  const rest = createOpenApiNodeHttpHandler({
+    router: appRouter,
+    createContext,
+    onError,
+    maxBodySize: config.BODY_LIMIT_BYTES,
+  });
+  // Mounted at the root, not at /api, because the handler matches on the full req.url; it calls
+  // next() for paths it does not know, which then get the 404 below.
+  app.use(
+    defaultJsonContentType,
+    express.json({ limit: config.BODY_LIMIT_BYTES, strict: false }),
+    problemResponses,
+    (req: Request, res: Response, next: NextFunction) => void rest(req, res, next),
+  );
+
+  app.use((req: Request, res: Response) => {
+    sendProblem(res, problem(404, `no route for ${req.method} ${req.path}`, { instance: req.path }));
+  });
+  app.use((error: unknown, req: Request, res: Response, _next: NextFunction) => {
+    const status = httpStatusOf(error);
+    if (status >= 500) logger.error({ err: error }, 'request failed');
+    const detail =
+      status === 413
+        ? `request body larger than ${config.BODY_LIMIT_BYTES} bytes`
+        : status === 400
+          ? 'request body is not valid JSON'
+          : status < 500
+            ? ((error as Error).message ?? 'bad request')
+            : 'Internal server error';
+    if (res.headersSent) return;
+    sendProblem(res, problem(status, detail, { instance: req.path }));
+  });
+
+  return app;
+}
+
+/** Gives each request an id (the caller's X-Request-Id when sane), echoes it, and logs one line. */
+function requestIdAndAccessLog(logger: Logger) {
+  return (req: Request, res: Response, next: NextFunction) => {
+    const given = req.get('x-request-id');
+    const requestId = given && REQUEST_ID.test(given) ? given : randomUUID();
+    req.requestId = requestId;
+    res.setHeader('X-Request-Id', requestId);
+    const started = process.hrtime.bigint();
+    res.on('finish', () => {
+      const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
+      const line = {
+        requestId,
+        method: req.method,
+        path: req.originalUrl.split('?')[0],
+        status: res.statusCode,
+        durationMs: Math.round(durationMs * 100) / 100,
+      };
+      if (res.statusCode >= 500) logger.error(line, 'request');
+      else logger.info(line, 'request');
+    });
+    requestContext.run({ requestId }, () => next());
+  };
+}
+
+/**
+ * A POST with no body and no Content-Type (cancel, archive ... whose only input is the path) would
+ * be refused with 415 by trpc-to-openapi: treat it as an empty JSON body.
+ */
+function defaultJsonContentType(req: Request, _res: Response, next: NextFunction): void {
+  const hasBody = Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined;
+  if (!req.headers['content-type'] && !hasBody) req.headers['content-type'] = 'application/json';
+  next();
+}
+
+function httpStatusOf(error: unknown): number {
+  const status = (error as { status?: unknown; statusCode?: unknown })?.status ?? (error as { statusCode?: unknown })?.statusCode;
+  return typeof status === 'number' && status >= 400 && status < 600 ? status : 500;
+}
+
+async function pingDatabase(pool: pg.Pool): Promise<'ok' | 'unavailable'> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<'unavailable'>((resolve) => {
+    timer = setTimeout(() => resolve('unavailable'), HEALTH_TIMEOUT_MS);
+  });
+  const ping = pool.query('select 1').then(
+    () => 'ok' as const,
+    () => 'unavailable' as const,
+  );
+  try {
+    return await Promise.race([ping, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

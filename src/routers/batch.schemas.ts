@@ -1,0 +1,260 @@
+/** Input and output schemas of the batch queue (`/api/perspectives/batch`). */
+import { z } from 'zod';
+import type { ItemRow } from '../db/items.js';
+import type { JobRow } from '../db/jobs.js';
+import { JOB_SORT_KEYS } from '../db/jobs.js';
+import { ITEM_STATUSES, JOB_STATUSES, JOB_TYPES } from '../db/schema.js';
+import { iso, isoOrNull, limit, order, page, paginated, queryBoolean, queryList, timestamp, uuid } from './common.js';
+
+export const jobType = z.enum(JOB_TYPES).describe(
+  'MULTI_PERSPECTIVE: every image × every perspective. DATASET_PERSPECTIVE: every image of a dataset × every perspective. ' +
+    'BACKFILL: only pairs without a caption. DEPENDENCY_CHAIN: like MULTI_PERSPECTIVE, started after its dependsOn jobs complete.',
+);
+export const jobStatus = z.enum(JOB_STATUSES);
+export const itemStatus = z.enum(ITEM_STATUSES);
+
+const perspectiveName = z.string().min(1).max(128);
+const imagePath = z.string().min(1).max(1024).describe('Path relative to the workspace, e.g. datasets/os_img/cow.jpg');
+
+export const jobConfigInput = z
+  .strictObject({
+    provider: z.string().min(1).max(128).describe('Inference provider name, e.g. gemini, openai, ollama.'),
+    model: z.string().min(1).max(256),
+    providerConfig: z
+      .record(z.string().max(128), z.unknown())
+      .optional()
+      .describe('Provider settings passed to the Inference Bridge (may hold credentials). Never returned.'),
+    maxTokens: z.int().min(1).max(1_000_000).optional(),
+    temperature: z.number().min(0).max(2).optional(),
+    topP: z.number().min(0).max(1).optional(),
+    repetitionPenalty: z.number().min(0).max(10).optional(),
+    globalContext: z.string().max(100_000).optional(),
+    context: z.array(z.string().max(100_000)).max(100).optional(),
+    resizeResolution: z.string().min(1).max(64).optional(),
+  })
+  .meta({ example: { provider: 'gemini', model: 'gemini-2.0-flash-exp', maxTokens: 4096, temperature: 0.8 } });
+
+/** The config as returned: everything but providerConfig, which may hold credentials. */
+export const jobConfigOutput = jobConfigInput.omit({ providerConfig: true }).extend({
+  hasProviderConfig: z.boolean().describe('Whether a providerConfig was given (its values are never returned).'),
+});
+
+export const createJobInput = z
+  .strictObject({
+    type: jobType,
+    perspectives: z.array(perspectiveName).min(1).max(100).describe('Perspective names.'),
+    imagePaths: z.array(imagePath).min(1).max(100_000).optional(),
+    datasetId: uuid('dataset').optional(),
+    datasetName: z.string().min(1).max(128).optional(),
+    priority: z.int().min(-1_000_000).max(1_000_000).default(100).describe('Lower runs first.'),
+    config: jobConfigInput,
+    userId: z.string().min(1).max(256).optional(),
+    dependsOn: z.array(uuid('job')).min(1).max(100).optional().describe('Jobs that must complete first.'),
+    idempotencyKey: z
+      .string()
+      .min(1)
+      .max(256)
+      .optional()
+      .describe('A repeated create with the same key returns the first job instead of making a second.'),
+  })
+  .superRefine((input, ctx) => {
+    const sources = [input.imagePaths, input.datasetId, input.datasetName].filter((s) => s !== undefined).length;
+    if (sources !== 1) {
+      ctx.addIssue({ code: 'custom', path: ['imagePaths'], message: 'give exactly one of imagePaths, datasetId or datasetName' });
+    }
+    if (input.type === 'DATASET_PERSPECTIVE' && input.imagePaths) {
+      ctx.addIssue({ code: 'custom', path: ['imagePaths'], message: 'DATASET_PERSPECTIVE takes a datasetId or datasetName' });
+    }
+    if (input.type === 'DEPENDENCY_CHAIN' && !input.dependsOn) {
+      ctx.addIssue({ code: 'custom', path: ['dependsOn'], message: 'DEPENDENCY_CHAIN needs dependsOn' });
+    }
+  })
+  .meta({
+    example: {
+      type: 'MULTI_PERSPECTIVE',
+      perspectives: ['art_critic', 'storytelling'],
+      imagePaths: ['datasets/os_img/highland-cow-8972000_640.jpg'],
+      priority: 100,
+      config: { provider: 'gemini', model: 'gemini-2.0-flash-exp' },
+    },
+  });
+
+export const job = z
+  .object({
+    jobId: z.uuid(),
+    type: jobType,
+    status: jobStatus,
+    priority: z.int(),
+    queuePosition: z.int().min(1).nullable().describe('Place in the queue of jobs with work left; null once finished.'),
+    perspectives: z.array(z.string()),
+    datasetId: z.uuid().nullable(),
+    config: jobConfigOutput,
+    userId: z.string().nullable(),
+    idempotencyKey: z.string().nullable(),
+    totalImages: z.int().describe('Items in the job ((image, perspective) pairs).'),
+    processedImages: z.int().describe('Items completed.'),
+    failedImages: z.int().describe('Items failed.'),
+    cancelledImages: z.int().describe('Items cancelled.'),
+    progress: z.number().min(0).max(100).describe('Percent of items finished (completed or failed).'),
+    error: z.string().nullable().describe('Why the job ended as it did, when there is a reason.'),
+    archived: z.boolean(),
+    archiveDate: timestamp.nullable(),
+    dependsOn: z.array(z.uuid()),
+    createdAt: timestamp,
+    updatedAt: timestamp,
+    startedAt: timestamp.nullable(),
+    completedAt: timestamp.nullable(),
+  })
+  .meta({ id: 'Job' });
+
+export function toJob(row: JobRow): z.infer<typeof job> {
+  const { providerConfig, ...config } = row.config;
+  return {
+    ...row,
+    config: { ...config, hasProviderConfig: providerConfig !== undefined },
+    archiveDate: isoOrNull(row.archiveDate),
+    createdAt: iso(row.createdAt),
+    updatedAt: iso(row.updatedAt),
+    startedAt: isoOrNull(row.startedAt),
+    completedAt: isoOrNull(row.completedAt),
+  };
+}
+
+export const item = z
+  .object({
+    itemId: z.uuid(),
+    jobId: z.uuid(),
+    imageId: z.uuid(),
+    imagePath: z.string(),
+    perspective: z.string(),
+    status: itemStatus,
+    attempts: z.int(),
+    nextAttemptAt: timestamp.nullable().describe('When a retried item runs again.'),
+    error: z.string().nullable(),
+    processingTime: z.int().nullable().describe('Milliseconds the work took.'),
+    captionId: z.uuid().nullable(),
+    result: z.record(z.string(), z.unknown()).nullable().describe('The structured caption, once completed.'),
+    createdAt: timestamp,
+    updatedAt: timestamp,
+    startedAt: timestamp.nullable(),
+    completedAt: timestamp.nullable(),
+  })
+  .meta({ id: 'JobItem' });
+
+export function toItem(row: ItemRow): z.infer<typeof item> {
+  return {
+    ...row,
+    nextAttemptAt: isoOrNull(row.nextAttemptAt),
+    createdAt: iso(row.createdAt),
+    updatedAt: iso(row.updatedAt),
+    startedAt: isoOrNull(row.startedAt),
+    completedAt: isoOrNull(row.completedAt),
+  };
+}
+
+export const jobIdParam = z.object({ jobId: uuid('job') });
+
+export const listJobsInput = z.object({
+  status: queryList(jobStatus).optional().describe('One or several statuses.'),
+  type: queryList(jobType).optional(),
+  userId: z.string().min(1).max(256).optional(),
+  archived: queryBoolean.default(false).describe('Archived jobs instead of live ones.'),
+  createdFrom: timestamp.optional().describe('Created at or after.'),
+  createdTo: timestamp.optional().describe('Created before.'),
+  sort: z.enum(JOB_SORT_KEYS).default('queue').describe('queue = priority, then queue position, then age.'),
+  order,
+  page,
+  limit,
+});
+
+export const itemsPageInput = {
+  page,
+  limit,
+  itemStatus: queryList(itemStatus).optional().describe('Only items in these statuses.'),
+};
+
+export const jobStatusInput = jobIdParam.extend(itemsPageInput);
+export const jobStatusOutput = z.object({ job, items: paginated(item) });
+
+export const listItemsInput = jobIdParam.extend({
+  page,
+  limit,
+  status: queryList(itemStatus).optional(),
+  perspective: z.string().min(1).max(128).optional(),
+});
+
+export const failedItemsInput = jobIdParam.extend({ page, limit });
+
+export const reorderInput = z
+  .strictObject({
+    moves: z
+      .array(z.strictObject({ jobId: uuid('job'), position: z.int().min(1).max(1_000_000) }))
+      .max(1000)
+      .optional()
+      .describe('Move jobs to 1-based places in the queue; a moved job takes the priority of the job it lands beside.'),
+    priorities: z
+      .array(z.strictObject({ jobId: uuid('job'), priority: z.int().min(-1_000_000).max(1_000_000) }))
+      .max(1000)
+      .optional()
+      .describe('Set priorities (lower runs first); applied before moves.'),
+  })
+  .refine((i) => (i.moves?.length ?? 0) + (i.priorities?.length ?? 0) > 0, {
+    message: 'give at least one move or priority',
+    path: ['moves'],
+  });
+
+export const queueEntry = z.object({ jobId: z.uuid(), position: z.int(), priority: z.int(), status: jobStatus });
+export const reorderOutput = z.object({ queue: z.array(queueEntry).describe('Jobs with work left, in queue order.') });
+
+export const retryFailedOutput = z.object({ retried: z.int().describe('Items put back in the queue.'), job });
+
+export const analyzeInput = z
+  .strictObject({
+    imagePaths: z.array(imagePath).min(1).max(100_000).optional(),
+    datasetId: uuid('dataset').optional(),
+    datasetName: z.string().min(1).max(128).optional(),
+    perspectives: z.array(perspectiveName).min(1).max(100).optional().describe('Default: every enabled perspective.'),
+    missingLimit: z.int().min(0).max(10_000).default(100).describe('How many missing pairs to list.'),
+  })
+  .refine((i) => [i.imagePaths, i.datasetId, i.datasetName].filter((s) => s !== undefined).length === 1, {
+    message: 'give exactly one of imagePaths, datasetId or datasetName',
+    path: ['imagePaths'],
+  });
+
+export const analyzeOutput = z.object({
+  imageCount: z.int(),
+  perspectives: z.array(z.string()),
+  totalPairs: z.int(),
+  captioned: z.int(),
+  missing: z.int(),
+  byPerspective: z.array(z.object({ perspective: z.string(), captioned: z.int(), missing: z.int() })),
+  missingPairs: z.array(z.object({ imageId: z.uuid(), imagePath: z.string(), perspective: z.string() })),
+});
+
+const statusCounts = <T extends readonly string[]>(statuses: T) =>
+  z.object({ ...Object.fromEntries(statuses.map((s) => [s, z.int()])), total: z.int() } as Record<T[number] | 'total', z.ZodInt>);
+
+export const statisticsInput = z.object({
+  windowMinutes: z.coerce.number().int().min(1).max(10_080).default(60).describe('Window for throughput and timings.'),
+});
+
+export const statisticsOutput = z.object({
+  jobs: statusCounts(JOB_STATUSES),
+  items: statusCounts(ITEM_STATUSES),
+  throughput: z.object({ windowMinutes: z.int(), finishedItems: z.int(), itemsPerMinute: z.number() }),
+  processingTime: z.object({ meanMs: z.number().nullable(), p95Ms: z.number().nullable() }),
+  failureRate: z.number().min(0).max(1).nullable(),
+  oldestPendingJobAgeSeconds: z.number().nullable(),
+  generatedAt: timestamp,
+});
+
+export const itemUpdateInput = z
+  .strictObject({
+    itemId: uuid('item'),
+    status: itemStatus.describe('pending→running|cancelled; running→completed|failed|pending|cancelled.'),
+    result: z.record(z.string(), z.unknown()).optional().describe('The structured caption; required for completed.'),
+    error: z.string().max(10_000).optional(),
+    processingTime: z.int().min(0).max(86_400_000).optional().describe('Milliseconds.'),
+    model: z.string().min(1).max(256).optional(),
+    provider: z.string().min(1).max(128).optional(),
+  });

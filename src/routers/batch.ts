@@ -1,0 +1,310 @@
+/** The batch captioning queue: `/api/perspectives/batch/*`. Thin: parse, call the repository, shape. */
+import { captionCoverage } from '../db/captions.js';
+import { findDataset } from '../db/datasets.js';
+import { findImagesByPath } from '../db/images.js';
+import { listItems, updateItem } from '../db/items.js';
+import {
+  archiveJob,
+  cancelJob,
+  createJob,
+  getJob,
+  listJobs,
+  reorderJobs,
+  restoreJob,
+  retryFailedItems,
+} from '../db/jobs.js';
+import { findPerspectivesByName, listEnabledPerspectiveNames } from '../db/perspectives.js';
+import { getStatistics } from '../db/statistics.js';
+import { InvalidInputError, type FieldError } from '../errors.js';
+import { publicProcedure, router } from '../trpc.js';
+import { toWorkspaceRelative, workspacePathProblem } from '../workspace.js';
+import {
+  analyzeInput,
+  analyzeOutput,
+  createJobInput,
+  failedItemsInput,
+  item,
+  itemUpdateInput,
+  job,
+  jobIdParam,
+  jobStatusInput,
+  jobStatusOutput,
+  listItemsInput,
+  listJobsInput,
+  reorderInput,
+  reorderOutput,
+  retryFailedOutput,
+  statisticsInput,
+  statisticsOutput,
+  toItem,
+  toJob,
+} from './batch.schemas.js';
+import { iso, paginated } from './common.js';
+
+const BASE = '/api/perspectives/batch';
+const tags = ['batch'];
+
+const errors = {
+  input: { 400: 'Invalid input', 500: 'Unexpected error' },
+  job: { 400: 'Invalid job id', 404: 'Job not found', 500: 'Unexpected error' },
+  jobState: { 400: 'Invalid job id', 404: 'Job not found', 409: 'Not allowed in the job’s current state', 500: 'Unexpected error' },
+};
+
+export const batchRouter = router({
+  create: publicProcedure
+    .meta({
+      openapi: {
+        method: 'POST',
+        path: `${BASE}/create`,
+        tags,
+        summary: 'Create a caption job',
+        description:
+          'Creates a job and all its (image, perspective) items in one transaction. Unknown images, perspectives, ' +
+          'datasets or dependencies, or a job with no items, are refused with 400 and nothing is written. ' +
+          'A repeated idempotencyKey returns the first job.',
+        errorResponses: { 400: 'Invalid input: each failing field is named', 413: 'Body too large', 500: 'Unexpected error' },
+      },
+    })
+    .input(createJobInput)
+    .output(job)
+    .mutation(async ({ ctx, input }) => toJob(await createJob(ctx.db, input, { maxItems: ctx.config.MAX_JOB_ITEMS }))),
+
+  list: publicProcedure
+    .meta({
+      openapi: {
+        method: 'GET',
+        path: `${BASE}/list`,
+        tags,
+        summary: 'List jobs',
+        description: 'Jobs filtered by status, type, user, archived and creation time; queue order by default.',
+        errorResponses: errors.input,
+      },
+    })
+    .input(listJobsInput)
+    .output(paginated(job))
+    .query(async ({ ctx, input }) => {
+      const { items, total } = await listJobs(ctx.db, input);
+      return { items: items.map(toJob), total, page: input.page, limit: input.limit };
+    }),
+
+  status: publicProcedure
+    .meta({
+      openapi: {
+        method: 'GET',
+        path: `${BASE}/status/{jobId}`,
+        tags,
+        summary: 'Get a job with a page of its items',
+        errorResponses: errors.job,
+      },
+    })
+    .input(jobStatusInput)
+    .output(jobStatusOutput)
+    .query(async ({ ctx, input }) => {
+      const row = await getJob(ctx.db, input.jobId);
+      const items = await listItems(ctx.db, input.jobId, { status: input.itemStatus, page: input.page, limit: input.limit });
+      return {
+        job: toJob(row),
+        items: { items: items.items.map(toItem), total: items.total, page: input.page, limit: input.limit },
+      };
+    }),
+
+  cancel: publicProcedure
+    .meta({
+      openapi: {
+        method: 'POST',
+        path: `${BASE}/cancel/{jobId}`,
+        tags,
+        summary: 'Cancel a pending or running job',
+        description: 'No more dispatch; unfinished items are cancelled. 409 when the job has already finished.',
+        errorResponses: errors.jobState,
+      },
+    })
+    .input(jobIdParam)
+    .output(job)
+    .mutation(async ({ ctx, input }) => toJob(await cancelJob(ctx.db, input.jobId))),
+
+  reorder: publicProcedure
+    .meta({
+      openapi: {
+        method: 'POST',
+        path: `${BASE}/reorder`,
+        tags,
+        summary: 'Change queue order',
+        description: 'Move jobs to explicit places in the queue, or set priorities. Returns the resulting queue.',
+        errorResponses: { 400: 'Invalid input', 404: 'Job not found', 409: 'A job has already finished', 500: 'Unexpected error' },
+      },
+    })
+    .input(reorderInput)
+    .output(reorderOutput)
+    .mutation(async ({ ctx, input }) => ({ queue: await reorderJobs(ctx.db, input) })),
+
+  analyzeImages: publicProcedure
+    .meta({
+      openapi: {
+        method: 'POST',
+        path: `${BASE}/analyze-images`,
+        tags,
+        summary: 'Which captions exist and which are missing',
+        description: 'For images (paths or a dataset) and perspectives (default: every enabled one).',
+        errorResponses: errors.input,
+      },
+    })
+    .input(analyzeInput)
+    .output(analyzeOutput)
+    .mutation(async ({ ctx, input }) => {
+      const fieldErrors: FieldError[] = [];
+      const names = input.perspectives ?? (await listEnabledPerspectiveNames(ctx.db));
+      const found = new Map((await findPerspectivesByName(ctx.db, names)).map((p) => [p.name, p]));
+      names.forEach((n, i) => {
+        if (!found.has(n)) fieldErrors.push({ path: `perspectives.${i}`, message: `unknown perspective ${JSON.stringify(n)}` });
+      });
+      let images: { ids: string[] } | { datasetId: string } | undefined;
+      if (input.imagePaths) {
+        input.imagePaths.forEach((p, i) => {
+          const problem = workspacePathProblem(p);
+          if (problem) fieldErrors.push({ path: `imagePaths.${i}`, message: problem });
+        });
+        if (fieldErrors.length === 0) {
+          const rows = await findImagesByPath(ctx.db, input.imagePaths.map(toWorkspaceRelative));
+          const known = new Set(rows.map((r) => r.path));
+          input.imagePaths.forEach((p, i) => {
+            if (!known.has(toWorkspaceRelative(p))) fieldErrors.push({ path: `imagePaths.${i}`, message: `unknown image ${JSON.stringify(p)}` });
+          });
+          images = { ids: rows.map((r) => r.id) };
+        }
+      } else {
+        const dataset = await findDataset(ctx.db, { id: input.datasetId, name: input.datasetName });
+        if (!dataset) fieldErrors.push({ path: input.datasetId ? 'datasetId' : 'datasetName', message: 'unknown dataset' });
+        else images = { datasetId: dataset.id };
+      }
+      if (fieldErrors.length > 0 || !images) {
+        throw new InvalidInputError(fieldErrors.map((e) => `${e.path}: ${e.message}`).join('; '), fieldErrors);
+      }
+      const coverage = await captionCoverage(ctx.db, {
+        images,
+        perspectives: names.map((n) => ({ id: found.get(n)!.id, name: n })),
+        missingLimit: input.missingLimit,
+      });
+      return { ...coverage, perspectives: names };
+    }),
+
+  archive: publicProcedure
+    .meta({
+      openapi: {
+        method: 'POST',
+        path: `${BASE}/archive/{jobId}`,
+        tags,
+        summary: 'Archive a finished job',
+        description: 'Its items move to job_archives. 409 when the job has not finished or is already archived.',
+        errorResponses: errors.jobState,
+      },
+    })
+    .input(jobIdParam)
+    .output(job)
+    .mutation(async ({ ctx, input }) => toJob(await archiveJob(ctx.db, input.jobId))),
+
+  restore: publicProcedure
+    .meta({
+      openapi: {
+        method: 'POST',
+        path: `${BASE}/restore/{jobId}`,
+        tags,
+        summary: 'Restore an archived job',
+        errorResponses: errors.jobState,
+      },
+    })
+    .input(jobIdParam)
+    .output(job)
+    .mutation(async ({ ctx, input }) => toJob(await restoreJob(ctx.db, input.jobId))),
+
+  retryFailed: publicProcedure
+    .meta({
+      openapi: {
+        method: 'POST',
+        path: `${BASE}/retry-failed/{jobId}`,
+        tags,
+        summary: 'Put a job’s failed items back in the queue',
+        description: 'Takes a partial or failed job back to pending; returns how many items were retried.',
+        errorResponses: errors.jobState,
+      },
+    })
+    .input(jobIdParam)
+    .output(retryFailedOutput)
+    .mutation(async ({ ctx, input }) => {
+      const { retried, job: row } = await retryFailedItems(ctx.db, input.jobId);
+      return { retried, job: toJob(row) };
+    }),
+
+  statistics: publicProcedure
+    .meta({
+      openapi: {
+        method: 'GET',
+        path: `${BASE}/statistics`,
+        tags,
+        summary: 'Queue statistics',
+        description: 'Jobs and items by status, throughput, processing time (mean, p95), failure rate, oldest pending job.',
+        errorResponses: errors.input,
+      },
+    })
+    .input(statisticsInput)
+    .output(statisticsOutput)
+    .query(async ({ ctx, input }) => {
+      const stats = await getStatistics(ctx.db, input.windowMinutes);
+      return { ...stats, generatedAt: iso(stats.generatedAt) };
+    }),
+
+  updateItem: publicProcedure
+    .meta({
+      openapi: {
+        method: 'POST',
+        path: `${BASE}/items/{itemId}`,
+        tags: ['batch-internal'],
+        summary: 'Update one item (internal, for external executors)',
+        description:
+          'Status, result, error, processing time. Transitions that do not exist are 409; a repeated identical ' +
+          'update is accepted and changes nothing. Completing an item stores its caption.',
+        errorResponses: { 400: 'Invalid input', 404: 'Item not found', 409: 'Transition not allowed', 500: 'Unexpected error' },
+      },
+    })
+    .input(itemUpdateInput)
+    .output(item)
+    .mutation(async ({ ctx, input }) => {
+      const { itemId, ...update } = input;
+      return toItem(await updateItem(ctx.db, itemId, update));
+    }),
+
+  items: publicProcedure
+    .meta({
+      openapi: {
+        method: 'GET',
+        path: `${BASE}/items/{jobId}/list`,
+        tags,
+        summary: 'List a job’s items',
+        description: 'Paginated, in the job’s order, filterable by status and perspective.',
+        errorResponses: errors.job,
+      },
+    })
+    .input(listItemsInput)
+    .output(paginated(item))
+    .query(async ({ ctx, input }) => {
+      const { items, total } = await listItems(ctx.db, input.jobId, input);
+      return { items: items.map(toItem), total, page: input.page, limit: input.limit };
+    }),
+
+  failedItems: publicProcedure
+    .meta({
+      openapi: {
+        method: 'GET',
+        path: `${BASE}/items/{jobId}/failed`,
+        tags,
+        summary: 'List a job’s failed items with their errors',
+        errorResponses: errors.job,
+      },
+    })
+    .input(failedItemsInput)
+    .output(paginated(item))
+    .query(async ({ ctx, input }) => {
+      const { items, total } = await listItems(ctx.db, input.jobId, { ...input, status: ['failed'] });
+      return { items: items.map(toItem), total, page: input.page, limit: input.limit };
+    }),
+});

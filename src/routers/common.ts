@@ -1,0 +1,41 @@
+/** Schemas shared by the routers: pagination, ids, timestamps, query helpers. */
+import { z } from 'zod';
+import { parseDbTime, type DbTime } from '../db/client.js';
+
+/**
+ * A query-string boolean: `true`/`false` on REST, a real boolean over tRPC. (A plain z.boolean()
+ * would be coerced with Boolean() by trpc-to-openapi, turning `?archived=false` into true.)
+ */
+export const queryBoolean = z.preprocess((value) => {
+  if (value === 'true') return true;
+  if (value === 'false') return false;
+  return value;
+}, z.boolean());
+
+/**
+ * Query-string numbers are coerced explicitly, so the REST and tRPC faces accept the same input.
+ * (trpc-to-openapi would otherwise switch coercion on inside the shared schema after a first REST call.)
+ */
+export const queryInt = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+export const page = queryInt(1, 1_000_000).default(1).describe('Page number, from 1.');
+export const limit = queryInt(1, 100).default(20).describe('Items per page, 1 to 100.');
+export const order = z.enum(['asc', 'desc']).default('asc').describe('Sort direction.');
+
+/** A list parameter: repeat it (`?status=a&status=b`) or pass one value. */
+export const queryList = <T extends z.ZodType>(item: T, max = 20) => z.array(item).max(max);
+
+export const uuid = (what: string) => z.uuid({ error: `must be a ${what} id (a UUID)` });
+
+/** Timestamps leave the service as ISO 8601 strings in UTC. */
+export const timestamp = z.iso.datetime().describe('ISO 8601 time in UTC.');
+export const iso = (d: Date | DbTime) => parseDbTime(d).toISOString();
+export const isoOrNull = (d: Date | DbTime | null) => (d ? iso(d) : null);
+
+export const paginated = <T extends z.ZodType>(item: T) =>
+  z.object({
+    items: z.array(item),
+    total: z.int().min(0).describe('Items matching the filters, over all pages.'),
+    page: z.int().min(1),
+    limit: z.int().min(1),
+  });

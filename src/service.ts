@@ -1,0 +1,71 @@
+/**
+ * Wires the service: database (embedded or DATABASE_URL, migrated), workspace import, HTTP server.
+ * `main.ts` runs it as a process; tests start it in-process against their own database.
+ */
+import { existsSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { createServer, type Server } from 'node:http';
+import type { Config } from './config.js';
+import { openDatabase, type Database } from './db/client.js';
+import { createApp } from './http/app.js';
+import type { Logger } from './logger.js';
+import { buildOpenApiDocument } from './openapi.js';
+import { syncWorkspace } from './workspace-sync.js';
+
+export interface Service {
+  /** Base URL the server listens on, e.g. http://127.0.0.1:32550 */
+  url: string;
+  database: Database;
+  server: Server;
+  /** Stops accepting requests, lets in-flight ones finish (up to the grace period), closes the database. */
+  close(): Promise<void>;
+}
+
+export async function startService(config: Config, logger: Logger): Promise<Service> {
+  const database = await openDatabase(config, logger);
+  try {
+    if (config.WORKSPACE_SYNC_ON_START) {
+      if (existsSync(config.WORKSPACE_PATH)) await syncWorkspace(database.db, config.WORKSPACE_PATH, logger);
+      else logger.warn({ workspace: config.WORKSPACE_PATH }, 'WORKSPACE_PATH does not exist; nothing imported');
+    }
+    const app = createApp({
+      db: database.db,
+      pool: database.pool,
+      config,
+      logger,
+      openApiDocument: buildOpenApiDocument(),
+    });
+    const server = createServer(app);
+    // Slow or silent clients must not hold sockets forever.
+    server.requestTimeout = 60_000;
+    server.headersTimeout = 20_000;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.PORT, config.HOST, () => resolve());
+    });
+    const { port } = server.address() as AddressInfo;
+    const host = config.HOST === '0.0.0.0' || config.HOST === '::' ? '127.0.0.1' : config.HOST;
+    const url = `http://${host}:${port}`;
+    logger.info({ url, docs: `${url}/docs`, embeddedDatabase: !config.DATABASE_URL }, 'graphcap Data Service listening');
+
+    let closing: Promise<void> | undefined;
+    const close = () =>
+      (closing ??= (async () => {
+        await closeServer(server, config.SHUTDOWN_GRACE_SECONDS * 1000);
+        await database.close();
+        logger.info('graphcap Data Service stopped');
+      })());
+    return { url, database, server, close };
+  } catch (error) {
+    await database.close().catch(() => undefined);
+    throw error;
+  }
+}
+
+async function closeServer(server: Server, graceMs: number): Promise<void> {
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeIdleConnections();
+  const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+  await closed;
+  clearTimeout(timer);
+}

@@ -1,0 +1,237 @@
+/**
+ * The graphcap workspace on disk: path safety, the perspective library, dataset folders. Reads files
+ * only; the database side of an import is in src/workspace-sync.ts.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { readdir, readFile, realpath, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { imageSizeFromFile } from 'image-size/fromFile';
+import { z } from 'zod';
+import { InvalidInputError } from './errors.js';
+
+export const IMAGE_EXTENSIONS = new Set(['.jpg', '.jpeg', '.png', '.webp', '.gif', '.bmp', '.tif', '.tiff']);
+const DATASET_NAME = /^[\w][\w .@+-]{0,127}$/;
+
+/**
+ * Normalises a client-supplied workspace path to the stored form (forward slashes, relative), or
+ * throws. Absolute paths and any `..` segment are refused outright rather than resolved, so a path
+ * means the same thing before and after normalisation.
+ */
+export function toWorkspaceRelative(input: string): string {
+  const problem = workspacePathProblem(input);
+  if (problem) throw new InvalidInputError(`invalid image path ${JSON.stringify(input)}: ${problem}`);
+  return path.posix.normalize(input.replaceAll('\\', '/')).replace(/^\.\//, '');
+}
+
+/** Why a client path is not acceptable, or undefined when it is. */
+export function workspacePathProblem(input: string): string | undefined {
+  if (input.length === 0) return 'must not be empty';
+  if (input.length > 1024) return 'must be at most 1024 characters';
+  if (input.includes('\0')) return 'must not contain NUL';
+  const slashed = input.replaceAll('\\', '/');
+  if (slashed.startsWith('/') || /^[a-zA-Z]:/.test(slashed)) return 'must be relative to the workspace';
+  if (slashed.split('/').includes('..')) return 'must not contain ".." segments';
+  const normalised = path.posix.normalize(slashed);
+  if (normalised === '.' || normalised.endsWith('/')) return 'must name a file';
+  return undefined;
+}
+
+/**
+ * Absolute path of a stored relative path, after following symlinks; refuses anything whose real
+ * location is outside the workspace (a symlink pointing out of it, say).
+ */
+export async function resolveInWorkspace(root: string, relative: string): Promise<string> {
+  const realRoot = await realpath(root);
+  const real = await realpath(path.join(realRoot, toWorkspaceRelative(relative)));
+  if (real !== realRoot && !real.startsWith(realRoot + path.sep)) {
+    throw new InvalidInputError(`invalid image path ${JSON.stringify(relative)}: leaves the workspace`);
+  }
+  return real;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Datasets
+
+export interface ImageFile {
+  /** Relative to the workspace. */
+  path: string;
+  sizeBytes: number;
+  mtime: Date;
+}
+
+export interface ImageMetadata {
+  format: string | null;
+  width: number | null;
+  height: number | null;
+  contentHash: string;
+}
+
+export function isValidDatasetName(name: string): boolean {
+  return DATASET_NAME.test(name) && name !== '.' && name !== '..';
+}
+
+/** Dataset folders under `datasets/`. */
+export async function listDatasetFolders(root: string): Promise<string[]> {
+  const entries = await readdir(path.join(root, 'datasets'), { withFileTypes: true }).catch(notFoundAsEmpty);
+  return entries
+    .filter((e) => e.isDirectory() && isValidDatasetName(e.name))
+    .map((e) => e.name)
+    .sort();
+}
+
+/**
+ * The image files directly inside `datasets/<name>/` (graphcap's layout is flat; `analysis/` and
+ * other folders hold results, not images). Symlinks that lead out of the workspace are skipped.
+ */
+export async function listDatasetImages(root: string, name: string): Promise<ImageFile[]> {
+  if (!isValidDatasetName(name)) throw new InvalidInputError(`invalid dataset name ${JSON.stringify(name)}`);
+  const folder = path.join(root, 'datasets', name);
+  const entries = await readdir(folder, { withFileTypes: true }).catch(notFoundAsEmpty);
+  const files: ImageFile[] = [];
+  for (const entry of entries) {
+    if (!IMAGE_EXTENSIONS.has(path.extname(entry.name).toLowerCase())) continue;
+    const relative = `datasets/${name}/${entry.name}`;
+    let absolute: string;
+    try {
+      absolute = await resolveInWorkspace(root, relative);
+    } catch {
+      continue;
+    }
+    const info = await stat(absolute);
+    if (!info.isFile()) continue;
+    files.push({ path: relative, sizeBytes: info.size, mtime: info.mtime });
+  }
+  return files.sort((a, b) => a.path.localeCompare(b.path));
+}
+
+/** Format and dimensions from the file's header (image-size), and a sha256 of its bytes. */
+export async function readImageMetadata(absolute: string): Promise<ImageMetadata> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(absolute)) hash.update(chunk as Buffer);
+  let dimensions: { type?: string; width?: number; height?: number } = {};
+  try {
+    dimensions = await imageSizeFromFile(absolute);
+  } catch {
+    // Not an image it can read: keep the file, without dimensions.
+  }
+  return {
+    format: dimensions.type ?? null,
+    width: dimensions.width ?? null,
+    height: dimensions.height ?? null,
+    contentHash: hash.digest('hex'),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Perspective library
+
+/** graphcap's perspective file format; fields it does not model are kept in `definition`. */
+export const perspectiveFileSchema = z.looseObject({
+  name: z.string().regex(/^[\w.-]{1,128}$/, 'must be 1-128 letters, digits, _ . -'),
+  display_name: z.string().min(1).optional(),
+  version: z.union([z.string(), z.number()]).transform(String).default('1'),
+  prompt: z.string().min(1),
+  schema_fields: z.array(z.looseObject({ name: z.string() })).default([]),
+  module: z.string().min(1).optional(),
+  tags: z.array(z.string()).default([]),
+  priority: z.number().int().default(50),
+  deprecated: z.boolean().default(false),
+  replacement: z.string().nullish(),
+  description: z.string().nullish(),
+});
+
+export interface PerspectiveDefinition {
+  name: string;
+  displayName: string;
+  version: string;
+  module: string;
+  description: string | null;
+  prompt: string;
+  schemaFields: unknown[];
+  tags: string[];
+  priority: number;
+  deprecated: boolean;
+  replacement: string | null;
+  enabled: boolean;
+  definition: Record<string, unknown>;
+  definitionHash: string;
+  sourcePath: string;
+}
+
+export interface LibraryProblem {
+  file: string;
+  message: string;
+}
+
+const settingsSchema = z.looseObject({
+  modules: z.record(z.string(), z.looseObject({ enabled: z.boolean().default(true) })).default({}),
+});
+
+/** Module enablement from `config/perspective_settings.json`; a module it does not list is enabled. */
+export async function readModuleSettings(root: string): Promise<Map<string, boolean>> {
+  const file = path.join(root, 'config', 'perspective_settings.json');
+  const text = await readFile(file, 'utf8').catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return undefined;
+    throw error;
+  });
+  if (text === undefined) return new Map();
+  const settings = settingsSchema.parse(JSON.parse(text));
+  return new Map(Object.entries(settings.modules).map(([name, m]) => [name, m.enabled]));
+}
+
+/** Every valid perspective under `perspective_library/`, and a problem for each file that is not. */
+export async function loadPerspectiveLibrary(
+  root: string,
+): Promise<{ perspectives: PerspectiveDefinition[]; problems: LibraryProblem[] }> {
+  const libraryRoot = path.join(root, 'perspective_library');
+  const modules = await readModuleSettings(root);
+  const files = (await readdir(libraryRoot, { recursive: true }).catch(notFoundAsEmpty))
+    .map(String)
+    .filter((f) => f.endsWith('.json'))
+    .sort();
+  const perspectives = new Map<string, PerspectiveDefinition>();
+  const problems: LibraryProblem[] = [];
+  for (const file of files) {
+    const sourcePath = `perspective_library/${file.split(path.sep).join('/')}`;
+    try {
+      const text = await readFile(path.join(libraryRoot, file), 'utf8');
+      const raw = JSON.parse(text) as unknown;
+      const parsed = perspectiveFileSchema.parse(raw);
+      const module = parsed.module ?? file.split(path.sep)[0] ?? 'default';
+      if (perspectives.has(parsed.name)) {
+        problems.push({ file: sourcePath, message: `duplicate perspective name ${parsed.name}; the first file wins` });
+        continue;
+      }
+      perspectives.set(parsed.name, {
+        name: parsed.name,
+        displayName: parsed.display_name ?? parsed.name,
+        version: parsed.version,
+        module,
+        description: parsed.description ?? null,
+        prompt: parsed.prompt,
+        schemaFields: parsed.schema_fields,
+        tags: parsed.tags,
+        priority: parsed.priority,
+        deprecated: parsed.deprecated,
+        replacement: parsed.replacement ?? null,
+        enabled: modules.get(module) ?? true,
+        definition: raw as Record<string, unknown>,
+        definitionHash: createHash('sha256').update(text).digest('hex'),
+        sourcePath,
+      });
+    } catch (error) {
+      const message =
+        error instanceof z.ZodError
+          ? error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')
+          : (error as Error).message;
+      problems.push({ file: sourcePath, message });
+    }
+  }
+  return { perspectives: [...perspectives.values()], problems };
+}
+
+function notFoundAsEmpty(error: NodeJS.ErrnoException): never[] {
+  if (error.code === 'ENOENT' || error.code === 'ENOTDIR') return [];
+  throw error;
+}
