@@ -4,6 +4,7 @@
  * under concurrent requests and replicas.
  */
 import { sql, type SQL } from 'drizzle-orm';
+import { currentRequestId } from '../logger.js';
 import { ConflictError, InvalidInputError, NotFoundError, type FieldError } from '../errors.js';
 import { toWorkspaceRelative, workspacePathProblem } from '../workspace.js';
 import type { Db, DbTime } from './client.js';
@@ -183,10 +184,10 @@ export async function createJob(db: Db, input: CreateJobInput, limits: CreateJob
   return db.transaction(async (tx) => {
     const { rows: inserted } = await tx.execute<{ jobId: string }>(sql`
       insert into job_queue.caption_jobs
-        (type, priority, perspectives, dataset_id, config, user_id, idempotency_key)
+        (type, priority, perspectives, dataset_id, config, user_id, idempotency_key, request_id)
       values (${input.type}, ${input.priority}, ${pgArray(perspectiveNames)}::text[],
               ${source?.kind === 'dataset' ? source.datasetId : null}, ${JSON.stringify(input.config)}::jsonb,
-              ${input.userId ?? null}, ${input.idempotencyKey ?? null})
+              ${input.userId ?? null}, ${input.idempotencyKey ?? null}, ${currentRequestId() ?? null})
       on conflict (idempotency_key) do nothing
       returning job_id as "jobId"`);
     const jobId = inserted[0]?.jobId;

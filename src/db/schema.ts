@@ -185,6 +185,8 @@ export const captionJobs = queue.table(
     progress: doublePrecision('progress').notNull().default(0),
     /** Why the job ended the way it did (a failed dependency, a cancel ...). */
     error: text('error'),
+    /** X-Request-Id of the create call; its bridge calls and events carry it. */
+    requestId: text('request_id'),
     archived: boolean('archived').notNull().default(false),
     archiveDate: tstz('archive_date'),
     createdAt: createdAt(),

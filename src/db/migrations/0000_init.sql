@@ -20,6 +20,7 @@ CREATE TABLE "job_queue"."caption_jobs" (
 	"cancelled_images" integer DEFAULT 0 NOT NULL,
 	"progress" double precision DEFAULT 0 NOT NULL,
 	"error" text,
+	"request_id" text,
 	"archived" boolean DEFAULT false NOT NULL,
 	"archive_date" timestamp with time zone,
 	"created_at" timestamp with time zone DEFAULT now() NOT NULL,
