@@ -4,7 +4,7 @@ import type { ItemRow } from '../db/items.js';
 import type { JobRow } from '../db/jobs.js';
 import { JOB_SORT_KEYS } from '../db/jobs.js';
 import { ITEM_STATUSES, JOB_STATUSES, JOB_TYPES } from '../db/schema.js';
-import { iso, isoOrNull, limit, order, page, paginated, queryBoolean, queryList, timestamp, uuid } from './common.js';
+import { bodyNumber, iso, isoOrNull, limit, order, page, paginated, queryBoolean, queryList, timestamp, uuid } from './common.js';
 
 export const jobType = z.enum(JOB_TYPES).describe(
   'MULTI_PERSPECTIVE: every image × every perspective. DATASET_PERSPECTIVE: every image of a dataset × every perspective. ' +
@@ -16,26 +16,32 @@ export const itemStatus = z.enum(ITEM_STATUSES);
 const perspectiveName = z.string().min(1).max(128);
 const imagePath = z.string().min(1).max(1024).describe('Path relative to the workspace, e.g. datasets/os_img/cow.jpg');
 
+/** The config's fields; `number` wraps numbers (bodyNumber for input, as-is for output). */
+const configFields = (number: (schema: z.ZodNumber) => z.ZodType<number>) => ({
+  provider: z.string().min(1).max(128).describe('Inference provider name, e.g. gemini, openai, ollama.'),
+  model: z.string().min(1).max(256),
+  maxTokens: number(z.int().min(1).max(1_000_000)).optional(),
+  temperature: number(z.number().min(0).max(2)).optional(),
+  topP: number(z.number().min(0).max(1)).optional(),
+  repetitionPenalty: number(z.number().min(0).max(10)).optional(),
+  globalContext: z.string().max(100_000).optional(),
+  context: z.array(z.string().max(100_000)).max(100).optional(),
+  resizeResolution: z.string().min(1).max(64).optional(),
+});
+
 export const jobConfigInput = z
   .strictObject({
-    provider: z.string().min(1).max(128).describe('Inference provider name, e.g. gemini, openai, ollama.'),
-    model: z.string().min(1).max(256),
+    ...configFields(bodyNumber),
     providerConfig: z
       .record(z.string().max(128), z.unknown())
       .optional()
       .describe('Provider settings passed to the Inference Bridge (may hold credentials). Never returned.'),
-    maxTokens: z.int().min(1).max(1_000_000).optional(),
-    temperature: z.number().min(0).max(2).optional(),
-    topP: z.number().min(0).max(1).optional(),
-    repetitionPenalty: z.number().min(0).max(10).optional(),
-    globalContext: z.string().max(100_000).optional(),
-    context: z.array(z.string().max(100_000)).max(100).optional(),
-    resizeResolution: z.string().min(1).max(64).optional(),
   })
   .meta({ example: { provider: 'gemini', model: 'gemini-2.0-flash-exp', maxTokens: 4096, temperature: 0.8 } });
 
 /** The config as returned: everything but providerConfig, which may hold credentials. */
-export const jobConfigOutput = jobConfigInput.omit({ providerConfig: true }).extend({
+export const jobConfigOutput = z.object({
+  ...configFields((schema) => schema),
   hasProviderConfig: z.boolean().describe('Whether a providerConfig was given (its values are never returned).'),
 });
 
@@ -46,7 +52,7 @@ export const createJobInput = z
     imagePaths: z.array(imagePath).min(1).max(100_000).optional(),
     datasetId: uuid('dataset').optional(),
     datasetName: z.string().min(1).max(128).optional(),
-    priority: z.int().min(-1_000_000).max(1_000_000).default(100).describe('Lower runs first.'),
+    priority: bodyNumber(z.int().min(-1_000_000).max(1_000_000)).default(100).describe('Lower runs first.'),
     config: jobConfigInput,
     userId: z.string().min(1).max(256).optional(),
     dependsOn: z.array(uuid('job')).min(1).max(100).optional().describe('Jobs that must complete first.'),
@@ -188,12 +194,12 @@ export const failedItemsInput = jobIdParam.extend({ page, limit });
 export const reorderInput = z
   .strictObject({
     moves: z
-      .array(z.strictObject({ jobId: uuid('job'), position: z.int().min(1).max(1_000_000) }))
+      .array(z.strictObject({ jobId: uuid('job'), position: bodyNumber(z.int().min(1).max(1_000_000)) }))
       .max(1000)
       .optional()
       .describe('Move jobs to 1-based places in the queue; a moved job takes the priority of the job it lands beside.'),
     priorities: z
-      .array(z.strictObject({ jobId: uuid('job'), priority: z.int().min(-1_000_000).max(1_000_000) }))
+      .array(z.strictObject({ jobId: uuid('job'), priority: bodyNumber(z.int().min(-1_000_000).max(1_000_000)) }))
       .max(1000)
       .optional()
       .describe('Set priorities (lower runs first); applied before moves.'),
@@ -214,7 +220,7 @@ export const analyzeInput = z
     datasetId: uuid('dataset').optional(),
     datasetName: z.string().min(1).max(128).optional(),
     perspectives: z.array(perspectiveName).min(1).max(100).optional().describe('Default: every enabled perspective.'),
-    missingLimit: z.int().min(0).max(10_000).default(100).describe('How many missing pairs to list.'),
+    missingLimit: bodyNumber(z.int().min(0).max(10_000)).default(100).describe('How many missing pairs to list.'),
   })
   .refine((i) => [i.imagePaths, i.datasetId, i.datasetName].filter((s) => s !== undefined).length === 1, {
     message: 'give exactly one of imagePaths, datasetId or datasetName',
@@ -254,7 +260,7 @@ export const itemUpdateInput = z
     status: itemStatus.describe('pending→running|cancelled; running→completed|failed|pending|cancelled.'),
     result: z.record(z.string(), z.unknown()).optional().describe('The structured caption; required for completed.'),
     error: z.string().max(10_000).optional(),
-    processingTime: z.int().min(0).max(86_400_000).optional().describe('Milliseconds.'),
+    processingTime: bodyNumber(z.int().min(0).max(86_400_000)).optional().describe('Milliseconds.'),
     model: z.string().min(1).max(256).optional(),
     provider: z.string().min(1).max(128).optional(),
   });
