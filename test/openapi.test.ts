@@ -1,0 +1,82 @@
+import { readFile } from 'node:fs/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { OPENAPI_FILE, renderOpenApiDocument } from '../scripts/write-openapi.js';
+import { api, startTestService, type TestService } from './helpers/service.js';
+
+let svc: TestService;
+beforeAll(async () => {
+  svc = await startTestService();
+});
+afterAll(async () => svc?.close());
+
+const BATCH = [
+  ['post', '/create'],
+  ['get', '/list'],
+  ['get', '/status/{jobId}'],
+  ['post', '/cancel/{jobId}'],
+  ['post', '/reorder'],
+  ['post', '/analyze-images'],
+  ['post', '/archive/{jobId}'],
+  ['post', '/restore/{jobId}'],
+  ['post', '/retry-failed/{jobId}'],
+  ['get', '/statistics'],
+  ['post', '/items/{itemId}'],
+  ['get', '/items/{jobId}/list'],
+  ['get', '/items/{jobId}/failed'],
+] as const;
+
+type Operation = {
+  operationId?: string;
+  summary?: string;
+  parameters?: unknown[];
+  requestBody?: { content: Record<string, { schema: unknown }> };
+  responses: Record<string, { content?: Record<string, { schema: unknown }> }>;
+};
+
+describe('the OpenAPI document', () => {
+  it('is committed and matches the routers (run `npm run openapi` after changing a schema)', async () => {
+    expect(await readFile(OPENAPI_FILE, 'utf8')).toBe(renderOpenApiDocument());
+  });
+
+  it('is what the service serves', async () => {
+    const served = await api(svc.url, 'GET', '/openapi.json');
+    expect(served.status).toBe(200);
+    expect(served.body).toEqual(JSON.parse(renderOpenApiDocument()));
+  });
+
+  it('holds the 13 batch paths with request and response schemas and problem errors', () => {
+    const doc = JSON.parse(renderOpenApiDocument()) as { paths: Record<string, Record<string, Operation>> };
+    for (const [method, path] of BATCH) {
+      const operation = doc.paths[`/api/perspectives/batch${path}`]?.[method];
+      expect(operation, `${method} ${path}`).toBeDefined();
+      expect(operation!.operationId).toBeTruthy();
+      expect(operation!.summary).toBeTruthy();
+      const hasInput = operation!.requestBody?.content['application/json']?.schema ?? operation!.parameters?.length;
+      expect(hasInput, `${method} ${path} input`).toBeTruthy();
+      expect(operation!.responses['200']?.content?.['application/json']?.schema).toBeDefined();
+      const errors = Object.entries(operation!.responses).filter(([status]) => Number(status) >= 400);
+      expect(errors.length).toBeGreaterThan(0);
+      for (const [, response] of errors) {
+        expect(response.content?.['application/problem+json']?.schema).toEqual({ $ref: '#/components/schemas/Problem' });
+      }
+    }
+  });
+});
+
+describe('Swagger UI', () => {
+  it('is served at /docs from local assets only', async () => {
+    const page = await fetch(`${svc.url}/docs/`);
+    expect(page.status).toBe(200);
+    const html = await page.text();
+    expect(html).toContain('swagger-ui');
+    const assets = [...html.matchAll(/(?:src|href)="([^"]+)"/g)].map((m) => m[1]!);
+    expect(assets.length).toBeGreaterThan(0);
+    for (const asset of assets) {
+      expect(asset, 'no CDN').not.toMatch(/^(https?:)?\/\//);
+      const response = await fetch(new URL(asset, `${svc.url}/docs/`));
+      expect(response.status, asset).toBe(200);
+    }
+    const init = await (await fetch(`${svc.url}/docs/swagger-ui-init.js`)).text();
+    expect(init).toContain('/api/perspectives/batch/create');
+  });
+});
