@@ -2,6 +2,8 @@
  * The one configuration module: every setting the service reads comes from here, validated once at
  * start-up. Nothing else reads process.env.
  */
+import { randomBytes } from 'node:crypto';
+import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 
@@ -17,6 +19,8 @@ const url = z.preprocess(
     .transform((value) => value.replace(/\/+$/, ''))
     .optional(),
 );
+
+const token = z.preprocess(emptyToUndefined, z.string().min(16, 'must be at least 16 characters').optional());
 
 const bool = z.preprocess(emptyToUndefined, z.stringbool({ error: 'must be true or false' }));
 
@@ -58,7 +62,46 @@ const envSchema = z.object({
   WORKSPACE_SYNC_ON_START: bool.default(true),
   /** Seconds a SIGTERM waits for in-flight work before the process exits. */
   SHUTDOWN_GRACE_SECONDS: int(0, 3600).default(10),
-});
+  /** Bearer token every /api request (tRPC, REST, SSE) must carry; unset = open (local use). */
+  API_TOKEN: token,
+  /** Bearer token of the internal item-update endpoint; when set, the API token is refused there. */
+  INTERNAL_TOKEN: token,
+  /** /metrics needs a token (API or internal) too. */
+  METRICS_REQUIRE_TOKEN: bool.default(false),
+  /** /docs and /openapi.json need a token too. */
+  DOCS_REQUIRE_TOKEN: bool.default(false),
+  /** Browser origins allowed by CORS (comma-separated), e.g. the graphcap UI; unset = none. */
+  CORS_ORIGINS: z.preprocess(
+    emptyToUndefined,
+    z
+      .string()
+      .transform((v) => v.split(',').map((o) => o.trim()).filter(Boolean))
+      .pipe(z.array(z.url({ error: 'must be comma-separated origins such as http://localhost:32200' })))
+      .default([]),
+  ),
+  /** Run the job dispatcher in this process; false makes an API-only replica. */
+  DISPATCHER_ENABLED: bool.default(true),
+  /** Milliseconds between dispatcher polls; NOTIFY wakes it sooner. */
+  POLL_INTERVAL_MS: int(10, 600_000).default(1000),
+  /** Seconds an item's lease lasts; the holder renews it every third of that. */
+  LEASE_SECONDS: int(1, 3600).default(30),
+  /** Milliseconds one Inference Bridge call may take before it counts as a transient failure. */
+  BRIDGE_TIMEOUT_MS: int(50, 3_600_000).default(120_000),
+  /** Attempts an item gets (transient failures and expired leases included) before it fails. */
+  MAX_ATTEMPTS: int(1, 1000).default(5),
+  /** Milliseconds of the first retry's backoff ceiling; doubles per attempt (src/jobs/retry.ts). */
+  RETRY_BASE_MS: int(0, 3_600_000).default(1000),
+  /** Milliseconds the retry backoff never exceeds. */
+  RETRY_MAX_MS: int(0, 86_400_000).default(60_000),
+  /** This replica's name on the leases it holds; must differ between replicas. */
+  REPLICA_ID: z.preprocess(
+    emptyToUndefined,
+    z
+      .string()
+      .max(200)
+      .default(() => `${os.hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`),
+  ),
+}).refine((c) => c.RETRY_MAX_MS >= c.RETRY_BASE_MS, { path: ['RETRY_MAX_MS'], message: 'must be at least RETRY_BASE_MS' });
 
 export type Config = Readonly<
   Omit<z.infer<typeof envSchema>, 'WORKSPACE_PATH' | 'EMBEDDED_PG_DATA'> & {

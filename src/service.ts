@@ -8,7 +8,9 @@ import { createServer, type Server } from 'node:http';
 import type { Config } from './config.js';
 import { openDatabase, type Database } from './db/client.js';
 import { createApp } from './http/app.js';
+import { Dispatcher } from './jobs/dispatcher.js';
 import type { Logger } from './logger.js';
+import { createMetrics } from './metrics.js';
 import { buildOpenApiDocument } from './openapi.js';
 import { syncWorkspace } from './workspace-sync.js';
 
@@ -17,7 +19,10 @@ export interface Service {
   url: string;
   database: Database;
   server: Server;
-  /** Stops accepting requests, lets in-flight ones finish (up to the grace period), closes the database. */
+  /**
+   * Stops accepting requests and claiming items, lets in-flight requests and bridge calls finish
+   * (up to the grace period), releases unfinished items, closes the database.
+   */
   close(): Promise<void>;
 }
 
@@ -34,6 +39,7 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
       config,
       logger,
       openApiDocument: buildOpenApiDocument(),
+      metrics: createMetrics({ db: database.db, pool: database.pool }),
     });
     const server = createServer(app);
     // Slow or silent clients must not hold sockets forever.
@@ -48,10 +54,12 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
     const url = `http://${host}:${port}`;
     logger.info({ url, docs: `${url}/docs`, embeddedDatabase: !config.DATABASE_URL }, 'graphcap Data Service listening');
 
+    const dispatcher = startDispatcher(config, database, logger);
     let closing: Promise<void> | undefined;
     const close = () =>
       (closing ??= (async () => {
-        await closeServer(server, config.SHUTDOWN_GRACE_SECONDS * 1000);
+        const graceMs = config.SHUTDOWN_GRACE_SECONDS * 1000;
+        await Promise.all([closeServer(server, graceMs), dispatcher?.stop(graceMs)]);
         await database.close();
         logger.info('graphcap Data Service stopped');
       })());
@@ -60,6 +68,19 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
     await database.close().catch(() => undefined);
     throw error;
   }
+}
+
+/** The dispatcher, unless this replica is API-only or has no Inference Bridge to call. */
+function startDispatcher(config: Config, database: Database, logger: Logger): Dispatcher | undefined {
+  if (!config.DISPATCHER_ENABLED) {
+    logger.info('dispatcher disabled (DISPATCHER_ENABLED=false): this replica serves the API only');
+    return undefined;
+  }
+  if (!config.INFERENCE_BRIDGE_URL) {
+    logger.warn('INFERENCE_BRIDGE_URL is not set: the dispatcher is idle and jobs stay queued until a replica with a bridge runs them');
+    return undefined;
+  }
+  return new Dispatcher({ db: database.db, databaseUrl: database.url, config, logger });
 }
 
 async function closeServer(server: Server, graceMs: number): Promise<void> {

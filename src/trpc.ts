@@ -8,6 +8,7 @@ import { ZodError } from 'zod';
 import type { Config } from './config.js';
 import type { Db } from './db/client.js';
 import { InvalidInputError, toTRPCError, type FieldError } from './errors.js';
+import type { Scope } from './http/auth.js';
 import type { Logger } from './logger.js';
 
 export interface Context {
@@ -15,6 +16,8 @@ export interface Context {
   config: Config;
   logger: Logger;
   requestId: string;
+  /** What the caller's bearer token allows (src/http/auth.ts). */
+  scope: Scope;
 }
 
 export interface ErrorData {
@@ -66,3 +69,11 @@ const domainErrors = t.middleware(async ({ next }) => {
 export const router = t.router;
 export const createCallerFactory = t.createCallerFactory;
 export const publicProcedure = t.procedure.use(domainErrors);
+
+/** For internal endpoints (item updates by executors): with INTERNAL_TOKEN set, only that token. */
+export const internalProcedure = publicProcedure.use(({ ctx, next }) => {
+  if (ctx.config.INTERNAL_TOKEN && ctx.scope !== 'internal') {
+    throw new TRPCError({ code: 'UNAUTHORIZED', message: 'this internal endpoint needs the internal bearer token' });
+  }
+  return next();
+});

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPool } from '../src/db/client.js';
 import { createApp } from '../src/http/app.js';
 import { createLogger } from '../src/logger.js';
+import { createMetrics } from '../src/metrics.js';
 import { buildOpenApiDocument } from '../src/openapi.js';
 import { createJob, IMAGES } from './helpers/fixtures.js';
 import { api, startTestService, type TestService } from './helpers/service.js';
@@ -102,7 +103,14 @@ describe('health', () => {
     // The same app over a pool that points at a closed port.
     const logger = createLogger('silent');
     const pool = createPool('postgres://nobody:x@127.0.0.1:1/none', 1, logger);
-    const app = createApp({ db: svc.db, pool, config: svc.config, logger, openApiDocument: buildOpenApiDocument() });
+    const app = createApp({
+      db: svc.db,
+      pool,
+      config: svc.config,
+      logger,
+      openApiDocument: buildOpenApiDocument(),
+      metrics: createMetrics({ db: svc.db, pool }),
+    });
     const server = app.listen(0, '127.0.0.1');
     await new Promise((resolve) => server.once('listening', resolve));
     try {

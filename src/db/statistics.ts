@@ -1,7 +1,7 @@
 /** Queue figures, computed in SQL from the job counters and a recent window of finished items. */
 import { sql } from 'drizzle-orm';
 import type { Db } from './client.js';
-import { ITEM_STATUSES, JOB_STATUSES, type ItemStatus, type JobStatus } from './schema.js';
+import { JOB_STATUSES, type ItemStatus, type JobStatus } from './schema.js';
 
 export interface QueueStatistics {
   jobs: Record<JobStatus, number> & { total: number };
@@ -15,11 +15,17 @@ export interface QueueStatistics {
   generatedAt: Date;
 }
 
+export interface QueueDepth {
+  jobs: Record<JobStatus, number>;
+  items: Record<ItemStatus, number>;
+}
+
 /**
- * Item counts come from the jobs' counters (not a scan of job_items) so the figure stays cheap as
- * history grows; `running` is counted from the items, a small indexed set. Archived jobs are out.
+ * Jobs and items of live (not archived) jobs by status. Item counts come from the jobs' counters
+ * (not a scan of job_items) so the figure stays cheap as history grows; `running` is counted from
+ * the items, a small indexed set.
  */
-export async function getStatistics(db: Db, windowMinutes = 60): Promise<QueueStatistics> {
+export async function getQueueDepth(db: Db): Promise<QueueDepth> {
   const { rows: jobRows } = await db.execute<{ status: JobStatus; n: number }>(sql`
     select status, count(*) as n from job_queue.caption_jobs where not archived group by status`);
   const { rows: counterRows } = await db.execute<{ total: number; completed: number; failed: number; cancelled: number }>(sql`
@@ -29,6 +35,23 @@ export async function getStatistics(db: Db, windowMinutes = 60): Promise<QueueSt
   const { rows: runningRows } = await db.execute<{ n: number }>(
     sql`select count(*) as n from job_queue.job_items where status = 'running'`,
   );
+  const jobs = Object.fromEntries(JOB_STATUSES.map((s) => [s, 0])) as QueueDepth['jobs'];
+  for (const r of jobRows) jobs[r.status] = r.n;
+  const c = counterRows[0]!;
+  const running = runningRows[0]?.n ?? 0;
+  const items: QueueDepth['items'] = {
+    pending: Math.max(0, c.total - c.completed - c.failed - c.cancelled - running),
+    running,
+    completed: c.completed,
+    failed: c.failed,
+    cancelled: c.cancelled,
+  };
+  return { jobs, items };
+}
+
+/** Queue figures; archived jobs are out. Throughput and timings cover the last `windowMinutes`. */
+export async function getStatistics(db: Db, windowMinutes = 60): Promise<QueueStatistics> {
+  const depth = await getQueueDepth(db);
   const { rows: windowRows } = await db.execute<{
     finished: number;
     failed: number;
@@ -45,25 +68,12 @@ export async function getStatistics(db: Db, windowMinutes = 60): Promise<QueueSt
     select extract(epoch from now() - min(created_at))::float8 as age
     from job_queue.caption_jobs where status = 'pending' and not archived`);
 
-  const jobs = Object.fromEntries(JOB_STATUSES.map((s) => [s, 0])) as QueueStatistics['jobs'];
-  for (const r of jobRows) jobs[r.status] = r.n;
-  jobs.total = jobRows.reduce((sum, r) => sum + r.n, 0);
-
-  const c = counterRows[0]!;
-  const running = runningRows[0]?.n ?? 0;
-  const items = Object.fromEntries(ITEM_STATUSES.map((s) => [s, 0])) as QueueStatistics['items'];
-  items.completed = c.completed;
-  items.failed = c.failed;
-  items.cancelled = c.cancelled;
-  items.running = running;
-  items.pending = Math.max(0, c.total - c.completed - c.failed - c.cancelled - running);
-  items.total = c.total;
-
+  const sum = (counts: Record<string, number>) => Object.values(counts).reduce((a, b) => a + b, 0);
   const w = windowRows[0]!;
   const age = oldestRows[0]?.age;
   return {
-    jobs,
-    items,
+    jobs: { ...depth.jobs, total: sum(depth.jobs) },
+    items: { ...depth.items, total: sum(depth.items) },
     throughput: {
       windowMinutes,
       finishedItems: w.finished,

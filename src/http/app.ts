@@ -5,15 +5,19 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { createExpressMiddleware } from '@trpc/server/adapters/express';
+import cors from 'cors';
 import express, { type NextFunction, type Request, type Response } from 'express';
+import helmet from 'helmet';
 import type pg from 'pg';
 import swaggerUi from 'swagger-ui-express';
 import { createOpenApiNodeHttpHandler, type OpenAPIObject } from 'trpc-to-openapi';
 import type { Config } from '../config.js';
 import type { Db } from '../db/client.js';
 import { requestContext, type Logger } from '../logger.js';
+import { routeLabeller, type Metrics } from '../metrics.js';
 import { appRouter } from '../routers/index.js';
 import type { Context } from '../trpc.js';
+import { apiClosed, requireToken, scopeOf } from './auth.js';
 import { problem, problemResponses, sendProblem } from './problem.js';
 
 export interface AppDeps {
@@ -22,6 +26,7 @@ export interface AppDeps {
   config: Config;
   logger: Logger;
   openApiDocument: OpenAPIObject;
+  metrics: Metrics;
 }
 
 declare module 'express-serve-static-core' {
@@ -39,7 +44,24 @@ export function createApp(deps: AppDeps): express.Express {
   app.disable('x-powered-by');
   app.set('etag', false);
 
-  app.use(requestIdAndAccessLog(logger));
+  const routeOf = routeLabeller(Object.keys(deps.openApiDocument.paths ?? {}));
+  app.use(requestIdAndAccessLog(logger, deps.metrics, routeOf));
+  // Swagger UI needs its inline init script and styles; everything else gets helmet's defaults.
+  app.use(
+    helmet({
+      contentSecurityPolicy: {
+        directives: {
+          'script-src': ["'self'", "'unsafe-inline'"],
+          'style-src': ["'self'", "'unsafe-inline'"],
+          // Served over plain HTTP on a LAN or loopback: upgrading would break every asset.
+          'upgrade-insecure-requests': null,
+        },
+      },
+    }),
+  );
+  if (config.CORS_ORIGINS.length > 0) {
+    app.use(cors({ origin: config.CORS_ORIGINS, exposedHeaders: ['X-Request-Id', 'ETag'], maxAge: 600 }));
+  }
 
   app.get('/health', async (_req, res) => {
     const database = await pingDatabase(deps.pool);
@@ -50,12 +72,18 @@ export function createApp(deps: AppDeps): express.Express {
     });
   });
 
-  app.get('/openapi.json', (_req, res) => {
+  app.get('/metrics', requireToken(config, (c) => c.METRICS_REQUIRE_TOKEN && apiClosed(c)), async (_req, res) => {
+    res.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics());
+  });
+
+  const docsGate = requireToken(config, (c) => c.DOCS_REQUIRE_TOKEN && apiClosed(c));
+  app.get('/openapi.json', docsGate, (_req, res) => {
     res.json(deps.openApiDocument);
   });
   // Swagger UI from swagger-ui-dist's local files: nothing is fetched from a CDN.
   app.use(
     '/docs',
+    docsGate,
     swaggerUi.serve,
     swaggerUi.setup(deps.openApiDocument, {
       customSiteTitle: 'graphcap Data Service API',
@@ -68,11 +96,13 @@ export function createApp(deps: AppDeps): express.Express {
     config,
     logger,
     requestId: (req as Request).requestId,
+    scope: scopeOf(req as Request, config),
   });
   const onError = ({ error, path }: { error: { code: string; cause?: unknown }; path?: string }) => {
     if (error.code === 'INTERNAL_SERVER_ERROR') logger.error({ err: error.cause ?? error, path }, 'procedure failed');
   };
 
+  app.use('/api', requireToken(config, apiClosed));
   app.use(
     '/api/trpc',
     createExpressMiddleware({
@@ -120,7 +150,7 @@ export function createApp(deps: AppDeps): express.Express {
 }
 
 /** Gives each request an id (the caller's X-Request-Id when sane), echoes it, and logs one line. */
-function requestIdAndAccessLog(logger: Logger) {
+function requestIdAndAccessLog(logger: Logger, metrics: Metrics, routeOf: (path: string) => string) {
   return (req: Request, res: Response, next: NextFunction) => {
     const given = req.get('x-request-id');
     const requestId = given && REQUEST_ID.test(given) ? given : randomUUID();
@@ -129,10 +159,15 @@ function requestIdAndAccessLog(logger: Logger) {
     const started = process.hrtime.bigint();
     res.on('finish', () => {
       const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
+      const path = req.originalUrl.split('?')[0]!;
+      const route = routeOf(path);
+      metrics.httpRequests.inc({ method: req.method, route, status: String(res.statusCode) });
+      metrics.httpDuration.observe({ method: req.method, route }, durationMs / 1000);
       const line = {
         requestId,
         method: req.method,
-        path: req.originalUrl.split('?')[0],
+        path,
+        route,
         status: res.statusCode,
         durationMs: Math.round(durationMs * 100) / 100,
       };

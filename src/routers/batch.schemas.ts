@@ -171,7 +171,7 @@ export const listJobsInput = z.object({
   order,
   page,
   limit,
-});
+}).prefault({});
 
 export const itemsPageInput = {
   page,
@@ -240,9 +240,11 @@ export const analyzeOutput = z.object({
 const statusCounts = <T extends readonly string[]>(statuses: T) =>
   z.object({ ...Object.fromEntries(statuses.map((s) => [s, z.int()])), total: z.int() } as Record<T[number] | 'total', z.ZodInt>);
 
-export const statisticsInput = z.object({
-  windowMinutes: z.coerce.number().int().min(1).max(10_080).default(60).describe('Window for throughput and timings.'),
-});
+export const statisticsInput = z
+  .object({
+    windowMinutes: z.coerce.number().int().min(1).max(10_080).default(60).describe('Window for throughput and timings.'),
+  })
+  .prefault({});
 
 export const statisticsOutput = z.object({
   jobs: statusCounts(JOB_STATUSES),

@@ -16,7 +16,7 @@ import {
 import { findPerspectivesByName, listEnabledPerspectiveNames } from '../db/perspectives.js';
 import { getStatistics } from '../db/statistics.js';
 import { InvalidInputError, type FieldError } from '../errors.js';
-import { publicProcedure, router } from '../trpc.js';
+import { internalProcedure, publicProcedure, router } from '../trpc.js';
 import { toWorkspaceRelative, workspacePathProblem } from '../workspace.js';
 import {
   analyzeInput,
@@ -253,7 +253,7 @@ export const batchRouter = router({
       return { ...stats, generatedAt: iso(stats.generatedAt) };
     }),
 
-  updateItem: publicProcedure
+  updateItem: internalProcedure
     .meta({
       openapi: {
         method: 'POST',
@@ -263,7 +263,13 @@ export const batchRouter = router({
         description:
           'Status, result, error, processing time. Transitions that do not exist are 409; a repeated identical ' +
           'update is accepted and changes nothing. Completing an item stores its caption.',
-        errorResponses: { 400: 'Invalid input', 404: 'Item not found', 409: 'Transition not allowed', 500: 'Unexpected error' },
+        errorResponses: {
+          400: 'Invalid input',
+          401: 'Missing or wrong token (the internal token when INTERNAL_TOKEN is set)',
+          404: 'Item not found',
+          409: 'Transition not allowed',
+          500: 'Unexpected error',
+        },
       },
     })
     .input(itemUpdateInput)

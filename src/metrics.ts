@@ -1,0 +1,97 @@
+/**
+ * Prometheus metrics (prom-client). Names follow Prometheus conventions (`_total` counters, base
+ * units: seconds); label values are bounded sets (route templates, statuses), never ids.
+ */
+import type pg from 'pg';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Db } from './db/client.js';
+import { getQueueDepth, type QueueDepth } from './db/statistics.js';
+
+export interface Metrics {
+  registry: Registry;
+  httpRequests: Counter<'method' | 'route' | 'status'>;
+  httpDuration: Histogram<'method' | 'route'>;
+}
+
+export function createMetrics(deps: { db: Db; pool: pg.Pool }): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+
+  const httpRequests = new Counter({
+    name: 'graphcap_http_requests_total',
+    help: 'HTTP requests by method, route template and status code.',
+    labelNames: ['method', 'route', 'status'] as const,
+    registers: [registry],
+  });
+  const httpDuration = new Histogram({
+    name: 'graphcap_http_request_duration_seconds',
+    help: 'HTTP request latency by method and route template.',
+    labelNames: ['method', 'route'] as const,
+    buckets: [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [registry],
+  });
+
+  // Queue depth is read from the database at scrape time, so every replica reports the same truth;
+  // the two gauges, collected concurrently, share one read per scrape.
+  let inflight: Promise<QueueDepth> | undefined;
+  const readDepth = () =>
+    (inflight ??= getQueueDepth(deps.db).finally(() => {
+      inflight = undefined;
+    }));
+  new Gauge({
+    name: 'graphcap_jobs',
+    help: 'Jobs (not archived) by status.',
+    labelNames: ['status'] as const,
+    registers: [registry],
+    async collect() {
+      const { jobs } = await readDepth();
+      this.reset();
+      for (const [status, n] of Object.entries(jobs)) this.set({ status }, n);
+    },
+  });
+  new Gauge({
+    name: 'graphcap_job_items',
+    help: 'Items of jobs (not archived) by status.',
+    labelNames: ['status'] as const,
+    registers: [registry],
+    async collect() {
+      const { items } = await readDepth();
+      this.reset();
+      for (const [status, n] of Object.entries(items)) this.set({ status }, n);
+    },
+  });
+  new Gauge({
+    name: 'graphcap_db_pool_connections',
+    help: 'Connections of this process’s database pool by state.',
+    labelNames: ['state'] as const,
+    registers: [registry],
+    collect() {
+      this.set({ state: 'total' }, deps.pool.totalCount);
+      this.set({ state: 'idle' }, deps.pool.idleCount);
+      this.set({ state: 'waiting' }, deps.pool.waitingCount);
+    },
+  });
+
+  return { registry, httpRequests, httpDuration };
+}
+
+/**
+ * Maps a request path to a bounded route label: the OpenAPI path template for REST, the procedure
+ * name for tRPC, the path itself for the few fixed routes, and `other` for everything else.
+ */
+export function routeLabeller(openApiPaths: string[]): (path: string) => string {
+  const templates = openApiPaths.map((template) => ({
+    template,
+    pattern: new RegExp(`^${template.replace(/[.*+?^${}()|[\]\\]/g, '\\$&').replace(/\\\{[^}]+\\\}/g, '[^/]+')}$`),
+  }));
+  const fixed = new Set(['/health', '/metrics', '/openapi.json']);
+  return (path) => {
+    if (fixed.has(path)) return path;
+    if (path.startsWith('/docs')) return '/docs';
+    if (path.startsWith('/api/trpc/')) {
+      const procedure = path.slice('/api/trpc/'.length);
+      return /^[\w.]+$/.test(procedure) ? `/api/trpc/${procedure}` : '/api/trpc/(batch)';
+    }
+    return templates.find((t) => t.pattern.test(path))?.template ?? 'other';
+  };
+}
