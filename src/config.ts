@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
+import { parseSecretsKey } from './secrets.js';
 
 const emptyToUndefined = (value: unknown) => (value === '' ? undefined : value);
 
@@ -70,6 +71,18 @@ const envSchema = z.object({
   METRICS_REQUIRE_TOKEN: bool.default(false),
   /** /docs and /openapi.json need a token too. */
   DOCS_REQUIRE_TOKEN: bool.default(false),
+  /** 32-byte key (64 hex characters or base64) that seals provider secrets in job configs at rest. */
+  SECRETS_KEY: z.preprocess(
+    emptyToUndefined,
+    z
+      .string()
+      .transform((value, ctx) => {
+        const key = parseSecretsKey(value);
+        if (!key) ctx.addIssue({ code: 'custom', message: 'must be 32 bytes as 64 hex characters or base64' });
+        return key ?? z.NEVER;
+      })
+      .optional(),
+  ),
   /** Browser origins allowed by CORS (comma-separated), e.g. the graphcap UI; unset = none. */
   CORS_ORIGINS: z.preprocess(
     emptyToUndefined,

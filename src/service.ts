@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { createServer, type Server } from 'node:http';
 import type { Config } from './config.js';
 import { openDatabase, type Database } from './db/client.js';
+import { countJobsWithSecrets } from './db/jobs.js';
 import { createApp } from './http/app.js';
 import { Dispatcher } from './jobs/dispatcher.js';
 import type { Logger } from './logger.js';
@@ -29,6 +30,7 @@ export interface Service {
 export async function startService(config: Config, logger: Logger): Promise<Service> {
   const database = await openDatabase(config, logger);
   try {
+    await checkSecretsKey(database.db, config, logger);
     if (config.WORKSPACE_SYNC_ON_START) {
       if (existsSync(config.WORKSPACE_PATH)) await syncWorkspace(database.db, config.WORKSPACE_PATH, logger);
       else logger.warn({ workspace: config.WORKSPACE_PATH }, 'WORKSPACE_PATH does not exist; nothing imported');
@@ -89,4 +91,16 @@ async function closeServer(server: Server, graceMs: number): Promise<void> {
   const timer = setTimeout(() => server.closeAllConnections(), graceMs);
   await closed;
   clearTimeout(timer);
+}
+
+/** Unfinished jobs with sealed provider secrets cannot run without the key: refuse to start. */
+async function checkSecretsKey(db: Database['db'], config: Config, logger: Logger): Promise<void> {
+  if (config.SECRETS_KEY) return;
+  const sealed = await countJobsWithSecrets(db);
+  if (sealed > 0) {
+    throw new Error(
+      `invalid configuration: SECRETS_KEY: not set, but ${sealed} unfinished job(s) hold encrypted provider secrets; set the key they were sealed with`,
+    );
+  }
+  logger.info('SECRETS_KEY is not set: jobs with a providerConfig will be refused');
 }

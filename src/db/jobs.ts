@@ -5,6 +5,7 @@
  */
 import { sql, type SQL } from 'drizzle-orm';
 import { currentRequestId } from '../logger.js';
+import type { Sealed } from '../secrets.js';
 import { ConflictError, InvalidInputError, NotFoundError, type FieldError } from '../errors.js';
 import { toWorkspaceRelative, workspacePathProblem } from '../workspace.js';
 import type { Db, DbTime } from './client.js';
@@ -21,7 +22,8 @@ export const CANCEL_CHANNEL = 'graphcap_job_cancelled';
 export interface JobConfig {
   provider: string;
   model: string;
-  providerConfig?: Record<string, unknown>;
+  /** Sealed at rest (src/secrets.ts); opened only to build a bridge call. */
+  providerConfig?: Sealed;
   maxTokens?: number;
   temperature?: number;
   topP?: number;
@@ -478,6 +480,14 @@ export async function retryFailedItems(db: Db, jobId: string): Promise<{ retried
     await notifyWork(tx);
     return { retried, job: await getJob(tx, jobId) };
   });
+}
+
+/** Unfinished jobs whose config holds sealed provider secrets (they need SECRETS_KEY to run). */
+export async function countJobsWithSecrets(db: Db): Promise<number> {
+  const { rows } = await db.execute<{ n: number }>(sql`
+    select count(*) as n from job_queue.caption_jobs
+    where status in ${ACTIVE} and not archived and config ? 'providerConfig'`);
+  return rows[0]?.n ?? 0;
 }
 
 /** Wakes dispatchers on every replica once the transaction commits. */

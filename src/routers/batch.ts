@@ -16,6 +16,7 @@ import {
 import { findPerspectivesByName, listEnabledPerspectiveNames } from '../db/perspectives.js';
 import { getStatistics } from '../db/statistics.js';
 import { InvalidInputError, type FieldError } from '../errors.js';
+import { sealJobConfig } from '../secrets.js';
 import { internalProcedure, publicProcedure, router } from '../trpc.js';
 import { toWorkspaceRelative, workspacePathProblem } from '../workspace.js';
 import {
@@ -67,7 +68,10 @@ export const batchRouter = router({
     })
     .input(createJobInput)
     .output(job)
-    .mutation(async ({ ctx, input }) => toJob(await createJob(ctx.db, input, { maxItems: ctx.config.MAX_JOB_ITEMS }))),
+    .mutation(async ({ ctx, input }) => {
+      const config = sealJobConfig(input.config, ctx.config.SECRETS_KEY);
+      return toJob(await createJob(ctx.db, { ...input, config }, { maxItems: ctx.config.MAX_JOB_ITEMS }));
+    }),
 
   list: publicProcedure
     .meta({

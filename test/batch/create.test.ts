@@ -5,7 +5,7 @@ import { api, startTestService, type TestService } from '../helpers/service.js';
 
 let svc: TestService;
 beforeAll(async () => {
-  svc = await startTestService();
+  svc = await startTestService({ env: { SECRETS_KEY: '11'.repeat(32) } });
 });
 afterAll(async () => svc?.close());
 

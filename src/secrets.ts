@@ -1,0 +1,53 @@
+/**
+ * Provider secrets at rest: a job's `providerConfig` (API keys ...) is sealed with AES-256-GCM under
+ * SECRETS_KEY before it is stored, opened only to build a bridge call, and never returned.
+ */
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { InvalidInputError } from './errors.js';
+
+/** A sealed value as stored in the job's config. */
+export interface Sealed {
+  sealed: 'aes-256-gcm';
+  iv: string;
+  tag: string;
+  data: string;
+}
+
+/** Parses SECRETS_KEY: 32 bytes as 64 hex characters or base64. */
+export function parseSecretsKey(value: string): Buffer | undefined {
+  const key = /^[0-9a-fA-F]{64}$/.test(value) ? Buffer.from(value, 'hex') : Buffer.from(value, 'base64');
+  return key.length === 32 ? key : undefined;
+}
+
+export function isSealed(value: unknown): value is Sealed {
+  return typeof value === 'object' && value !== null && (value as Sealed).sealed === 'aes-256-gcm';
+}
+
+export function seal(value: unknown, key: Buffer): Sealed {
+  const iv = randomBytes(12);
+  const cipher = createCipheriv('aes-256-gcm', key, iv);
+  const data = Buffer.concat([cipher.update(JSON.stringify(value), 'utf8'), cipher.final()]);
+  return { sealed: 'aes-256-gcm', iv: iv.toString('base64'), tag: cipher.getAuthTag().toString('base64'), data: data.toString('base64') };
+}
+
+export function open(value: Sealed, key: Buffer): unknown {
+  const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(value.iv, 'base64'));
+  decipher.setAuthTag(Buffer.from(value.tag, 'base64'));
+  const text = Buffer.concat([decipher.update(Buffer.from(value.data, 'base64')), decipher.final()]).toString('utf8');
+  return JSON.parse(text);
+}
+
+/** The job config to store: providerConfig sealed, or a 400 when there is no key to seal it with. */
+export function sealJobConfig<T extends { providerConfig?: Record<string, unknown> }>(
+  config: T,
+  key: Buffer | undefined,
+): Omit<T, 'providerConfig'> & { providerConfig?: Sealed } {
+  const { providerConfig, ...rest } = config;
+  if (providerConfig === undefined) return rest;
+  if (!key) {
+    throw new InvalidInputError('providerConfig is stored encrypted, and this service has no SECRETS_KEY', [
+      { path: 'config.providerConfig', message: 'the service needs SECRETS_KEY to accept provider secrets' },
+    ]);
+  }
+  return { ...rest, providerConfig: seal(providerConfig, key) };
+}
