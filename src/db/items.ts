@@ -159,16 +159,7 @@ async function applyTransition(tx: Db, itemId: string, jobId: string, from: Item
   }
   // completed, failed, cancelled: a final state.
   if (to === 'completed') {
-    await tx.execute(sql`
-      insert into core_schema.captions (image_id, perspective_id, perspective_version, model, provider, result, job_id, item_id)
-      select i.image_id, p.id, p.version,
-             coalesce(${update.model ?? null}, j.config->>'model'), coalesce(${update.provider ?? null}, j.config->>'provider'),
-             ${JSON.stringify(update.result)}::jsonb, i.job_id, i.id
-      from job_queue.job_items i
-      join job_queue.caption_jobs j on j.job_id = i.job_id
-      join core_schema.perspectives p on p.name = i.perspective
-      where i.id = ${itemId}
-      on conflict (item_id) do nothing`);
+    await insertItemCaption(tx, itemId, { result: update.result!, model: update.model, provider: update.provider });
   }
   await tx.execute(sql`
     update job_queue.job_items
@@ -182,6 +173,28 @@ async function applyTransition(tx: Db, itemId: string, jobId: string, from: Item
     failed: to === 'failed' ? 1 : 0,
     cancelled: to === 'cancelled' ? 1 : 0,
   });
+}
+
+/**
+ * Stores the caption an item made: its result, the perspective's id and version, and the model and
+ * provider (the job config's unless given). At most one per item, however often this runs.
+ */
+export async function insertItemCaption(
+  tx: Db,
+  itemId: string,
+  caption: { result: Record<string, unknown>; rawText?: string; model?: string; provider?: string },
+): Promise<void> {
+  await tx.execute(sql`
+    insert into core_schema.captions
+      (image_id, perspective_id, perspective_version, model, provider, result, raw_text, job_id, item_id)
+    select i.image_id, p.id, p.version,
+           coalesce(${caption.model ?? null}, j.config->>'model'), coalesce(${caption.provider ?? null}, j.config->>'provider'),
+           ${JSON.stringify(caption.result)}::jsonb, ${caption.rawText ?? null}, i.job_id, i.id
+    from job_queue.job_items i
+    join job_queue.caption_jobs j on j.job_id = i.job_id
+    join core_schema.perspectives p on p.name = i.perspective
+    where i.id = ${itemId}
+    on conflict (item_id) do nothing`);
 }
 
 /**
