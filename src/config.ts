@@ -71,6 +71,12 @@ const envSchema = z.object({
   METRICS_REQUIRE_TOKEN: bool.default(false),
   /** /docs and /openapi.json need a token too. */
   DOCS_REQUIRE_TOKEN: bool.default(false),
+  /** Milliseconds one POST to the message broker may take before it counts as failed. */
+  BROKER_TIMEOUT_MS: int(50, 600_000).default(10_000),
+  /** Milliseconds between outbox delivery rounds; NOTIFY wakes the notifier sooner. */
+  NOTIFIER_POLL_MS: int(10, 600_000).default(1000),
+  /** Hours delivered events are kept (for SSE clients resuming with Last-Event-ID), then pruned. */
+  EVENT_RETENTION_HOURS: int(1, 24 * 365).default(24),
   /** 32-byte key (64 hex characters or base64) that seals provider secrets in job configs at rest. */
   SECRETS_KEY: z.preprocess(
     emptyToUndefined,

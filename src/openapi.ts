@@ -31,6 +31,45 @@ const problemSchema = {
   },
 };
 
+const problemResponse = (description: string) => ({
+  description,
+  content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } },
+});
+
+/** The SSE endpoint is a plain express route (tRPC subscriptions have no OpenAPI face): described here. */
+const eventsPath: OpenAPIObject['paths'] = {
+  '/api/perspectives/batch/events': {
+    get: {
+      operationId: 'batch-events',
+      summary: 'Follow job events live (server-sent events)',
+      description:
+        'A text/event-stream of JOB_CREATED, JOB_STATUS_CHANGED and JOB_PROGRESS events, for all jobs or one (`jobId`). ' +
+        'Each SSE message has `id:` (the event sequence number), `event:` (the type) and `data:` (the event JSON). ' +
+        'Reconnect with the `Last-Event-ID` header (browsers do it themselves) or `lastEventId` to get what was missed.',
+      tags: ['batch'],
+      parameters: [
+        { in: 'query' as const, name: 'jobId', required: false, schema: { type: 'string', format: 'uuid' }, description: 'Only this job’s events.' },
+        { in: 'query' as const, name: 'lastEventId', required: false, schema: { type: 'integer', minimum: 0 }, description: 'Resume after this event.' },
+        { in: 'header' as const, name: 'Last-Event-ID', required: false, schema: { type: 'string' }, description: 'Resume after this event (SSE standard).' },
+      ],
+      responses: {
+        '200': {
+          description: 'The event stream; stays open.',
+          content: {
+            'text/event-stream': {
+              schema: { type: 'string' },
+              example:
+                'id: 42\nevent: JOB_PROGRESS\ndata: {"id":"7f1c…","seq":42,"type":"JOB_PROGRESS","occurredAt":"2026-11-28T12:00:00.000Z","jobId":"5b0c…","data":{"progress":50,"processedImages":7,"failedImages":0,"totalImages":14},"requestId":"c0ffee"}\n\n',
+            },
+          },
+        },
+        '400': problemResponse('Invalid jobId or lastEventId'),
+        '401': problemResponse('Missing or wrong token, when API_TOKEN is set'),
+      },
+    },
+  },
+};
+
 export function buildOpenApiDocument(): OpenAPIObject {
   const doc = generateOpenApiDocument(appRouter, {
     title: 'graphcap Data Service',
@@ -46,6 +85,7 @@ export function buildOpenApiDocument(): OpenAPIObject {
   const schemas = Object.fromEntries(
     Object.entries(doc.components?.schemas ?? {}).filter(([name]) => !name.startsWith('error.')),
   );
+  doc.paths = { ...doc.paths, ...eventsPath };
   type Schemas = NonNullable<OpenAPIObject['components']>['schemas'];
   doc.components = { ...doc.components, schemas: { ...schemas, Problem: problemSchema } as Schemas };
   for (const operations of Object.values(doc.paths ?? {})) {

@@ -10,6 +10,8 @@ import { openDatabase, type Database } from './db/client.js';
 import { countJobsWithSecrets } from './db/jobs.js';
 import { createApp } from './http/app.js';
 import { Dispatcher } from './jobs/dispatcher.js';
+import { EventHub } from './jobs/event-hub.js';
+import { Notifier } from './jobs/notifier.js';
 import type { Logger } from './logger.js';
 import { createMetrics } from './metrics.js';
 import { buildOpenApiDocument } from './openapi.js';
@@ -35,6 +37,8 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
       if (existsSync(config.WORKSPACE_PATH)) await syncWorkspace(database.db, config.WORKSPACE_PATH, logger);
       else logger.warn({ workspace: config.WORKSPACE_PATH }, 'WORKSPACE_PATH does not exist; nothing imported');
     }
+    const events = new EventHub({ db: database.db, databaseUrl: database.url, logger, pollMs: config.NOTIFIER_POLL_MS });
+    await events.start();
     const app = createApp({
       db: database.db,
       pool: database.pool,
@@ -42,6 +46,7 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
       logger,
       openApiDocument: buildOpenApiDocument(),
       metrics: createMetrics({ db: database.db, pool: database.pool }),
+      events,
     });
     const server = createServer(app);
     // Slow or silent clients must not hold sockets forever.
@@ -57,11 +62,17 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
     logger.info({ url, docs: `${url}/docs`, embeddedDatabase: !config.DATABASE_URL }, 'graphcap Data Service listening');
 
     const dispatcher = startDispatcher(config, database, logger);
+    const notifier = new Notifier({ db: database.db, databaseUrl: database.url, config, logger });
+    notifier.start();
     let closing: Promise<void> | undefined;
     const close = () =>
       (closing ??= (async () => {
         const graceMs = config.SHUTDOWN_GRACE_SECONDS * 1000;
+        // Live streams end first, so the server is not kept open by them.
+        await events.stop();
         await Promise.all([closeServer(server, graceMs), dispatcher?.stop(graceMs)]);
+        // Events the last recordings wrote still go out before the database closes.
+        await notifier.stop();
         await database.close();
         logger.info('graphcap Data Service stopped');
       })());

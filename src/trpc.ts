@@ -9,6 +9,7 @@ import type { Config } from './config.js';
 import type { Db } from './db/client.js';
 import { InvalidInputError, toTRPCError, type FieldError } from './errors.js';
 import type { Scope } from './http/auth.js';
+import type { EventHub } from './jobs/event-hub.js';
 import type { Logger } from './logger.js';
 
 export interface Context {
@@ -18,6 +19,8 @@ export interface Context {
   requestId: string;
   /** What the caller's bearer token allows (src/http/auth.ts). */
   scope: Scope;
+  /** Live job events of this process (src/jobs/event-hub.ts). */
+  events: EventHub;
 }
 
 export interface ErrorData {

@@ -3,6 +3,7 @@ import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPool } from '../src/db/client.js';
 import { createApp } from '../src/http/app.js';
+import { EventHub } from '../src/jobs/event-hub.js';
 import { createLogger } from '../src/logger.js';
 import { createMetrics } from '../src/metrics.js';
 import { buildOpenApiDocument } from '../src/openapi.js';
@@ -110,6 +111,7 @@ describe('health', () => {
       logger,
       openApiDocument: buildOpenApiDocument(),
       metrics: createMetrics({ db: svc.db, pool }),
+      events: new EventHub({ db: svc.db, databaseUrl: svc.database.url, logger, pollMs: 1000 }),
     });
     const server = app.listen(0, '127.0.0.1');
     await new Promise((resolve) => server.once('listening', resolve));

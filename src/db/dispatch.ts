@@ -10,6 +10,7 @@
 import { sql } from 'drizzle-orm';
 import type { Db } from './client.js';
 import { insertItemCaption, rollUpJob } from './items.js';
+import { recordJobStatusChange } from './outbox.js';
 import { notifyWork, pgArray, type JobConfig } from './jobs.js';
 
 // Serializes "count the running jobs, then start one" across replicas; any fixed number will do,
@@ -56,7 +57,9 @@ export async function startRunnableJobs(db: Db, maxRunning: number): Promise<str
           order by ${QUEUE_ORDER}
           limit 1)
         returning j.job_id as "jobId"`);
-      return rows[0]?.jobId;
+      const id = rows[0]?.jobId;
+      if (id) await recordJobStatusChange(tx, id, 'pending');
+      return id;
     });
     if (!jobId) return started;
     started.push(jobId);
@@ -95,6 +98,7 @@ export async function failJobsWithBrokenDependencies(db: Db): Promise<{ jobId: s
           set status = 'failed', error = ${error}, cancelled_images = cancelled_images + ${cancelled.rowCount ?? 0},
               completed_at = now(), updated_at = now()
           where job_id = ${b.jobId}`);
+        await recordJobStatusChange(tx, b.jobId, 'pending', error);
         return true;
       });
       if (done) failed.push({ jobId: b.jobId, error });

@@ -7,6 +7,7 @@ import { sql, type SQL } from 'drizzle-orm';
 import { ConflictError, InvalidInputError, NotFoundError } from '../errors.js';
 import type { Db, DbTime } from './client.js';
 import { getJob, notifyWork, pgArray, PROGRESS_SQL } from './jobs.js';
+import { recordJobProgress, recordJobStatusChange } from './outbox.js';
 import type { ItemStatus } from './schema.js';
 
 export interface ItemRow {
@@ -144,9 +145,10 @@ async function applyTransition(tx: Db, itemId: string, jobId: string, from: Item
       update job_queue.job_items
       set status = 'running', attempts = attempts + 1, started_at = now(), updated_at = now()
       where id = ${itemId}`);
-    await tx.execute(sql`
+    const started = await tx.execute(sql`
       update job_queue.caption_jobs set status = 'running', started_at = coalesce(started_at, now()), updated_at = now()
       where job_id = ${jobId} and status = 'pending'`);
+    if (started.rowCount) await recordJobStatusChange(tx, jobId, 'pending');
     return;
   }
   if (to === 'pending') {
@@ -213,7 +215,7 @@ export async function rollUpJob(
         cancelled_images = cancelled_images + ${delta.cancelled},
         updated_at = now()
     where job_id = ${jobId}`);
-  const { rows } = await tx.execute<{ finished: boolean }>(sql`
+  const { rows } = await tx.execute<{ before: string; finished: boolean }>(sql`
     with before as (select status from job_queue.caption_jobs where job_id = ${jobId})
     update job_queue.caption_jobs
     set progress = ${PROGRESS_SQL},
@@ -228,7 +230,12 @@ export async function rollUpJob(
           when status in ('pending', 'running') and processed_images + failed_images + cancelled_images >= total_images
           then now() else completed_at end
     where job_id = ${jobId}
-    returning ((select status from before) in ('pending', 'running') and status not in ('pending', 'running')) as finished`);
-  // A job that just finished frees a slot.
-  if (rows[0]?.finished) await notifyWork(tx);
+    returning (select status from before) as before,
+              ((select status from before) in ('pending', 'running') and status not in ('pending', 'running')) as finished`);
+  await recordJobProgress(tx, jobId);
+  if (rows[0]?.finished) {
+    await recordJobStatusChange(tx, jobId, rows[0].before);
+    // A job that just finished frees a slot.
+    await notifyWork(tx);
+  }
 }

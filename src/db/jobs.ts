@@ -6,6 +6,7 @@
 import { sql, type SQL } from 'drizzle-orm';
 import { currentRequestId } from '../logger.js';
 import type { Sealed } from '../secrets.js';
+import { recordJobCreated, recordJobProgress, recordJobStatusChange } from './outbox.js';
 import { ConflictError, InvalidInputError, NotFoundError, type FieldError } from '../errors.js';
 import { toWorkspaceRelative, workspacePathProblem } from '../workspace.js';
 import type { Db, DbTime } from './client.js';
@@ -230,6 +231,7 @@ export async function createJob(db: Db, input: CreateJobInput, limits: CreateJob
         insert into job_queue.job_dependencies (job_id, depends_on_job_id)
         select ${jobId}, unnest(${pgArray(dependsOn)}::uuid[])`);
     }
+    await recordJobCreated(tx, jobId);
     await notifyWork(tx);
     return getJob(tx, jobId);
   });
@@ -333,6 +335,7 @@ export async function cancelJob(db: Db, jobId: string): Promise<JobRow> {
       set status = 'cancelled', cancelled_images = cancelled_images + ${result.rowCount ?? 0},
           error = coalesce(error, 'cancelled by request'), completed_at = now(), updated_at = now()
       where job_id = ${jobId}`);
+    await recordJobStatusChange(tx, jobId, job.status, 'cancelled by request');
     await tx.execute(sql`select pg_notify(${CANCEL_CHANNEL}, ${jobId})`);
     // A freed slot: the next job may start.
     await notifyWork(tx);
@@ -477,6 +480,8 @@ export async function retryFailedItems(db: Db, jobId: string): Promise<{ retried
           updated_at = now()
       where job_id = ${jobId}`);
     await tx.execute(sql`update job_queue.caption_jobs set progress = ${PROGRESS_SQL} where job_id = ${jobId}`);
+    await recordJobStatusChange(tx, jobId, job.status, `${retried} failed item(s) retried`);
+    await recordJobProgress(tx, jobId);
     await notifyWork(tx);
     return { retried, job: await getJob(tx, jobId) };
   });

@@ -8,6 +8,7 @@ import {
   bigint,
   boolean,
   check,
+  customType,
   doublePrecision,
   index,
   integer,
@@ -37,6 +38,9 @@ export const FINISHED_ITEM_STATUSES = ['completed', 'failed', 'cancelled'] as co
 const createdAt = () => timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow();
 const updatedAt = () => timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow();
 const tstz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
+
+/** PostgreSQL's 64-bit transaction id, read as text. */
+const xid8 = customType<{ data: string }>({ dataType: () => 'xid8' });
 
 const inList = (column: string, values: readonly string[]) =>
   sql.raw(`${column} in (${values.map((v) => `'${v}'`).join(', ')})`);
@@ -300,5 +304,52 @@ export const jobDependencies = queue.table(
     primaryKey({ columns: [t.jobId, t.dependsOnJobId] }),
     index('job_dependencies_depends_on_idx').on(t.dependsOnJobId),
     check('job_dependencies_not_self_check', sql`job_id <> depends_on_job_id`),
+  ],
+);
+
+/**
+ * Events to publish, written in the same transaction as the change they report (the outbox). The
+ * notifier delivers them to the message broker in `seq` order per `stream`; live subscribers read
+ * them by `seq`. A job's undelivered JOB_PROGRESS row is rewritten in place (new seq, new event id)
+ * instead of piling up, so a fast job sends few progress events and the last one is exact.
+ */
+export const outboxSeq = queue.sequence('outbox_seq');
+
+export const outbox = queue.table(
+  'outbox',
+  {
+    id: bigint('id', { mode: 'number' }).primaryKey().generatedAlwaysAsIdentity(),
+    /** Delivery and stream order; taken again when a coalesced row is rewritten. */
+    seq: bigint('seq', { mode: 'number' }).notNull().default(sql`nextval('job_queue.outbox_seq')`),
+    /** The event's id as receivers see it (they de-duplicate with it). */
+    eventId: uuid('event_id').notNull().defaultRandom(),
+    type: text('type').notNull(),
+    /** Order is kept within a stream: `job:<id>`, `image:<id>` ... */
+    stream: text('stream').notNull(),
+    jobId: uuid('job_id'),
+    data: jsonb('data').notNull(),
+    requestId: text('request_id'),
+    occurredAt: timestamp('occurred_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+    deliveredAt: tstz('delivered_at'),
+    attempts: integer('attempts').notNull().default(0),
+    nextAttemptAt: tstz('next_attempt_at'),
+    lastError: text('last_error'),
+    /** Replica delivering it, and until when: a second replica leaves it alone meanwhile. */
+    leaseOwner: text('lease_owner'),
+    leaseExpiresAt: tstz('lease_expires_at'),
+    /**
+     * The writing transaction. Live readers take events only from transactions older than every
+     * running one (pg_snapshot_xmin), so an event that commits late is never skipped.
+     */
+    xid: xid8('xid').notNull().default(sql`pg_current_xact_id()`),
+  },
+  (t) => [
+    uniqueIndex('outbox_seq_key').on(t.seq),
+    index('outbox_xid_idx').on(t.xid),
+    index('outbox_undelivered_idx').on(t.stream, t.seq).where(sql`delivered_at is null`),
+    index('outbox_delivered_idx').on(t.deliveredAt).where(sql`delivered_at is not null`),
+    // At most one undelivered progress event per job: the coalescing target.
+    uniqueIndex('outbox_pending_progress_key').on(t.jobId).where(sql`type = 'JOB_PROGRESS' and delivered_at is null`),
+    index('outbox_job_seq_idx').on(t.jobId, t.seq),
   ],
 );

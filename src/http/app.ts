@@ -17,7 +17,9 @@ import { requestContext, type Logger } from '../logger.js';
 import { routeLabeller, type Metrics } from '../metrics.js';
 import { appRouter } from '../routers/index.js';
 import type { Context } from '../trpc.js';
+import type { EventHub } from '../jobs/event-hub.js';
 import { apiClosed, requireToken, scopeOf } from './auth.js';
+import { eventsRoute } from './events.js';
 import { problem, problemResponses, sendProblem } from './problem.js';
 
 export interface AppDeps {
@@ -27,6 +29,7 @@ export interface AppDeps {
   logger: Logger;
   openApiDocument: OpenAPIObject;
   metrics: Metrics;
+  events: EventHub;
 }
 
 declare module 'express-serve-static-core' {
@@ -97,6 +100,7 @@ export function createApp(deps: AppDeps): express.Express {
     logger,
     requestId: (req as Request).requestId,
     scope: scopeOf(req as Request, config),
+    events: deps.events,
   });
   const onError = ({ error, path }: { error: { code: string; cause?: unknown }; path?: string }) => {
     if (error.code === 'INTERNAL_SERVER_ERROR') logger.error({ err: error.cause ?? error, path }, 'procedure failed');
@@ -119,6 +123,9 @@ export function createApp(deps: AppDeps): express.Express {
     onError,
     maxBodySize: config.BODY_LIMIT_BYTES,
   });
+  // Server-sent events: a plain route, since tRPC subscriptions have no OpenAPI face.
+  app.get('/api/perspectives/batch/events', eventsRoute(deps.events));
+
   // Mounted at the root, not at /api, because the handler matches on the full req.url; it calls
   // next() for paths it does not know, which then get the 404 below.
   app.use(

@@ -24,6 +24,7 @@ import { CANCEL_CHANNEL, WORK_CHANNEL } from '../db/jobs.js';
 import { PgListener } from '../db/listener.js';
 import { requestContext, type Logger } from '../logger.js';
 import { classifyError, PermanentError } from './errors.js';
+import { Wakeup } from './wakeup.js';
 import { createInferenceBridge, type InferenceBridge } from './inference.js';
 import { backoffMs, canRetry, type RetryPolicy } from './retry.js';
 
@@ -64,6 +65,9 @@ export class Dispatcher {
   private readonly leaseTimer: NodeJS.Timeout;
   private renewing = false;
   private stopping = false;
+  /** A NOTIFY said jobs may start (create, retry, a finished job ...) since the last full round. */
+  private queueChanged = true;
+  private lastFullRound = 0;
   private readonly loop: Promise<void>;
 
   constructor(options: DispatcherOptions) {
@@ -85,10 +89,14 @@ export class Dispatcher {
       channels: [WORK_CHANNEL, CANCEL_CHANNEL],
       onNotification: (channel, payload) => {
         if (channel === CANCEL_CHANNEL) this.abortJob(payload);
+        else this.queueChanged = true;
         this.wakeup.wake();
       },
       // Whatever was notified while the connection was down: look now.
-      onConnect: () => this.wakeup.wake(),
+      onConnect: () => {
+        this.queueChanged = true;
+        this.wakeup.wake();
+      },
       logger: this.logger,
     });
     this.listener.start();
@@ -152,15 +160,23 @@ export class Dispatcher {
     }
   }
 
-  /** One pass: sweep, start jobs, then claim and launch what each running job's cap allows. */
+  /**
+   * One pass: sweep and start jobs, then claim and launch what each running job's cap allows. A
+   * wake-up for a slot freed here only claims; the sweep and start run when the queue changed or
+   * a poll interval has passed, which keeps the queries per finished item few.
+   */
   private async round(): Promise<void> {
-    const rescued = await rescueExpiredLeases(this.db, this.config.MAX_ATTEMPTS);
-    if (rescued.retried + rescued.failed > 0) this.logger.warn(rescued, 'rescued items whose lease expired');
-    for (const failed of await failJobsWithBrokenDependencies(this.db)) {
-      this.logger.warn(failed, 'job failed: a dependency did not complete');
-    }
-    for (const jobId of await startRunnableJobs(this.db, this.config.MAX_CONCURRENT_JOBS)) {
-      this.logger.info({ jobId }, 'job started');
+    if (this.queueChanged || performance.now() - this.lastFullRound >= this.config.POLL_INTERVAL_MS) {
+      this.queueChanged = false;
+      this.lastFullRound = performance.now();
+      const rescued = await rescueExpiredLeases(this.db, this.config.MAX_ATTEMPTS);
+      if (rescued.retried + rescued.failed > 0) this.logger.warn(rescued, 'rescued items whose lease expired');
+      for (const failed of await failJobsWithBrokenDependencies(this.db)) {
+        this.logger.warn(failed, 'job failed: a dependency did not complete');
+      }
+      for (const jobId of await startRunnableJobs(this.db, this.config.MAX_CONCURRENT_JOBS)) {
+        this.logger.info({ jobId }, 'job started');
+      }
     }
     for (const jobId of await listClaimableJobs(this.db, this.config.MAX_CONCURRENT_ITEMS)) {
       if (this.stopping) return;
@@ -281,36 +297,5 @@ export class Dispatcher {
 
   private settled(): Promise<unknown> {
     return Promise.all([...this.runs]);
-  }
-}
-
-/** A sleep that `wake()` ends early; a wake while nobody sleeps makes the next sleep return at once. */
-class Wakeup {
-  private pending = false;
-  private resolve: (() => void) | undefined;
-
-  wake(): void {
-    if (this.resolve) this.resolve();
-    else this.pending = true;
-  }
-
-  clear(): void {
-    this.pending = false;
-  }
-
-  wait(ms: number): Promise<void> {
-    if (this.pending) {
-      this.pending = false;
-      return Promise.resolve();
-    }
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.resolve = undefined;
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.resolve = done;
-    });
   }
 }

@@ -1,5 +1,8 @@
 /** The batch captioning queue: `/api/perspectives/batch/*`. Thin: parse, call the repository, shape. */
+import { tracked } from '@trpc/server';
+import { z } from 'zod';
 import { captionCoverage } from '../db/captions.js';
+import { eventMessage } from '../db/outbox.js';
 import { findDataset } from '../db/datasets.js';
 import { findImagesByPath } from '../db/images.js';
 import { listItems, updateItem } from '../db/items.js';
@@ -299,6 +302,20 @@ export const batchRouter = router({
     .query(async ({ ctx, input }) => {
       const { items, total } = await listItems(ctx.db, input.jobId, input);
       return { items: items.map(toItem), total, page: input.page, limit: input.limit };
+    }),
+
+  /**
+   * Live job events (JOB_CREATED, JOB_STATUS_CHANGED, JOB_PROGRESS) over SSE, for all jobs or one.
+   * Each event is `tracked` by its sequence number, so the client's reconnects resume where they
+   * stopped. REST clients use `GET /api/perspectives/batch/events`.
+   */
+  events: publicProcedure
+    .input(z.object({ jobId: z.uuid().optional(), lastEventId: z.string().regex(/^\d+$/).nullish() }).optional())
+    .subscription(async function* ({ ctx, input, signal }) {
+      const afterSeq = input?.lastEventId ? Number(input.lastEventId) : undefined;
+      const subscription = ctx.events.subscribe({ jobId: input?.jobId, afterSeq });
+      signal?.addEventListener('abort', () => subscription.close());
+      for await (const event of subscription) yield tracked(String(event.seq), eventMessage(event));
     }),
 
   failedItems: publicProcedure

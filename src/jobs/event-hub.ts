@@ -1,0 +1,147 @@
+/**
+ * Live fan-out of committed events to this process's subscribers (SSE and the tRPC subscription),
+ * whatever replica wrote them: woken by LISTEN, backed by polling. Reads advance by transaction
+ * watermark (src/db/outbox.ts), so an event whose transaction commits late still arrives.
+ */
+import type { Db } from '../db/client.js';
+import { PgListener } from '../db/listener.js';
+import { currentWatermark, EVENTS_CHANNEL, readEventsAfter, readEventsBetween, type OutboxEvent } from '../db/outbox.js';
+import type { Logger } from '../logger.js';
+import { Wakeup } from './wakeup.js';
+
+/** Events a resuming subscriber may replay at most. */
+const REPLAY_LIMIT = 10_000;
+/** A subscriber that falls this far behind is dropped; it can resume with its last event id. */
+const MAX_QUEUED = 10_000;
+
+export interface Subscription extends AsyncIterable<OutboxEvent> {
+  close(): void;
+}
+
+interface Subscriber {
+  jobId?: string;
+  queue: OutboxEvent[];
+  /** Live events held back until the replay is out. */
+  replaying: boolean;
+  notify?: () => void;
+  closed: boolean;
+}
+
+export class EventHub {
+  private readonly wakeup = new Wakeup();
+  private readonly listener: PgListener;
+  private readonly subscribers = new Set<Subscriber>();
+  /** Every event of a transaction older than this has been fanned out. */
+  private watermark: string | undefined;
+  private stopped = false;
+  private loop: Promise<void> | undefined;
+
+  constructor(
+    private readonly options: { db: Db; databaseUrl: string; logger: Logger; pollMs: number },
+  ) {
+    this.listener = new PgListener({
+      url: options.databaseUrl,
+      channels: [EVENTS_CHANNEL],
+      onNotification: () => this.wakeup.wake(),
+      onConnect: () => this.wakeup.wake(),
+      logger: options.logger,
+    });
+  }
+
+  async start(): Promise<void> {
+    this.watermark = await currentWatermark(this.options.db);
+    this.listener.start();
+    this.loop = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.wakeup.wake();
+    await this.loop;
+    await this.listener.stop();
+    for (const s of this.subscribers) this.end(s);
+  }
+
+  /**
+   * Events from now on, optionally of one job; with `afterSeq` (an SSE Last-Event-ID), first the
+   * retained events after it.
+   */
+  subscribe(filter: { jobId?: string; afterSeq?: number }): Subscription {
+    const subscriber: Subscriber = { jobId: filter.jobId, queue: [], replaying: filter.afterSeq !== undefined, closed: false };
+    this.subscribers.add(subscriber);
+    // Live batches cover transactions from the current watermark on; the replay covers those before it.
+    const replayBefore = this.watermark!;
+    if (filter.afterSeq !== undefined) {
+      void readEventsAfter(this.options.db, { afterSeq: filter.afterSeq, beforeXid: replayBefore, jobId: filter.jobId, limit: REPLAY_LIMIT })
+        .then((missed) => subscriber.queue.unshift(...missed))
+        .catch((error: unknown) => {
+          this.options.logger.warn({ err: error }, 'event replay failed');
+          this.end(subscriber);
+        })
+        .finally(() => {
+          subscriber.replaying = false;
+          subscriber.notify?.();
+        });
+    }
+    const hub = this;
+    return {
+      close: () => hub.end(subscriber),
+      async *[Symbol.asyncIterator]() {
+        try {
+          while (!subscriber.closed) {
+            if (!subscriber.replaying && subscriber.queue.length > 0) {
+              yield subscriber.queue.shift()!;
+              continue;
+            }
+            await new Promise<void>((resolve) => (subscriber.notify = resolve));
+            subscriber.notify = undefined;
+          }
+        } finally {
+          hub.end(subscriber);
+        }
+      },
+    };
+  }
+
+  get subscriberCount(): number {
+    return this.subscribers.size;
+  }
+
+  private end(subscriber: Subscriber): void {
+    subscriber.closed = true;
+    this.subscribers.delete(subscriber);
+    subscriber.notify?.();
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopped) {
+      try {
+        await this.fanOut();
+      } catch (error) {
+        this.options.logger.warn({ err: error }, 'event fan-out failed; retrying');
+      }
+      await this.wakeup.wait(this.options.pollMs);
+    }
+  }
+
+  private async fanOut(): Promise<void> {
+    const next = await currentWatermark(this.options.db);
+    if (next === this.watermark) return;
+    // Without subscribers there is nobody to read for; just move on.
+    const events =
+      this.subscribers.size === 0 ? [] : await readEventsBetween(this.options.db, { fromXid: this.watermark!, toXid: next });
+    this.watermark = next;
+    for (const event of events) {
+      for (const s of this.subscribers) {
+        if (s.jobId && s.jobId !== event.jobId) continue;
+        if (s.queue.length >= MAX_QUEUED) {
+          this.options.logger.warn({ jobId: s.jobId }, 'dropping a live subscriber that stopped reading');
+          this.end(s);
+          continue;
+        }
+        s.queue.push(event);
+        s.notify?.();
+      }
+    }
+  }
+}
