@@ -5,12 +5,14 @@
 import type pg from 'pg';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Db } from './db/client.js';
+import { countUndelivered } from './db/outbox.js';
 import { getQueueDepth, type QueueDepth } from './db/statistics.js';
 
 export interface Metrics {
   registry: Registry;
   httpRequests: Counter<'method' | 'route' | 'status'>;
   httpDuration: Histogram<'method' | 'route'>;
+  eventDeliveries: Counter<'outcome'>;
 }
 
 export function createMetrics(deps: { db: Db; pool: pg.Pool }): Metrics {
@@ -72,7 +74,22 @@ export function createMetrics(deps: { db: Db; pool: pg.Pool }): Metrics {
     },
   });
 
-  return { registry, httpRequests, httpDuration };
+  new Gauge({
+    name: 'graphcap_outbox_undelivered_events',
+    help: 'Events waiting for delivery to the message broker (all replicas).',
+    registers: [registry],
+    async collect() {
+      this.set(await countUndelivered(deps.db));
+    },
+  });
+  const eventDeliveries = new Counter({
+    name: 'graphcap_event_deliveries_total',
+    help: 'Deliveries of events to the message broker by this process, by outcome.',
+    labelNames: ['outcome'] as const,
+    registers: [registry],
+  });
+
+  return { registry, httpRequests, httpDuration, eventDeliveries };
 }
 
 /**

@@ -37,6 +37,7 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
       if (existsSync(config.WORKSPACE_PATH)) await syncWorkspace(database.db, config.WORKSPACE_PATH, logger);
       else logger.warn({ workspace: config.WORKSPACE_PATH }, 'WORKSPACE_PATH does not exist; nothing imported');
     }
+    const metrics = createMetrics({ db: database.db, pool: database.pool });
     const events = new EventHub({ db: database.db, databaseUrl: database.url, logger, pollMs: config.NOTIFIER_POLL_MS });
     await events.start();
     const app = createApp({
@@ -45,7 +46,7 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
       config,
       logger,
       openApiDocument: buildOpenApiDocument(),
-      metrics: createMetrics({ db: database.db, pool: database.pool }),
+      metrics,
       events,
     });
     const server = createServer(app);
@@ -62,7 +63,13 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
     logger.info({ url, docs: `${url}/docs`, embeddedDatabase: !config.DATABASE_URL }, 'graphcap Data Service listening');
 
     const dispatcher = startDispatcher(config, database, logger);
-    const notifier = new Notifier({ db: database.db, databaseUrl: database.url, config, logger });
+    const notifier = new Notifier({
+      db: database.db,
+      databaseUrl: database.url,
+      config,
+      logger,
+      onDelivery: (outcome) => metrics.eventDeliveries.inc({ outcome }),
+    });
     notifier.start();
     let closing: Promise<void> | undefined;
     const close = () =>

@@ -142,6 +142,12 @@ describe('events to the message broker', () => {
     await broker.up();
     await waitFor('the broker to refuse a delivery', () => broker.refused > 0);
     expect(broker.received).toHaveLength(0);
+    const metric = async (name: string) => {
+      const text = await (await fetch(`${svc.url}/metrics`)).text();
+      return Number(text.split('\n').find((l) => l.startsWith(name))?.split(' ').at(-1) ?? 0);
+    };
+    expect(await metric('graphcap_event_deliveries_total{outcome="failed"}')).toBeGreaterThan(0);
+    expect(await metric('graphcap_outbox_undelivered_events')).toBeGreaterThan(0);
     broker.mode = 'up';
 
     await waitFor('every event to be delivered', async () => (await outboxCount(svc, jobId, 'delivered_at is null')) === 0);
@@ -150,6 +156,8 @@ describe('events to the message broker', () => {
     expectInOrderPerJob(broker.received);
     expect(received[0]!.type).toBe('JOB_CREATED');
     expect(received.at(-1)).toMatchObject({ type: 'JOB_STATUS_CHANGED', data: { newStatus: 'completed' } });
+    expect(await metric('graphcap_event_deliveries_total{outcome="delivered"}')).toBeGreaterThan(0);
+    expect(await metric('graphcap_outbox_undelivered_events')).toBe(0);
   });
 
   it('two replicas share delivery without sending one job’s events at once', async () => {
