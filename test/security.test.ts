@@ -1,4 +1,8 @@
+import { realpath, symlink } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { resolveInWorkspace } from '../src/workspace.js';
 import { createJob, IMAGES, itemIds } from './helpers/fixtures.js';
 import { api, startTestService, type TestService } from './helpers/service.js';
 
@@ -66,6 +70,36 @@ describe('access control with tokens set', () => {
     expect(metrics.status).toBe(200);
     expect((await api(svc.url, 'GET', '/openapi.json')).status).toBe(200);
     expect((await fetch(`${svc.url}/docs/`)).status).toBe(200);
+  });
+});
+
+describe('paths stay inside the workspace', () => {
+  it('skips files and folders that are symlinks out of it, and refuses paths that leave it', async () => {
+    await symlink('/etc/hostname', path.join(svc.workspace, 'datasets', 'os_img', 'escape.jpg'));
+    await symlink(os.tmpdir(), path.join(svc.workspace, 'datasets', 'outside'));
+    const sync = await api(svc.url, 'POST', '/api/workspace/sync', undefined, bearer(API_TOKEN));
+    expect(sync.status).toBe(200);
+    expect(sync.body.datasets.map((d: { name: string }) => d.name)).toEqual(['os_img']);
+    const { rows } = await svc.pool.query<{ path: string }>(`select path from core_schema.images where path like '%escape%'`);
+    expect(rows).toEqual([]);
+
+    for (const imagePath of ['datasets/os_img/escape.jpg', '../outside.jpg', '/etc/hostname', 'datasets/os_img/../../../etc/hostname']) {
+      const refused = await api(
+        svc.url,
+        'POST',
+        '/api/perspectives/batch/create',
+        { type: 'MULTI_PERSPECTIVE', perspectives: ['art_critic'], imagePaths: [imagePath], config: { provider: 'p', model: 'm' } },
+        bearer(API_TOKEN),
+      );
+      expect(refused.status, imagePath).toBe(400);
+      expect(refused.body.errors[0].path).toBe('imagePaths.0');
+    }
+  });
+
+  it('refuses to resolve a stored path whose file became a symlink out of the workspace', async () => {
+    await symlink('/etc/hostname', path.join(svc.workspace, 'datasets', 'os_img', 'swapped.jpg'));
+    await expect(resolveInWorkspace(svc.workspace, 'datasets/os_img/swapped.jpg')).rejects.toThrow(/leaves the workspace/);
+    await expect(resolveInWorkspace(svc.workspace, IMAGES[0])).resolves.toBe(path.join(await realpath(svc.workspace), IMAGES[0]));
   });
 });
 

@@ -39,9 +39,17 @@ export async function copyWorkspace(): Promise<string> {
 }
 
 export async function startTestService(
-  options: { env?: Record<string, string>; logger?: Logger; workspace?: string } = {},
+  options: {
+    env?: Record<string, string>;
+    logger?: Logger;
+    workspace?: string;
+    /** A database of the test's own (left in place on close) instead of a clone of the template. */
+    databaseUrl?: string;
+  } = {},
 ): Promise<TestService> {
-  const database = await createTestDatabase();
+  const database: TestDatabase = options.databaseUrl
+    ? { url: options.databaseUrl, name: new URL(options.databaseUrl).pathname.slice(1), drop: async () => {} }
+    : await createTestDatabase();
   const workspace = options.workspace ?? (await copyWorkspace());
   const logger = options.logger ?? createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
   const makeConfig = (env: Record<string, string> = {}) =>
