@@ -32,7 +32,8 @@ const argv = process.argv.slice(2);
 const flag = (name: string) => argv.includes(`--${name}`);
 const option = (name: string, env: string): string | undefined => {
   const i = argv.findIndex((a) => a === `--${name}` || a.startsWith(`--${name}=`));
-  if (i >= 0) return argv[i].includes('=') ? argv[i].split('=')[1] : argv[i + 1];
+  const arg = i >= 0 ? argv[i]! : undefined;
+  if (arg !== undefined) return arg.includes('=') ? arg.slice(arg.indexOf('=') + 1) : argv[i + 1];
   return process.env[env] || undefined;
 };
 const quick = flag('quick') || process.env.BENCH_QUICK === '1';
@@ -73,14 +74,14 @@ function median(values: number[]): number {
   const s = [...values].sort((a, b) => a - b);
   if (s.length === 0) return NaN;
   const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 /** Nearest-rank percentile. */
 function percentile(values: number[], p: number): number {
   const s = [...values].sort((a, b) => a - b);
   if (s.length === 0) return NaN;
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))];
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
 }
 
 interface Service {
@@ -214,7 +215,13 @@ async function makeWorkspace(datasets: Record<string, number>): Promise<string> 
 // Measurements
 
 /** Items/s of the service on one job of `dataset`: create call to the last item recorded. */
-async function serviceThroughput(s: Service, db: pg.Pool, dataset: string): Promise<{ itemsPerSecond: number; jobId: string; items: number }> {
+async function serviceThroughput(
+  s: Service,
+  db: pg.Pool,
+  dataset: string,
+): Promise<{ itemsPerSecond: number; jobId: string; items: number; commitsPerItem: number; cpuMsPerItem: number }> {
+  const commitsBefore = await commits(db);
+  const cpuBefore = await cpuMs(s.child.pid!);
   const started = Date.now();
   const { jobId } = await createJob(s, { type: 'DATASET_PERSPECTIVE', datasetName: dataset });
   const job = await waitForJob(s, jobId, 100);
@@ -224,7 +231,31 @@ async function serviceThroughput(s: Service, db: pg.Pool, dataset: string): Prom
     [jobId],
   );
   const ms = Number(rows[0].last) - started;
-  return { itemsPerSecond: (rows[0].n * 1000) / ms, jobId, items: rows[0].n };
+  const cpuAfter = await cpuMs(s.child.pid!);
+  // Statistics reach pg_stat_database within a second (PostgreSQL 15+ flushes them periodically).
+  await sleep(1100);
+  const n = rows[0].n as number;
+  return {
+    itemsPerSecond: (n * 1000) / ms,
+    jobId,
+    items: n,
+    commitsPerItem: ((await commits(db)) - commitsBefore) / n,
+    cpuMsPerItem: (cpuAfter - cpuBefore) / n,
+  };
+}
+
+/** Transactions committed in this database so far. */
+async function commits(db: pg.Pool): Promise<number> {
+  const { rows } = await db.query(`select pg_stat_clear_snapshot(), xact_commit::bigint as n from pg_stat_database where datname = current_database()`);
+  return Number(rows[0].n);
+}
+
+/** CPU time (user + system) a process has used, in ms. */
+async function cpuMs(pid: number): Promise<number> {
+  const text = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  // utime and stime are fields 14 and 15 of stat(5), 12 and 13 after the name.
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
 }
 
 /**
@@ -300,6 +331,58 @@ async function sqlFloor(databaseUrl: string, db: pg.Pool, templateJobId: string,
   return (done * 1000) / ms;
 }
 
+/**
+ * `--explain`: EXPLAIN (ANALYZE, BUFFERS) of the dispatcher's claim query and of listClaimableJobs
+ * (copied from src/db/dispatch.ts) on a fresh job of the throughput size, in a rolled-back
+ * transaction; printed to stderr.
+ */
+async function explainClaim(db: pg.Pool, _url: string): Promise<void> {
+  const c = await db.connect();
+  try {
+    const { rows } = await c.query(
+      `select job_id from job_queue.caption_jobs where dataset_id = (select id from core_schema.datasets where name = 'bench_throughput')
+       order by created_at limit 1`,
+    );
+    const template = rows[0].job_id as string;
+    await c.query('begin');
+    const { rows: j } = await c.query(
+      `insert into job_queue.caption_jobs (type, status, perspectives, dataset_id, config, total_images, started_at)
+       select type, 'running', perspectives, dataset_id, config, total_images, now() from job_queue.caption_jobs where job_id = $1
+       returning job_id`,
+      [template],
+    );
+    const jobId = j[0].job_id as string;
+    await c.query(
+      `insert into job_queue.job_items (job_id, image_id, image_path, perspective)
+       select $1, image_id, image_path, perspective from job_queue.job_items where job_id = $2 order by seq`,
+      [jobId, template],
+    );
+    await c.query('analyze job_queue.job_items');
+    const plans: Record<string, string> = {
+      listClaimableJobs: `select j.job_id from job_queue.caption_jobs j
+        where j.status = 'running'
+          and exists (select 1 from job_queue.job_items i where i.job_id = j.job_id and i.status = 'pending'
+                      and (i.next_attempt_at is null or i.next_attempt_at <= now()))
+          and (select count(*) from job_queue.job_items i where i.job_id = j.job_id and i.status = 'running') < 16
+        order by priority, queue_position, created_at, job_id`,
+      claimItems: `update job_queue.job_items i
+        set status = 'running', attempts = i.attempts + 1, lease_owner = 'explain',
+            lease_expires_at = now() + make_interval(secs => 30), next_attempt_at = null, started_at = now(), updated_at = now()
+        from (select id from job_queue.job_items
+              where job_id = '${jobId}' and status = 'pending' and (next_attempt_at is null or next_attempt_at <= now())
+              order by seq limit 16 for update skip locked) c
+        where i.id = c.id returning i.id`,
+    };
+    for (const [name, query] of Object.entries(plans)) {
+      const { rows: plan } = await c.query(`explain (analyze, buffers) ${query}`);
+      log(`EXPLAIN ANALYZE ${name}:\n${plan.map((r) => r['QUERY PLAN']).join('\n')}`);
+    }
+  } finally {
+    await c.query('rollback').catch(() => {});
+    c.release();
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Main
 
@@ -370,8 +453,14 @@ async function main(): Promise<void> {
           add(`throughput_c${c}`, svc.itemsPerSecond);
           add(`floor_c${c}`, floor);
           add(`ratio_c${c}`, svc.itemsPerSecond / floor);
+          add(`commits_c${c}`, svc.commitsPerItem);
+          add(`cpu_c${c}`, svc.cpuMsPerItem);
           log(`run ${run} c=${c}: service ${svc.itemsPerSecond.toFixed(0)} items/s, floor ${floor.toFixed(0)} items/s (${svc.items} items)`);
         }
+      }
+
+      if (flag('explain') && run === 1 && perRun[`throughput_c${SIZES.concurrencies[0]}`]) {
+        await explainClaim(db, database.url);
       }
 
       if (wants('latency') || wants('create')) {
@@ -394,7 +483,7 @@ async function main(): Promise<void> {
           const { jobId } = await createJob(s, { type: 'MULTI_PERSPECTIVE', imagePaths: images });
           await waitForJob(s, jobId, 50);
           const calls = [...bridge.calls].sort((a, b) => a.at - b.at);
-          const gaps = calls.slice(1).map((call, i) => call.at - (calls[i].endedAt ?? calls[i].at));
+          const gaps = calls.slice(1).map((call, i) => call.at - (calls[i]!.endedAt ?? calls[i]!.at));
           add('first_call_p50', percentile(firstCall, 50));
           add('first_call_p99', percentile(firstCall, 99));
           add('next_call_p50', percentile(gaps, 50));
@@ -416,6 +505,8 @@ async function main(): Promise<void> {
       if (wants('memory') && run <= SIZES.memoryRuns) {
         const s = await start({ MAX_CONCURRENT_ITEMS: '16', DB_POOL_SIZE: '20' });
         const pid = s.child.pid!;
+        const idle = await readProcStatus(pid);
+        add('idle_rss_mb', idle.rssKb / 1024);
         let peakRss = 0;
         const sampler = setInterval(() => void readProcStatus(pid).then((p) => (peakRss = Math.max(peakRss, p.rssKb || 0))), 100);
         const { jobId } = await createJob(s, { type: 'DATASET_PERSPECTIVE', datasetName: 'bench_memory' });
@@ -453,12 +544,15 @@ async function main(): Promise<void> {
     fig(`throughput_c${c}`, `throughput, MAX_CONCURRENT_ITEMS=${c}`, 'items/s');
     fig(`floor_c${c}`, `SQL floor, ${c} clients`, 'items/s');
     fig(`ratio_c${c}`, `throughput / floor, c=${c}`, '×', '≥ 1.5', (v) => v >= 1.5);
+    fig(`commits_c${c}`, `  commits per item (service; floor: 2), c=${c}`, '');
+    fig(`cpu_c${c}`, `  service CPU per item, c=${c}`, 'ms');
   }
   fig('first_call_p50', 'create → first bridge call, p50', 'ms', '≤ 10', (v) => v <= 10);
   fig('first_call_p99', 'create → first bridge call, p99', 'ms');
   fig('next_call_p50', 'item done → next bridge call, p50', 'ms', '≤ 10', (v) => v <= 10);
   fig('next_call_p99', 'item done → next bridge call, p99', 'ms');
   fig('create_ms', `create of ${SIZES.createItems} items`, 'ms', SIZES.createItems === 10_000 ? '≤ 300' : '≤ 300 (at 10,000)', (v) => v <= 300);
+  fig('idle_rss_mb', 'RSS of the idle service before that job', 'MB');
   fig('peak_rss_mb', `peak RSS, ${SIZES.memoryItems}-item job`, 'MB', '≤ 200', (v) => v <= 200);
 
   const machine = {
@@ -477,8 +571,8 @@ async function main(): Promise<void> {
     f.runs.map(fmt).join(' / '),
   ]);
   const header = ['figure', 'median', 'target', 'met', 'runs'];
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`;
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
   const table = [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.map(line)].join('\n');
   const summary = `${quick ? 'quick' : 'full'} run, ${SIZES.runs} runs, ${machine.cpus} × ${machine.cpuModel}, ${machine.memoryGb} GB, node ${machine.node}, ${machine.database}, ${Math.round((Date.now() - t0) / 1000)} s`;
   process.stdout.write(`\n${table}\n\n${summary}\n`);
