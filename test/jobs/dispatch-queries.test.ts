@@ -1,0 +1,244 @@
+/**
+ * The dispatcher's queries on their own, against real PostgreSQL: caps under concurrent claims from
+ * separate connections, the recording guard, leases (renew, rescue, release) and broken
+ * dependencies. This service has no bridge URL, so its own dispatcher stays idle.
+ */
+import { sql } from 'drizzle-orm';
+import { drizzle } from 'drizzle-orm/node-postgres';
+import type pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createPool, type Db } from '../../src/db/client.js';
+import {
+  claimItems,
+  extendLeases,
+  failJobsWithBrokenDependencies,
+  recordItemFailure,
+  recordItemSuccess,
+  releaseItems,
+  rescueExpiredLeases,
+  startRunnableJobs,
+} from '../../src/db/dispatch.js';
+import * as schema from '../../src/db/schema.js';
+import { createLogger } from '../../src/logger.js';
+import { createJob, finishItem, IMAGES, itemIds } from '../helpers/fixtures.js';
+import { itemStates, jobState } from '../helpers/jobs.js';
+import { api, startTestService, type TestService } from '../helpers/service.js';
+
+let svc: TestService;
+const pools: pg.Pool[] = [];
+/** Separate pools: each stands for a replica with connections of its own. */
+let replicas: Db[];
+
+beforeAll(async () => {
+  svc = await startTestService();
+  replicas = Array.from({ length: 4 }, () => {
+    const pool = createPool(svc.database.url, 3, createLogger('silent'));
+    pools.push(pool);
+    return drizzle(pool, { schema });
+  });
+});
+afterAll(async () => {
+  await Promise.all(pools.map((p) => p.end()));
+  await svc?.close();
+});
+
+const RESULT = { caption: 'a test caption' };
+
+/** No job running: every test starts from an empty slot table. */
+async function finishRunningJobs(): Promise<void> {
+  await svc.db.execute(sql`update job_queue.caption_jobs set status = 'cancelled' where status in ('pending', 'running')`);
+}
+
+async function runningJob(body: Record<string, unknown> = {}) {
+  await finishRunningJobs();
+  const job = await createJob(svc.url, { perspectives: ['art_critic', 'storytelling', 'graph_caption'], imagePaths: [...IMAGES], ...body });
+  expect(await startRunnableJobs(svc.db, 1)).toEqual([job.jobId]);
+  return job;
+}
+
+const claim = (db: Db, jobId: string, owner: string, maxRunningPerJob = 4) =>
+  claimItems(db, { jobId, owner, leaseSeconds: 30, maxRunningPerJob });
+
+async function expireLeases(jobId: string): Promise<void> {
+  await svc.db.execute(sql`
+    update job_queue.job_items set lease_expires_at = now() - interval '1 second'
+    where job_id = ${jobId} and status = 'running'`);
+}
+
+describe('starting jobs', () => {
+  it('starts jobs in queue order, never more than the cap, however many replicas decide at once', async () => {
+    await finishRunningJobs();
+    const low = await createJob(svc.url, { priority: 200 });
+    const first = await createJob(svc.url, { priority: 100 });
+    const second = await createJob(svc.url, { priority: 100 });
+    const urgent = await createJob(svc.url, { priority: 5 });
+
+    const started = (await Promise.all(replicas.flatMap((db) => [startRunnableJobs(db, 3), startRunnableJobs(db, 3)]))).flat();
+    expect(started.sort()).toEqual([urgent.jobId, first.jobId, second.jobId].sort());
+    expect((await jobState(svc.db, low.jobId)).status).toBe('pending');
+    const states = await Promise.all([urgent, first, second].map((j) => jobState(svc.db, j.jobId)));
+    expect(states.map((s) => [s.status, s.startedAt !== null])).toEqual(Array(3).fill(['running', true]));
+
+    // A freed slot goes to the next job in the queue.
+    expect(await startRunnableJobs(svc.db, 3)).toEqual([]);
+    await api(svc.url, 'POST', `/api/perspectives/batch/cancel/${first.jobId}`);
+    expect(await startRunnableJobs(svc.db, 3)).toEqual([low.jobId]);
+  });
+
+  it('starts a job with dependencies only once they have all completed', async () => {
+    await finishRunningJobs();
+    const dependency = await createJob(svc.url, { imagePaths: [IMAGES[0]] });
+    const dependent = await createJob(svc.url, { type: 'DEPENDENCY_CHAIN', dependsOn: [dependency.jobId], priority: 1 });
+    expect(await startRunnableJobs(svc.db, 5)).toEqual([dependency.jobId]);
+    await finishItem(svc.url, (await itemIds(svc.db, dependency.jobId))[0]!, 'completed');
+    expect((await jobState(svc.db, dependency.jobId)).status).toBe('completed');
+    expect(await startRunnableJobs(svc.db, 5)).toEqual([dependent.jobId]);
+  });
+});
+
+describe('claiming items', () => {
+  it('never lets the running items of a job exceed the cap, across concurrent claims from several connections', async () => {
+    const job = await runningJob();
+    const claims = await Promise.all(replicas.flatMap((db, i) => [claim(db, job.jobId, `r${i}`), claim(db, job.jobId, `r${i}`)]));
+    const claimed = claims.flat();
+    expect(claimed).toHaveLength(4);
+    expect(new Set(claimed.map((c) => c.itemId)).size).toBe(4);
+    const running = (await itemStates(svc.db, [job.jobId])).filter((i) => i.status === 'running');
+    expect(running.map((i) => i.id).sort()).toEqual(claimed.map((c) => c.itemId).sort());
+    expect(running.every((i) => i.attempts === 1 && i.leaseOwner !== null)).toBe(true);
+    // The items carry what the bridge call needs.
+    expect(claimed[0]).toMatchObject({ jobId: job.jobId, attempts: 1, config: { provider: 'gemini' } });
+
+    // Full: nobody gets more until one finishes.
+    expect(await claim(svc.db, job.jobId, 'late')).toEqual([]);
+    const done = claimed[0]!;
+    expect(await recordItemSuccess(svc.db, { ...done, owner: ownerOf(claims, done.itemId), processingTime: 5, result: RESULT, rawText: null })).toBe(true);
+    expect(await claim(svc.db, job.jobId, 'late')).toHaveLength(1);
+  });
+
+  it('claims nothing of a job that is not running, and no item waiting for its retry time', async () => {
+    const job = await runningJob({ imagePaths: [IMAGES[0]], perspectives: ['art_critic'] });
+    const [item] = await claim(svc.db, job.jobId, 'a');
+    expect(await recordItemFailure(svc.db, { ...item!, owner: 'a', processingTime: 1, error: 'busy', retryInMs: 60_000 })).toBe(true);
+    expect((await itemStates(svc.db, [job.jobId]))[0]).toMatchObject({ status: 'pending', attempts: 1, error: 'busy' });
+    expect(await claim(svc.db, job.jobId, 'a')).toEqual([]);
+    await svc.db.execute(sql`update job_queue.job_items set next_attempt_at = now() where job_id = ${job.jobId}`);
+    const pendingJob = await createJob(svc.url, {});
+    expect(await claim(svc.db, pendingJob.jobId, 'a')).toEqual([]);
+    expect(await claim(svc.db, job.jobId, 'a')).toMatchObject([{ itemId: item!.itemId, attempts: 2 }]);
+  });
+});
+
+function ownerOf(claims: { itemId: string }[][], itemId: string): string {
+  return `r${Math.floor(claims.findIndex((c) => c.some((i) => i.itemId === itemId)) / 2)}`;
+}
+
+describe('recording', () => {
+  it('records a caption exactly once, and discards a result for a cancelled item', async () => {
+    const job = await runningJob({ imagePaths: IMAGES.slice(0, 2), perspectives: ['art_critic'] });
+    const [a, b] = await claim(svc.db, job.jobId, 'a');
+    const outcome = { owner: 'a', processingTime: 42, result: RESULT, rawText: '{"caption":"a test caption"}' };
+    expect(await recordItemSuccess(svc.db, { ...a!, ...outcome })).toBe(true);
+    expect(await recordItemSuccess(svc.db, { ...a!, ...outcome })).toBe(false);
+    const { rows } = await svc.db.execute<{ n: number; model: string; rawText: string; version: string }>(sql`
+      select count(*)::int as n, max(model) as model, max(raw_text) as "rawText", max(perspective_version) as version
+      from core_schema.captions where item_id = ${a!.itemId}`);
+    expect(rows[0]).toEqual({ n: 1, model: 'gemini-2.0-flash-exp', rawText: outcome.rawText, version: '1' });
+    expect(await jobState(svc.db, job.jobId)).toMatchObject({ status: 'running', processedImages: 1, progress: 50 });
+
+    expect((await api(svc.url, 'POST', `/api/perspectives/batch/cancel/${job.jobId}`)).status).toBe(200);
+    expect(await recordItemSuccess(svc.db, { ...b!, ...outcome })).toBe(false);
+    expect(await recordItemFailure(svc.db, { ...b!, owner: 'a', processingTime: 1, error: 'x', retryInMs: null })).toBe(false);
+    const { rows: none } = await svc.db.execute(sql`select 1 from core_schema.captions where item_id = ${b!.itemId}`);
+    expect(none).toHaveLength(0);
+    expect(await jobState(svc.db, job.jobId)).toMatchObject({ status: 'cancelled', processedImages: 1, failedImages: 0, cancelledImages: 1 });
+  });
+
+  it('fails an item for good and rolls the job forward', async () => {
+    const job = await runningJob({ imagePaths: [IMAGES[0]], perspectives: ['art_critic'] });
+    const [item] = await claim(svc.db, job.jobId, 'a');
+    expect(await recordItemFailure(svc.db, { ...item!, owner: 'a', processingTime: 7, error: 'bad image', retryInMs: null })).toBe(true);
+    expect((await itemStates(svc.db, [job.jobId]))[0]).toMatchObject({ status: 'failed', error: 'bad image', processingTime: 7, leaseOwner: null });
+    expect(await jobState(svc.db, job.jobId)).toMatchObject({ status: 'failed', failedImages: 1, progress: 100 });
+  });
+});
+
+describe('leases', () => {
+  it('renews only the leases the owner still holds, and names the lost ones', async () => {
+    const job = await runningJob({ imagePaths: IMAGES.slice(0, 2), perspectives: ['art_critic'] });
+    const items = await claim(svc.db, job.jobId, 'a');
+    const ids = items.map((i) => i.itemId);
+    const before = await svc.db.execute<{ t: string }>(sql`select max(lease_expires_at)::text as t from job_queue.job_items where job_id = ${job.jobId}`);
+    expect(await extendLeases(svc.db, { owner: 'a', itemIds: ids, leaseSeconds: 600 })).toEqual({ renewed: expect.arrayContaining(ids), lost: [] });
+    const after = await svc.db.execute<{ t: string }>(sql`select min(lease_expires_at)::text as t from job_queue.job_items where job_id = ${job.jobId}`);
+    expect(new Date(after.rows[0]!.t).getTime()).toBeGreaterThan(new Date(before.rows[0]!.t).getTime() + 500_000);
+    expect(await extendLeases(svc.db, { owner: 'b', itemIds: ids, leaseSeconds: 600 })).toEqual({ renewed: [], lost: expect.arrayContaining(ids) });
+  });
+
+  it('rescues an expired lease; the old holder can no longer record, the new one records once', async () => {
+    const job = await runningJob({ imagePaths: [IMAGES[0]], perspectives: ['art_critic'] });
+    const [held] = await claim(svc.db, job.jobId, 'dead');
+    await expireLeases(job.jobId);
+    expect(await rescueExpiredLeases(svc.db, 5)).toEqual({ retried: 1, failed: 0 });
+    expect((await itemStates(svc.db, [job.jobId]))[0]).toMatchObject({ status: 'pending', attempts: 1, error: 'lease of dead expired' });
+    const [again] = await claim(svc.db, job.jobId, 'alive');
+    expect(again).toMatchObject({ itemId: held!.itemId, attempts: 2 });
+    expect(await extendLeases(svc.db, { owner: 'dead', itemIds: [held!.itemId], leaseSeconds: 30 })).toEqual({ renewed: [], lost: [held!.itemId] });
+    const outcome = { processingTime: 3, result: RESULT, rawText: null };
+    expect(await recordItemSuccess(svc.db, { ...held!, owner: 'dead', ...outcome })).toBe(false);
+    expect(await recordItemSuccess(svc.db, { ...again!, owner: 'alive', ...outcome })).toBe(true);
+    const { rows } = await svc.db.execute<{ n: number }>(sql`select count(*)::int as n from core_schema.captions where job_id = ${job.jobId}`);
+    expect(rows[0]!.n).toBe(1);
+    expect((await jobState(svc.db, job.jobId)).status).toBe('completed');
+  });
+
+  it('fails an expired item that has no attempts left', async () => {
+    const job = await runningJob({ imagePaths: [IMAGES[0]], perspectives: ['art_critic'] });
+    await claim(svc.db, job.jobId, 'dead');
+    await expireLeases(job.jobId);
+    expect(await rescueExpiredLeases(svc.db, 1)).toEqual({ retried: 0, failed: 1 });
+    expect((await itemStates(svc.db, [job.jobId]))[0]).toMatchObject({ status: 'failed', error: 'lease of dead expired on the last of 1 attempts' });
+    expect(await jobState(svc.db, job.jobId)).toMatchObject({ status: 'failed', failedImages: 1 });
+  });
+
+  it('releases held items at once, without counting the attempt', async () => {
+    const job = await runningJob({ imagePaths: IMAGES.slice(0, 2), perspectives: ['art_critic'] });
+    const items = await claim(svc.db, job.jobId, 'leaving');
+    expect(await releaseItems(svc.db, { owner: 'someone-else', itemIds: items.map((i) => i.itemId) })).toBe(0);
+    expect(await releaseItems(svc.db, { owner: 'leaving', itemIds: items.map((i) => i.itemId) })).toBe(2);
+    const states = await itemStates(svc.db, [job.jobId]);
+    expect(states.map((s) => [s.status, s.attempts, s.leaseOwner])).toEqual([['pending', 0, null], ['pending', 0, null]]);
+    expect(await claim(svc.db, job.jobId, 'other')).toHaveLength(2);
+  });
+});
+
+describe('broken dependencies', () => {
+  it('fails the dependent job with a reason naming the dependency, and the jobs after it in the chain', async () => {
+    await finishRunningJobs();
+    const dependency = await createJob(svc.url, { imagePaths: IMAGES.slice(0, 2) });
+    const dependent = await createJob(svc.url, { type: 'DEPENDENCY_CHAIN', dependsOn: [dependency.jobId], perspectives: ['art_critic', 'storytelling'] });
+    const next = await createJob(svc.url, { type: 'DEPENDENCY_CHAIN', dependsOn: [dependent.jobId] });
+    expect(await failJobsWithBrokenDependencies(svc.db)).toEqual([]);
+
+    const [first, second] = await itemIds(svc.db, dependency.jobId);
+    await finishItem(svc.url, first!, 'completed');
+    await finishItem(svc.url, second!, 'failed');
+    expect((await jobState(svc.db, dependency.jobId)).status).toBe('partial');
+
+    expect(await failJobsWithBrokenDependencies(svc.db)).toEqual([
+      { jobId: dependent.jobId, error: `dependency ${dependency.jobId} ended partial` },
+      { jobId: next.jobId, error: `dependency ${dependent.jobId} ended failed` },
+    ]);
+    expect(await jobState(svc.db, dependent.jobId)).toMatchObject({
+      status: 'failed',
+      error: `dependency ${dependency.jobId} ended partial`,
+      totalImages: 4,
+      processedImages: 0,
+      failedImages: 0,
+      cancelledImages: 4,
+    });
+    expect((await itemStates(svc.db, [dependent.jobId])).map((i) => i.status)).toEqual(Array(4).fill('cancelled'));
+    expect(await jobState(svc.db, next.jobId)).toMatchObject({ status: 'failed', cancelledImages: 2 });
+    expect(await startRunnableJobs(svc.db, 5)).toEqual([]);
+  });
+});
