@@ -25,11 +25,17 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** Starts the service with exactly `env` (plus PATH/HOME), and waits for /health unless told not to. */
-export async function startProcess(env: Record<string, string>, options: { waitForHealth?: boolean } = {}): Promise<ServiceProcess> {
+/**
+ * Starts the service with exactly `env` (plus PATH/HOME), and waits for /health unless told not to.
+ * By default the TypeScript entry point of this checkout; `cwd` and `command` run another build.
+ */
+export async function startProcess(
+  env: Record<string, string>,
+  options: { waitForHealth?: boolean; cwd?: string; command?: string[] } = {},
+): Promise<ServiceProcess> {
   const port = env.PORT ?? String(await freePort());
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: ROOT,
+  const child = spawn(process.execPath, options.command ?? ['--import', 'tsx', 'src/main.ts'], {
+    cwd: options.cwd ?? ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env, PORT: port },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
