@@ -9,6 +9,13 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 RUN npm run build
 
+# The stand-in Inference Bridge (test/stand-ins/bridge.ts), for docker compose demos; needs dev dependencies.
+FROM build AS stand-in-bridge
+COPY test/stand-ins ./test/stand-ins
+ENV BRIDGE_HOST=0.0.0.0 BRIDGE_PORT=32560
+EXPOSE 32560
+CMD ["node", "--import", "tsx", "test/stand-ins/bridge.ts"]
+
 FROM node:20-bookworm-slim AS runtime
 ENV NODE_ENV=production \
     PORT=32550 \
