@@ -91,9 +91,9 @@ interface Service {
   exited: Promise<unknown>;
 }
 
-async function startService(env: Record<string, string>): Promise<Service> {
+async function startService(env: Record<string, string>, nodeFlags: string[] = []): Promise<Service> {
   const port = String(await freePort());
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  const child = spawn(process.execPath, [...nodeFlags, '--import', 'tsx', 'src/main.ts'], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...env, PORT: port },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -219,12 +219,32 @@ async function serviceThroughput(
   s: Service,
   db: pg.Pool,
   dataset: string,
-): Promise<{ itemsPerSecond: number; jobId: string; items: number; commitsPerItem: number; cpuMsPerItem: number }> {
+): Promise<{ itemsPerSecond: number; jobId: string; items: number; commitsPerItem: number; cpuMsPerItem: number; lockWaiters: number }> {
   const commitsBefore = await commits(db);
   const cpuBefore = await cpuMs(s.child.pid!);
+  // Backends of the service waiting on a lock (the job row), sampled every 20 ms meanwhile.
+  const lockSamples: number[] = [];
+  let sampling = true;
+  const sampler = (async () => {
+    const c = await db.connect();
+    try {
+      while (sampling) {
+        const { rows } = await c.query(
+          `select count(*) filter (where wait_event_type = 'Lock')::int as n from pg_stat_activity
+           where datname = current_database() and pid <> pg_backend_pid()`,
+        );
+        lockSamples.push(rows[0].n);
+        await sleep(20);
+      }
+    } finally {
+      c.release();
+    }
+  })();
   const started = Date.now();
   const { jobId } = await createJob(s, { type: 'DATASET_PERSPECTIVE', datasetName: dataset });
   const job = await waitForJob(s, jobId, 100);
+  sampling = false;
+  await sampler;
   if (job.status !== 'completed') throw new Error(`throughput job ended ${job.status}: ${JSON.stringify(job)}`);
   const { rows } = await db.query(
     `select count(*)::int as n, extract(epoch from max(completed_at)) * 1000 as last from job_queue.job_items where job_id = $1`,
@@ -241,6 +261,7 @@ async function serviceThroughput(
     items: n,
     commitsPerItem: ((await commits(db)) - commitsBefore) / n,
     cpuMsPerItem: (cpuAfter - cpuBefore) / n,
+    lockWaiters: lockSamples.reduce((a, b) => a + b, 0) / Math.max(1, lockSamples.length),
   };
 }
 
@@ -383,6 +404,52 @@ async function explainClaim(db: pg.Pool, _url: string): Promise<void> {
   }
 }
 
+/**
+ * `--cpu-prof`: the service of run 1's throughput jobs runs under `node --cpu-prof`; this prints
+ * its self time by package (or src/ file) and its top functions. The whole life of the process is
+ * in it (start-up included), so compare shares, not totals.
+ */
+async function summariseProfile(dir: string, label: string): Promise<void> {
+  const { readdir } = await import('node:fs/promises');
+  const files = (await readdir(dir)).filter((f) => f.endsWith('.cpuprofile'));
+  for (const file of files) {
+    const profile = JSON.parse(await readFile(path.join(dir, file), 'utf8')) as {
+      nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }[];
+      samples: number[];
+      timeDeltas: number[];
+    };
+    const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+    const selfUs = new Map<number, number>();
+    profile.samples.forEach((id, i) => selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
+    const total = [...selfUs.values()].reduce((a, b) => a + b, 0);
+    const byGroup = new Map<string, number>();
+    const byFunction = new Map<string, number>();
+    for (const [id, us] of selfUs) {
+      const { callFrame } = byId.get(id)!;
+      const url = callFrame.url.replace(/^file:\/\//, '');
+      const group = url.includes('node_modules/')
+        ? `npm:${/node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url)?.[1]}`
+        : url.startsWith(ROOT)
+          ? path.relative(ROOT, url)
+          : url
+            ? `node:${url.replace(/^node:/, '').split('/')[0]}`
+            : `(${callFrame.functionName || 'native'})`;
+      byGroup.set(group, (byGroup.get(group) ?? 0) + us);
+      const fn = `${callFrame.functionName || '(anonymous)'} ${url ? path.basename(url) : ''}:${callFrame.lineNumber + 1}`;
+      byFunction.set(fn, (byFunction.get(fn) ?? 0) + us);
+    }
+    const top = (m: Map<string, number>, n: number) =>
+      [...m.entries()]
+        .sort((a, b) => b[1] - a[1])
+        .slice(0, n)
+        .map(([k, us]) => `  ${((100 * us) / total).toFixed(1).padStart(5)}%  ${k}`)
+        .join('\n');
+    log(`CPU profile of the service (${label}, ${(total / 1000).toFixed(0)} ms sampled), self time by package:\n${top(byGroup, 20)}`);
+    log(`top functions:\n${top(byFunction, 25)}`);
+  }
+  await rm(dir, { recursive: true, force: true });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Main
 
@@ -423,8 +490,8 @@ async function main(): Promise<void> {
   const perRun: Record<string, number[]> = {};
   const add = (key: string, value: number) => (perRun[key] ??= []).push(value);
   const services: Service[] = [];
-  const start = async (env: Record<string, string>) => {
-    const s = await startService({ ...baseEnv, ...env });
+  const start = async (env: Record<string, string>, nodeFlags: string[] = []) => {
+    const s = await startService({ ...baseEnv, ...env }, nodeFlags);
     services.push(s);
     return s;
   };
@@ -446,15 +513,21 @@ async function main(): Promise<void> {
     for (let run = 1; run <= SIZES.runs; run += 1) {
       if (wants('throughput')) {
         for (const c of SIZES.concurrencies) {
-          const s = await start({ MAX_CONCURRENT_ITEMS: String(c), DB_POOL_SIZE: String(Math.max(10, c + 4)) });
+          const profileDir = flag('cpu-prof') && run === 1 ? await mkdtemp(path.join(os.tmpdir(), 'graphcap-bench-prof-')) : undefined;
+          const s = await start(
+            { MAX_CONCURRENT_ITEMS: String(c), DB_POOL_SIZE: String(Math.max(10, c + 4)) },
+            profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [],
+          );
           const svc = await serviceThroughput(s, db, 'bench_throughput');
           await stop(s);
+          if (profileDir) await summariseProfile(profileDir, `c=${c}`);
           const floor = await sqlFloor(database.url, db, svc.jobId, c);
           add(`throughput_c${c}`, svc.itemsPerSecond);
           add(`floor_c${c}`, floor);
           add(`ratio_c${c}`, svc.itemsPerSecond / floor);
           add(`commits_c${c}`, svc.commitsPerItem);
           add(`cpu_c${c}`, svc.cpuMsPerItem);
+          add(`locks_c${c}`, svc.lockWaiters);
           log(`run ${run} c=${c}: service ${svc.itemsPerSecond.toFixed(0)} items/s, floor ${floor.toFixed(0)} items/s (${svc.items} items)`);
         }
       }
@@ -546,6 +619,7 @@ async function main(): Promise<void> {
     fig(`ratio_c${c}`, `throughput / floor, c=${c}`, '×', '≥ 1.5', (v) => v >= 1.5);
     fig(`commits_c${c}`, `  commits per item (service; floor: 2), c=${c}`, '');
     fig(`cpu_c${c}`, `  service CPU per item, c=${c}`, 'ms');
+    fig(`locks_c${c}`, `  service backends waiting on a lock (mean), c=${c}`, '');
   }
   fig('first_call_p50', 'create → first bridge call, p50', 'ms', '≤ 10', (v) => v <= 10);
   fig('first_call_p99', 'create → first bridge call, p99', 'ms');
