@@ -138,17 +138,13 @@ export interface ClaimParams {
  */
 export async function claimItems(db: Db, p: ClaimParams): Promise<ClaimedItem[]> {
   return db.transaction(async (tx) => {
-    // The job row lock serializes "count, then claim" per job across replicas; the count below
-    // runs after it, so it sees every claim committed before.
+    // The job row lock serializes "count, then claim" per job across replicas. The claim is a
+    // later statement, so its snapshot (and the count in it) sees every claim committed before.
     const { rows: jobs } = await tx.execute<{ config: JobConfig; requestId: string | null }>(sql`
       select config, request_id as "requestId" from job_queue.caption_jobs
       where job_id = ${p.jobId} and status = 'running' for update`);
     const job = jobs[0];
     if (!job) return [];
-    const { rows: counted } = await tx.execute<{ n: number }>(sql`
-      select count(*) as n from job_queue.job_items where job_id = ${p.jobId} and status = 'running'`);
-    const free = p.maxRunningPerJob - (counted[0]?.n ?? 0);
-    if (free <= 0) return [];
     const { rows } = await tx.execute<Omit<ClaimedItem, 'config' | 'requestId'>>(sql`
       update job_queue.job_items i
       set status = 'running', attempts = i.attempts + 1, lease_owner = ${p.owner},
@@ -156,7 +152,9 @@ export async function claimItems(db: Db, p: ClaimParams): Promise<ClaimedItem[]>
           started_at = now(), updated_at = now()
       from (select id from job_queue.job_items
             where job_id = ${p.jobId} and status = 'pending' and (next_attempt_at is null or next_attempt_at <= now())
-            order by seq limit ${free}
+            order by seq
+            limit greatest(0, ${p.maxRunningPerJob} -
+              (select count(*) from job_queue.job_items where job_id = ${p.jobId} and status = 'running'))
             for update skip locked) c
       where i.id = c.id
       returning i.id as "itemId", i.job_id as "jobId", i.image_path as "imagePath", i.perspective, i.attempts`);

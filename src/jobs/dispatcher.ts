@@ -68,6 +68,8 @@ export class Dispatcher {
   /** A NOTIFY said jobs may start (create, retry, a finished job ...) since the last full round. */
   private queueChanged = true;
   private lastFullRound = 0;
+  /** Jobs in which an item of ours finished since the last round: a slot there is free. */
+  private readonly freedJobs = new Set<string>();
   private readonly loop: Promise<void>;
 
   constructor(options: DispatcherOptions) {
@@ -162,11 +164,15 @@ export class Dispatcher {
 
   /**
    * One pass: sweep and start jobs, then claim and launch what each running job's cap allows. A
-   * wake-up for a slot freed here only claims; the sweep and start run when the queue changed or
-   * a poll interval has passed, which keeps the queries per finished item few.
+   * wake-up for slots freed here only claims in those jobs; the sweep, the start and the look at
+   * every job run when the queue changed or a poll interval has passed. That keeps the queries
+   * per finished item few.
    */
   private async round(): Promise<void> {
-    if (this.queueChanged || performance.now() - this.lastFullRound >= this.config.POLL_INTERVAL_MS) {
+    const freed = [...this.freedJobs];
+    this.freedJobs.clear();
+    const full = this.queueChanged || performance.now() - this.lastFullRound >= this.config.POLL_INTERVAL_MS;
+    if (full) {
       this.queueChanged = false;
       this.lastFullRound = performance.now();
       const rescued = await rescueExpiredLeases(this.db, this.config.MAX_ATTEMPTS);
@@ -178,7 +184,8 @@ export class Dispatcher {
         this.logger.info({ jobId }, 'job started');
       }
     }
-    for (const jobId of await listClaimableJobs(this.db, this.config.MAX_CONCURRENT_ITEMS)) {
+    const jobIds = full ? await listClaimableJobs(this.db, this.config.MAX_CONCURRENT_ITEMS) : freed;
+    for (const jobId of jobIds) {
       if (this.stopping) return;
       const claimedAt = performance.now();
       const items = await claimItems(this.db, {
@@ -206,7 +213,7 @@ export class Dispatcher {
       .finally(() => {
         this.inFlight.delete(item.itemId);
         this.runs.delete(run);
-        // A slot is free.
+        this.freedJobs.add(item.jobId);
         this.wakeup.wake();
       });
     this.runs.add(run);
