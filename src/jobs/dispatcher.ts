@@ -63,7 +63,8 @@ export class Dispatcher {
   private readonly wakeup = new Wakeup();
   private readonly listener: PgListener;
   private readonly leaseTimer: NodeJS.Timeout;
-  private renewing = false;
+  /** The lease renewal in progress, if any; stop() waits for it before the database closes. */
+  private renewal: Promise<void> | undefined;
   private stopping = false;
   /** A NOTIFY said jobs may start (create, retry, a finished job ...) since the last full round. */
   private queueChanged = true;
@@ -103,7 +104,10 @@ export class Dispatcher {
     });
     this.listener.start();
     // A third of the lease: two renewals can fail before another replica may take the item.
-    this.leaseTimer = setInterval(() => void this.renewLeases(), Math.max(1, Math.floor(this.leaseMs / 3)));
+    this.leaseTimer = setInterval(() => {
+      if (this.renewal || this.inFlight.size === 0) return;
+      this.renewal = this.renewLeases().finally(() => (this.renewal = undefined));
+    }, Math.max(1, Math.floor(this.leaseMs / 3)));
     this.loop = this.run();
     this.logger.info(
       {
@@ -144,6 +148,7 @@ export class Dispatcher {
       }
     }
     clearInterval(this.leaseTimer);
+    await this.renewal;
     await this.listener.stop();
     this.logger.info('dispatcher stopped');
   }
@@ -265,8 +270,6 @@ export class Dispatcher {
 
   /** Renews the leases of everything in flight; aborts calls whose item is no longer ours. */
   private async renewLeases(): Promise<void> {
-    if (this.renewing || this.inFlight.size === 0) return;
-    this.renewing = true;
     const sentAt = performance.now();
     try {
       const { renewed, lost } = await extendLeases(this.db, {
@@ -284,8 +287,6 @@ export class Dispatcher {
       }
     } catch (error) {
       this.logger.warn({ err: error }, 'could not renew leases');
-    } finally {
-      this.renewing = false;
     }
     // Renewal kept failing: another replica may take these items any moment, so stop calling.
     const now = performance.now();

@@ -6,6 +6,7 @@
 import { realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/logger.js';
 import { createJob, DATASET, IMAGES } from '../helpers/fixtures.js';
@@ -227,6 +228,29 @@ describe('the dispatcher', () => {
     expect(byStatus.get('completed') ?? 0).toBe(state.processedImages);
     expect(byStatus.get('cancelled') ?? 0).toBe(state.cancelledImages);
     expect((await captionsOf(svc.db, [job.jobId])).length).toBe(state.processedImages);
+  });
+
+  it('reconnects its LISTEN connection after the database drops it, and keeps running jobs', async () => {
+    // The dispatcher's listener is the one whose last statement was LISTEN on the cancel channel.
+    const listener = () =>
+      svc.db
+        .execute<{ pid: number }>(sql`
+          select pid from pg_stat_activity
+          where datname = current_database() and application_name = 'graphcap-data-service-listener'
+            and query like '%graphcap_job_cancelled%'`)
+        .then((r) => r.rows.map((row) => row.pid));
+    const [before] = await listener();
+    expect(before).toBeDefined();
+    await svc.db.execute(sql`select pg_terminate_backend(${before!})`);
+    const after = await waitFor('a new LISTEN connection', async () => {
+      const pids = await listener();
+      return pids.length === 1 && pids[0] !== before && pids[0];
+    });
+    expect(after).not.toBe(before);
+    expect(logs).toMatch(/"msg":"notification connection lost; polling only until it is back"/);
+
+    const job = await createJob(svc.url, { imagePaths: [IMAGES[0]] });
+    expect((await waitForJobsToFinish(svc.db, [job.jobId]))[0]!.status).toBe('completed');
   });
 
   it('never logs provider secrets', () => {
