@@ -70,32 +70,120 @@ const eventsPath: OpenAPIObject['paths'] = {
   },
 };
 
+/** Tag descriptions; a tag an operation uses that is missing here still gets listed, with a generic description. */
+const TAG_DESCRIPTIONS: Record<string, string> = {
+  batch: 'The batch caption queue: create jobs of (image, perspective) items, follow, cancel, reorder, archive, retry.',
+  'batch-internal': 'Internal endpoints for external executors (item updates). Need the internal token when INTERNAL_TOKEN is set.',
+  workspace: 'Import the graphcap workspace (perspective library and dataset folders).',
+  images: 'Images registered from the workspace, with their metadata and captions.',
+  datasets: 'Datasets (folders of images) and their membership.',
+  perspectives: 'Perspectives: the ways an image is described (art critic, graph caption, storytelling ...).',
+  captions: 'Captions: the structured result of one perspective on one image.',
+  operations: 'Health of the service (always open, no token).',
+};
+
+const BEARER = 'bearerAuth';
+const bearerScheme = {
+  type: 'http',
+  scheme: 'bearer',
+  description:
+    'Needed only when the service is started with API_TOKEN or INTERNAL_TOKEN (then every /api request needs one; ' +
+    'the internal item endpoint needs INTERNAL_TOKEN when that is set). A service without tokens is open.',
+};
+/** The bearer token is optional: `{}` is the anonymous alternative of an open service. */
+const optionalBearer = [{ [BEARER]: [] }, {}];
+
+const healthPath: OpenAPIObject['paths'] = {
+  '/health': {
+    get: {
+      operationId: 'health',
+      summary: 'Health of the service and its database',
+      description: 'Always open (no token). 200 when the database answers, 503 otherwise. Fit for load balancer checks.',
+      tags: ['operations'],
+      security: [{}],
+      responses: {
+        '200': {
+          description: 'The service and its database are up.',
+          content: { 'application/json': { schema: { $ref: '#/components/schemas/Health' } } },
+        },
+        '503': {
+          description: 'The database does not answer.',
+          content: {
+            'application/json': {
+              schema: { $ref: '#/components/schemas/Health' },
+              example: { status: 'unavailable', database: 'unavailable', uptimeSeconds: 3600 },
+            },
+          },
+        },
+      },
+    },
+  },
+};
+
+const healthSchema = {
+  type: 'object',
+  description: 'Health of the service.',
+  required: ['status', 'database', 'uptimeSeconds'],
+  properties: {
+    status: { type: 'string', enum: ['ok', 'unavailable'], description: '`ok` when the service can serve requests.' },
+    database: { type: 'string', enum: ['ok', 'unavailable'], description: 'Whether PostgreSQL answered a ping.' },
+    uptimeSeconds: { type: 'integer', minimum: 0, description: 'Seconds since the process started.' },
+  },
+  example: { status: 'ok', database: 'ok', uptimeSeconds: 3600 },
+};
+
+type Response = { description?: string; content?: Record<string, unknown> };
+type Operation = {
+  tags?: string[];
+  security?: unknown[];
+  responses?: Record<string, Response>;
+  parameters?: { description?: string; schema?: { description?: string } }[];
+};
+
 export function buildOpenApiDocument(): OpenAPIObject {
   const doc = generateOpenApiDocument(appRouter, {
     title: 'graphcap Data Service',
     version: API_VERSION,
     description:
       'Data store of graphcap (images, datasets, perspectives, captions) and orchestrator of its batch caption jobs. ' +
-      'Every REST operation is also a tRPC procedure at /api/trpc. Errors are RFC 9457 problem details.',
+      'Every REST operation is also a tRPC procedure at /api/trpc. Errors are RFC 9457 problem details ' +
+      '(`application/problem+json`). Bearer tokens are optional: they are needed only when the service is ' +
+      'started with API_TOKEN or INTERNAL_TOKEN.',
+    contact: { name: 'graphcap', url: 'https://github.com/Open-Model-Initiative/graphcap' },
     baseUrl: '/',
-    tags: ['batch', 'batch-internal', 'workspace'],
+    securitySchemes: { [BEARER]: bearerScheme as never },
   });
+  doc.servers = [{ url: '/', description: 'The service that serves this document.' }];
   // trpc-to-openapi describes errors with its own shapes (error.NOT_FOUND ...); the REST face sends
   // problem details instead, so those are replaced by one Problem schema.
   const schemas = Object.fromEntries(
     Object.entries(doc.components?.schemas ?? {}).filter(([name]) => !name.startsWith('error.')),
   );
-  doc.paths = { ...doc.paths, ...eventsPath };
+  doc.paths = { ...doc.paths, ...eventsPath, ...healthPath };
   type Schemas = NonNullable<OpenAPIObject['components']>['schemas'];
-  doc.components = { ...doc.components, schemas: { ...schemas, Problem: problemSchema } as Schemas };
-  for (const operations of Object.values(doc.paths ?? {})) {
-    for (const operation of Object.values(operations as Record<string, { responses?: Record<string, { description?: string; content?: unknown }> }>)) {
-      for (const [status, response] of Object.entries(operation.responses ?? {})) {
-        if (Number(status) >= 400) {
+  doc.components = { ...doc.components, schemas: { ...schemas, Problem: problemSchema, Health: healthSchema } as Schemas };
+  const tags: string[] = [];
+  for (const [path, operations] of Object.entries(doc.paths ?? {})) {
+    for (const operation of Object.values(operations as Record<string, Operation>)) {
+      for (const tag of operation.tags ?? []) if (!tags.includes(tag)) tags.push(tag);
+      const responses = (operation.responses ??= {});
+      if (path.startsWith('/api/')) {
+        operation.security = optionalBearer;
+        responses['401'] ??= { description: 'Missing or wrong bearer token, when the service is started with a token' };
+      }
+      for (const [status, response] of Object.entries(responses)) {
+        if (Number(status) >= 400 && path.startsWith('/api/')) {
           response.content = { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } };
         }
       }
+      // A query parameter's description sits on its schema; show it on the parameter, where Swagger UI looks.
+      for (const parameter of operation.parameters ?? []) {
+        if (!parameter.description && parameter.schema?.description) parameter.description = parameter.schema.description;
+      }
+      // Keep the responses in status order (200 first), whatever order they were added in.
+      operation.responses = Object.fromEntries(Object.entries(responses).sort(([a], [b]) => Number(a) - Number(b)));
     }
   }
+  doc.tags = tags.map((name) => ({ name, description: TAG_DESCRIPTIONS[name] ?? `Operations on ${name}.` }));
   return doc;
 }

@@ -4,6 +4,20 @@ import type { ItemRow } from '../db/items.js';
 import type { JobRow } from '../db/jobs.js';
 import { JOB_SORT_KEYS } from '../db/jobs.js';
 import { ITEM_STATUSES, JOB_STATUSES, JOB_TYPES } from '../db/schema.js';
+import {
+  analyzeInputExample,
+  analyzeOutputExample,
+  itemExample,
+  itemPageExample,
+  itemUpdateExample,
+  jobExample,
+  jobPageExample,
+  jobStatusExample,
+  reorderInputExample,
+  reorderOutputExample,
+  retryFailedExample,
+  statisticsExample,
+} from './batch.examples.js';
 import { bodyNumber, iso, isoOrNull, limit, order, page, paginated, queryBoolean, queryList, timestamp, uuid } from './common.js';
 
 export const jobType = z.enum(JOB_TYPES).describe(
@@ -76,13 +90,16 @@ export const createJobInput = z
     }
   })
   .meta({
-    example: {
-      type: 'MULTI_PERSPECTIVE',
-      perspectives: ['art_critic', 'storytelling'],
-      imagePaths: ['datasets/os_img/highland-cow-8972000_640.jpg'],
-      priority: 100,
-      config: { provider: 'gemini', model: 'gemini-2.0-flash-exp' },
-    },
+    description: 'A new caption job: its type, perspectives, images (exactly one of imagePaths, datasetId, datasetName) and config.',
+    examples: [
+      {
+        type: 'MULTI_PERSPECTIVE',
+        perspectives: ['art_critic', 'storytelling'],
+        imagePaths: ['datasets/os_img/highland-cow-8972000_640.jpg'],
+        priority: 100,
+        config: { provider: 'gemini', model: 'gemini-2.0-flash-exp' },
+      },
+    ],
   });
 
 export const job = z
@@ -111,7 +128,7 @@ export const job = z
     startedAt: timestamp.nullable(),
     completedAt: timestamp.nullable(),
   })
-  .meta({ id: 'Job' });
+  .meta({ id: 'Job', description: 'A caption job with its counters, progress and timings.', examples: [jobExample] });
 
 export function toJob(row: JobRow): z.infer<typeof job> {
   const { providerConfig, ...config } = row.config;
@@ -145,7 +162,7 @@ export const item = z
     startedAt: timestamp.nullable(),
     completedAt: timestamp.nullable(),
   })
-  .meta({ id: 'JobItem' });
+  .meta({ id: 'JobItem', description: 'One (image, perspective) item of a job, with its caption once completed.', examples: [itemExample] });
 
 export function toItem(row: ItemRow): z.infer<typeof item> {
   return {
@@ -158,12 +175,15 @@ export function toItem(row: ItemRow): z.infer<typeof item> {
   };
 }
 
-export const jobIdParam = z.object({ jobId: uuid('job') });
+export const jobIdParam = z.object({ jobId: uuid('job').describe('The job id.') });
+
+export const jobPage = paginated(job).meta({ id: 'JobPage', description: 'A page of jobs.', examples: [jobPageExample] });
+export const itemPage = paginated(item).meta({ id: 'JobItemPage', description: 'A page of a job’s items.', examples: [itemPageExample] });
 
 export const listJobsInput = z.object({
-  status: queryList(jobStatus).optional().describe('One or several statuses.'),
-  type: queryList(jobType).optional(),
-  userId: z.string().min(1).max(256).optional(),
+  status: queryList(jobStatus).describe('Only jobs in these statuses (repeat the parameter for several).').optional(),
+  type: queryList(jobType).describe('Only jobs of these types (repeat the parameter for several).').optional(),
+  userId: z.string().min(1).max(256).describe('Only jobs of this user.').optional(),
   archived: queryBoolean.default(false).describe('Archived jobs instead of live ones.'),
   createdFrom: timestamp.optional().describe('Created at or after.'),
   createdTo: timestamp.optional().describe('Created before.'),
@@ -176,17 +196,19 @@ export const listJobsInput = z.object({
 export const itemsPageInput = {
   page,
   limit,
-  itemStatus: queryList(itemStatus).optional().describe('Only items in these statuses.'),
+  itemStatus: queryList(itemStatus).describe('Only items in these statuses (repeat the parameter for several).').optional(),
 };
 
 export const jobStatusInput = jobIdParam.extend(itemsPageInput);
-export const jobStatusOutput = z.object({ job, items: paginated(item) });
+export const jobStatusOutput = z
+  .object({ job, items: itemPage })
+  .meta({ id: 'JobStatus', description: 'The job and a page of its items.', examples: [jobStatusExample] });
 
 export const listItemsInput = jobIdParam.extend({
   page,
   limit,
-  status: queryList(itemStatus).optional(),
-  perspective: z.string().min(1).max(128).optional(),
+  status: queryList(itemStatus).describe('Only items in these statuses (repeat the parameter for several).').optional(),
+  perspective: z.string().min(1).max(128).describe('Only items of this perspective.').optional(),
 });
 
 export const failedItemsInput = jobIdParam.extend({ page, limit });
@@ -207,12 +229,17 @@ export const reorderInput = z
   .refine((i) => (i.moves?.length ?? 0) + (i.priorities?.length ?? 0) > 0, {
     message: 'give at least one move or priority',
     path: ['moves'],
-  });
+  })
+  .meta({ description: 'Moves and priority changes; at least one of either.', examples: [reorderInputExample] });
 
 export const queueEntry = z.object({ jobId: z.uuid(), position: z.int(), priority: z.int(), status: jobStatus });
-export const reorderOutput = z.object({ queue: z.array(queueEntry).describe('Jobs with work left, in queue order.') });
+export const reorderOutput = z
+  .object({ queue: z.array(queueEntry).describe('Jobs with work left, in queue order.') })
+  .meta({ description: 'The queue after the change.', examples: [reorderOutputExample] });
 
-export const retryFailedOutput = z.object({ retried: z.int().describe('Items put back in the queue.'), job });
+export const retryFailedOutput = z
+  .object({ retried: z.int().describe('Items put back in the queue.'), job })
+  .meta({ description: 'How many items were retried, and the job.', examples: [retryFailedExample] });
 
 export const analyzeInput = z
   .strictObject({
@@ -225,7 +252,8 @@ export const analyzeInput = z
   .refine((i) => [i.imagePaths, i.datasetId, i.datasetName].filter((s) => s !== undefined).length === 1, {
     message: 'give exactly one of imagePaths, datasetId or datasetName',
     path: ['imagePaths'],
-  });
+  })
+  .meta({ description: 'Images (exactly one of imagePaths, datasetId, datasetName) and perspectives.', examples: [analyzeInputExample] });
 
 export const analyzeOutput = z.object({
   imageCount: z.int(),
@@ -234,8 +262,10 @@ export const analyzeOutput = z.object({
   captioned: z.int(),
   missing: z.int(),
   byPerspective: z.array(z.object({ perspective: z.string(), captioned: z.int(), missing: z.int() })),
-  missingPairs: z.array(z.object({ imageId: z.uuid(), imagePath: z.string(), perspective: z.string() })),
-});
+  missingPairs: z
+    .array(z.object({ imageId: z.uuid(), imagePath: z.string(), perspective: z.string() }))
+    .describe('Up to missingLimit of the (image, perspective) pairs without a caption.'),
+}).meta({ description: 'Caption coverage of the images by the perspectives.', examples: [analyzeOutputExample] });
 
 const statusCounts = <T extends readonly string[]>(statuses: T) =>
   z.object({ ...Object.fromEntries(statuses.map((s) => [s, z.int()])), total: z.int() } as Record<T[number] | 'total', z.ZodInt>);
@@ -254,15 +284,16 @@ export const statisticsOutput = z.object({
   failureRate: z.number().min(0).max(1).nullable(),
   oldestPendingJobAgeSeconds: z.number().nullable(),
   generatedAt: timestamp,
-});
+}).meta({ description: 'Queue figures; archived jobs are left out.', examples: [statisticsExample] });
 
 export const itemUpdateInput = z
   .strictObject({
-    itemId: uuid('item'),
+    itemId: uuid('item').describe('The item id.'),
     status: itemStatus.describe('pending→running|cancelled; running→completed|failed|pending|cancelled.'),
     result: z.record(z.string(), z.unknown()).optional().describe('The structured caption; required for completed.'),
     error: z.string().max(10_000).optional(),
     processingTime: bodyNumber(z.int().min(0).max(86_400_000)).optional().describe('Milliseconds.'),
     model: z.string().min(1).max(256).optional(),
     provider: z.string().min(1).max(128).optional(),
-  });
+  })
+  .meta({ description: 'The item’s new state, as an executor reports it.', examples: [itemUpdateExample] });

@@ -28,9 +28,11 @@ import {
   createJobInput,
   failedItemsInput,
   item,
+  itemPage,
   itemUpdateInput,
   job,
   jobIdParam,
+  jobPage,
   jobStatusInput,
   jobStatusOutput,
   listItemsInput,
@@ -43,7 +45,7 @@ import {
   toItem,
   toJob,
 } from './batch.schemas.js';
-import { iso, paginated } from './common.js';
+import { iso } from './common.js';
 
 const BASE = '/api/perspectives/batch';
 const tags = ['batch'];
@@ -66,6 +68,7 @@ export const batchRouter = router({
           'Creates a job and all its (image, perspective) items in one transaction. Unknown images, perspectives, ' +
           'datasets or dependencies, or a job with no items, are refused with 400 and nothing is written. ' +
           'A repeated idempotencyKey returns the first job.',
+        successDescription: 'The new job (or the first job created with the same idempotencyKey).',
         errorResponses: { 400: 'Invalid input: each failing field is named', 413: 'Body too large', 500: 'Unexpected error' },
       },
     })
@@ -84,11 +87,12 @@ export const batchRouter = router({
         tags,
         summary: 'List jobs',
         description: 'Jobs filtered by status, type, user, archived and creation time; queue order by default.',
+        successDescription: 'A page of jobs.',
         errorResponses: errors.input,
       },
     })
     .input(listJobsInput)
-    .output(paginated(job))
+    .output(jobPage)
     .query(async ({ ctx, input }) => {
       const { items, total } = await listJobs(ctx.db, input);
       return { items: items.map(toJob), total, page: input.page, limit: input.limit };
@@ -101,6 +105,8 @@ export const batchRouter = router({
         path: `${BASE}/status/{jobId}`,
         tags,
         summary: 'Get a job with a page of its items',
+        description: 'The job’s status, counters, progress and timings, and a page of its items (filter with itemStatus).',
+        successDescription: 'The job and a page of its items.',
         errorResponses: errors.job,
       },
     })
@@ -123,6 +129,7 @@ export const batchRouter = router({
         tags,
         summary: 'Cancel a pending or running job',
         description: 'No more dispatch; unfinished items are cancelled. 409 when the job has already finished.',
+        successDescription: 'The cancelled job.',
         errorResponses: errors.jobState,
       },
     })
@@ -138,6 +145,7 @@ export const batchRouter = router({
         tags,
         summary: 'Change queue order',
         description: 'Move jobs to explicit places in the queue, or set priorities. Returns the resulting queue.',
+        successDescription: 'The queue after the change.',
         errorResponses: { 400: 'Invalid input', 404: 'Job not found', 409: 'A job has already finished', 500: 'Unexpected error' },
       },
     })
@@ -153,6 +161,7 @@ export const batchRouter = router({
         tags,
         summary: 'Which captions exist and which are missing',
         description: 'For images (paths or a dataset) and perspectives (default: every enabled one).',
+        successDescription: 'Caption coverage: counts per perspective and the missing pairs.',
         errorResponses: errors.input,
       },
     })
@@ -203,6 +212,7 @@ export const batchRouter = router({
         tags,
         summary: 'Archive a finished job',
         description: 'Its items move to job_archives. 409 when the job has not finished or is already archived.',
+        successDescription: 'The archived job.',
         errorResponses: errors.jobState,
       },
     })
@@ -217,6 +227,8 @@ export const batchRouter = router({
         path: `${BASE}/restore/{jobId}`,
         tags,
         summary: 'Restore an archived job',
+        description: 'Brings an archived job and its items back from job_archives. 409 when the job is not archived.',
+        successDescription: 'The restored job.',
         errorResponses: errors.jobState,
       },
     })
@@ -232,6 +244,7 @@ export const batchRouter = router({
         tags,
         summary: 'Put a job’s failed items back in the queue',
         description: 'Takes a partial or failed job back to pending; returns how many items were retried.',
+        successDescription: 'How many items went back to the queue, and the job.',
         errorResponses: errors.jobState,
       },
     })
@@ -250,6 +263,7 @@ export const batchRouter = router({
         tags,
         summary: 'Queue statistics',
         description: 'Jobs and items by status, throughput, processing time (mean, p95), failure rate, oldest pending job.',
+        successDescription: 'Queue figures.',
         errorResponses: errors.input,
       },
     })
@@ -270,6 +284,7 @@ export const batchRouter = router({
         description:
           'Status, result, error, processing time. Transitions that do not exist are 409; a repeated identical ' +
           'update is accepted and changes nothing. Completing an item stores its caption.',
+        successDescription: 'The item after the update.',
         errorResponses: {
           400: 'Invalid input',
           401: 'Missing or wrong token (the internal token when INTERNAL_TOKEN is set)',
@@ -293,12 +308,13 @@ export const batchRouter = router({
         path: `${BASE}/items/{jobId}/list`,
         tags,
         summary: 'List a job’s items',
-        description: 'Paginated, in the job’s order, filterable by status and perspective.',
+        description: 'Paginated, in the job’s order, filterable by status and perspective. Completed items carry their caption.',
+        successDescription: 'A page of the job’s items.',
         errorResponses: errors.job,
       },
     })
     .input(listItemsInput)
-    .output(paginated(item))
+    .output(itemPage)
     .query(async ({ ctx, input }) => {
       const { items, total } = await listItems(ctx.db, input.jobId, input);
       return { items: items.map(toItem), total, page: input.page, limit: input.limit };
@@ -325,11 +341,13 @@ export const batchRouter = router({
         path: `${BASE}/items/{jobId}/failed`,
         tags,
         summary: 'List a job’s failed items with their errors',
+        description: 'The job’s failed items, paginated, each with the error that failed it.',
+        successDescription: 'A page of the job’s failed items.',
         errorResponses: errors.job,
       },
     })
     .input(failedItemsInput)
-    .output(paginated(item))
+    .output(itemPage)
     .query(async ({ ctx, input }) => {
       const { items, total } = await listItems(ctx.db, input.jobId, { ...input, status: ['failed'] });
       return { items: items.map(toItem), total, page: input.page, limit: input.limit };

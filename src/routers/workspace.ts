@@ -18,6 +18,14 @@ export const syncOutput = z.object({
       removed: z.int().describe('Members whose file is gone; they leave the dataset.'),
     }),
   ),
+}).meta({
+  description: 'What the import changed: perspectives added, updated and unchanged, and each dataset’s images.',
+  examples: [
+    {
+      perspectives: { added: 12, updated: 0, unchanged: 0, problems: [] },
+      datasets: [{ name: 'os_img', datasetId: '9f8e7d6c-5b4a-4392-a1b0-c9d8e7f6a5b4', added: 7, updated: 0, unchanged: 0, removed: 0 }],
+    },
+  ],
 });
 
 export const workspaceRouter = router({
@@ -31,6 +39,7 @@ export const workspaceRouter = router({
         description:
           'Loads perspective_library/**.json (module enablement from config/perspective_settings.json) and ' +
           'registers the images of every datasets/<name>/ folder. Idempotent; reports what changed.',
+        successDescription: 'What the import changed.',
         errorResponses: { 500: 'Unexpected error' },
       },
     })
