@@ -9,7 +9,7 @@
  * are settable in code or at run time with `POST /__control` (JSON; `GET /__control` shows settings
  * and figures). Every call is recorded with what was in flight when it arrived, for assertions.
  *
- * `npm run bridge` runs it on port 32560 (BRIDGE_PORT, BRIDGE_LATENCY_MS to change).
+ * `npm run bridge` runs it on 127.0.0.1:32560 (BRIDGE_HOST, BRIDGE_PORT, BRIDGE_LATENCY_MS to change).
  */
 import { createHash } from 'node:crypto';
 import { access, readdir, readFile } from 'node:fs/promises';
@@ -138,6 +138,11 @@ export class StandInBridge {
   /** The caption it answers for an image file name and perspective. */
   captionFor(imageFile: string, perspective: string): Record<string, unknown> {
     return this.captions.get(key(imageFile, perspective)) ?? syntheticCaption(imageFile, perspective);
+  }
+
+  /** How many (image, perspective) pairs have a real caption from the fixture. */
+  get fixtureCaptions(): number {
+    return this.captions.size;
   }
 
   /** Whether the fixture has a real caption for the pair. */
@@ -318,10 +323,17 @@ async function requestProblem(body: CaptionRequestBody): Promise<string | undefi
   return undefined;
 }
 
-/** (image file name, perspective) → `parsed`, from every batch_<perspective>/captions.jsonl; a later line wins. */
+/**
+ * (image file name, perspective) → `parsed`, from every batch_<perspective>/captions.jsonl; a later
+ * line wins. Without the fixture (a container image, say) every caption is synthetic.
+ */
 export async function loadFixtureCaptions(): Promise<Map<string, Record<string, unknown>>> {
   const captions = new Map<string, Record<string, unknown>>();
-  for (const folder of (await readdir(FIXTURE_ANALYSIS)).sort()) {
+  const folders = await readdir(FIXTURE_ANALYSIS).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return [];
+    throw error;
+  });
+  for (const folder of folders.sort()) {
     if (!folder.startsWith('batch_')) continue;
     const perspective = folder.slice('batch_'.length);
     const text = await readFile(path.join(FIXTURE_ANALYSIS, folder, 'captions.jsonl'), 'utf8').catch(() => '');
@@ -389,6 +401,7 @@ function mulberry32(seed: number): () => number {
 // `npm run bridge`: run it for a person to watch, logging one line per call (never provider_config).
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const bridge = await StandInBridge.start({
+    host: process.env.BRIDGE_HOST ?? '127.0.0.1',
     port: Number(process.env.BRIDGE_PORT ?? 32560),
     latencyMs: Number(process.env.BRIDGE_LATENCY_MS ?? 1000),
   });
@@ -405,7 +418,8 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
     }
   }, 200);
   process.stdout.write(
-    `stand-in Inference Bridge on ${bridge.url} (latency ${process.env.BRIDGE_LATENCY_MS ?? 1000} ms)\n` +
+    `stand-in Inference Bridge on ${bridge.url} (latency ${process.env.BRIDGE_LATENCY_MS ?? 1000} ms, ` +
+      `${bridge.fixtureCaptions} fixture captions)\n` +
       `  change it at run time: curl -X POST ${bridge.url}/__control -d '{"errorRate":0.3,"hangRate":0.1}'\n`,
   );
   const stop = () => void bridge.close().then(() => process.exit(0));
