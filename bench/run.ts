@@ -50,6 +50,8 @@ const SIZES = {
   memoryItems: num('memory-items', 'BENCH_MEMORY_ITEMS', 100_000, 2_000),
   memoryRuns: num('memory-runs', 'BENCH_MEMORY_RUNS', 1, 1),
   pollIntervalMs: num('poll-interval', 'BENCH_POLL_INTERVAL_MS', 1000, 1000),
+  apiSeconds: num('api-seconds', 'BENCH_API_SECONDS', 10, 2),
+  apiConnections: num('api-connections', 'BENCH_API_CONNECTIONS', 10, 10),
 };
 const only = option('only', 'BENCH_ONLY')?.split(',');
 const wants = (part: string) => !only || only.includes(part);
@@ -450,6 +452,59 @@ async function summariseProfile(dir: string, label: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
 }
 
+interface LoadResult {
+  rps: number;
+  p50: number;
+  p99: number;
+}
+
+/** GETs `url` from `apiConnections` concurrent loops (keep-alive fetch) for `apiSeconds`, after a 1 s warm-up. */
+async function load(url: string): Promise<LoadResult> {
+  const hit = async () => {
+    const r = await fetch(url);
+    await r.arrayBuffer();
+    if (!r.ok) throw new Error(`GET ${url}: ${r.status}`);
+  };
+  const drive = async (ms: number, latencies?: number[]) => {
+    const end = performance.now() + ms;
+    await Promise.all(
+      Array.from({ length: SIZES.apiConnections }, async () => {
+        while (performance.now() < end) {
+          const t = performance.now();
+          await hit();
+          latencies?.push(performance.now() - t);
+        }
+      }),
+    );
+  };
+  await drive(1000);
+  const latencies: number[] = [];
+  const started = performance.now();
+  await drive(SIZES.apiSeconds * 1000, latencies);
+  const seconds = (performance.now() - started) / 1000;
+  return { rps: latencies.length / seconds, p50: percentile(latencies, 50), p99: percentile(latencies, 99) };
+}
+
+async function startRawApi(databaseUrl: string): Promise<Service> {
+  const port = String(await freePort());
+  const child = spawn(process.execPath, ['--import', 'tsx', 'bench/raw-api.ts'], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', DATABASE_URL: databaseUrl, PORT: port, NODE_ENV: 'production' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.on('data', (d) => {
+      output += String(d);
+      if (output.includes('listening')) resolve();
+    });
+    child.stderr!.on('data', (d) => (output += String(d)));
+    void exited.then(() => reject(new Error(`raw API exited:\n${output}`)));
+  });
+  return { child, url: `http://127.0.0.1:${port}`, output: () => output, exited };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Main
 
@@ -470,7 +525,7 @@ async function main(): Promise<void> {
   log(`database: ${database.kind}`);
   // bench_small: distinct images for the latency jobs and the create (a create keeps one item per
   // distinct (image, perspective), so repeating one path would make a 1-item job).
-  const smallCount = Math.max(SIZES.latencySamples + 1, SIZES.createItems);
+  const smallCount = Math.max(SIZES.latencySamples + 1, SIZES.createItems, 1000);
   const datasets: Record<string, number> = { bench_small: smallCount };
   if (wants('throughput')) datasets.bench_throughput = SIZES.throughputItems;
   if (wants('memory')) datasets.bench_memory = SIZES.memoryItems;
@@ -575,6 +630,33 @@ async function main(): Promise<void> {
         await stop(s);
       }
 
+      if (wants('api')) {
+        // GET /status of a 1,000-item job and GET /list: the service (API only) against a bare
+        // express + pg process running the same query functions (bench/raw-api.ts).
+        const s = await start({ DISPATCHER_ENABLED: 'false' });
+        const { jobId } = await createJob(s, { type: 'MULTI_PERSPECTIVE', imagePaths: smallImages(1000) });
+        const routes = { status: `/api/perspectives/batch/status/${jobId}`, list: '/api/perspectives/batch/list' };
+        const measured: Record<string, LoadResult> = {};
+        for (const [name, route] of Object.entries(routes)) measured[name] = await load(`${s.url}${route}`);
+        await stop(s);
+        const raw = await startRawApi(database.url);
+        try {
+          for (const [name, route] of Object.entries(routes)) {
+            const base = await load(`${raw.url}${route}`);
+            const svc = measured[name]!;
+            add(`api_${name}_rps`, svc.rps);
+            add(`api_${name}_p50`, svc.p50);
+            add(`api_${name}_p99`, svc.p99);
+            add(`raw_${name}_rps`, base.rps);
+            add(`api_${name}_ratio`, svc.rps / base.rps);
+            log(`run ${run} api ${name}: service ${svc.rps.toFixed(0)} req/s, raw ${base.rps.toFixed(0)} req/s`);
+          }
+        } finally {
+          raw.child.kill('SIGTERM');
+          await raw.exited;
+        }
+      }
+
       if (wants('memory') && run <= SIZES.memoryRuns) {
         const s = await start({ MAX_CONCURRENT_ITEMS: '16', DB_POOL_SIZE: '20' });
         const pid = s.child.pid!;
@@ -626,6 +708,14 @@ async function main(): Promise<void> {
   fig('next_call_p50', 'item done → next bridge call, p50', 'ms', '≤ 10', (v) => v <= 10);
   fig('next_call_p99', 'item done → next bridge call, p99', 'ms');
   fig('create_ms', `create of ${SIZES.createItems} items`, 'ms', SIZES.createItems === 10_000 ? '≤ 300' : '≤ 300 (at 10,000)', (v) => v <= 300);
+  for (const name of ['status', 'list']) {
+    const route = name === 'status' ? 'GET /status (1,000-item job)' : 'GET /list';
+    fig(`api_${name}_rps`, `${route}, service`, 'req/s');
+    fig(`api_${name}_p50`, `  ${route}, service p50`, 'ms');
+    fig(`api_${name}_p99`, `  ${route}, service p99`, 'ms');
+    fig(`raw_${name}_rps`, `${route}, raw express + pg`, 'req/s');
+    fig(`api_${name}_ratio`, `${route}, service / raw`, '×', '≥ 0.7', (v) => v >= 0.7);
+  }
   fig('idle_rss_mb', 'RSS of the idle service before that job', 'MB');
   fig('peak_rss_mb', `peak RSS, ${SIZES.memoryItems}-item job`, 'MB', '≤ 200', (v) => v <= 200);
 
