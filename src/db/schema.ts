@@ -118,6 +118,11 @@ export const perspectives = core.table(
     replacement: text('replacement'),
     /** False when its module is disabled in config/perspective_settings.json. */
     enabled: boolean('enabled').notNull().default(true),
+    /**
+     * The service's version counter of the definition: 1 at creation, +1 whenever the definition
+     * changes (even when the file's own `version` does not). perspective_versions keeps each one.
+     */
+    revision: integer('revision').notNull().default(1),
     /** The whole definition as read from the library, for fields this table does not model. */
     definition: jsonb('definition').notNull(),
     /** sha256 of the definition: a re-import changes the row only when this moves. */
@@ -128,6 +133,24 @@ export const perspectives = core.table(
     updatedAt: updatedAt(),
   },
   (t) => [uniqueIndex('perspectives_name_key').on(t.name), index('perspectives_module_idx').on(t.module)],
+);
+
+/** Every definition a perspective has had, by revision; captions name the revision they were made with. */
+export const perspectiveVersions = core.table(
+  'perspective_versions',
+  {
+    perspectiveId: uuid('perspective_id')
+      .notNull()
+      .references(() => perspectives.id, { onDelete: 'cascade' }),
+    revision: integer('revision').notNull(),
+    /** The definition's own `version` field at that revision. */
+    version: text('version').notNull(),
+    definition: jsonb('definition').notNull(),
+    definitionHash: text('definition_hash').notNull(),
+    sourcePath: text('source_path'),
+    createdAt: createdAt(),
+  },
+  (t) => [primaryKey({ columns: [t.perspectiveId, t.revision] })],
 );
 
 export const captions = core.table(
@@ -142,6 +165,8 @@ export const captions = core.table(
       .references(() => perspectives.id, { onDelete: 'cascade' }),
     /** Perspective version the caption was made with. */
     perspectiveVersion: text('perspective_version').notNull(),
+    /** The perspective's revision (perspective_versions) it was made with; null when written outside the service. */
+    perspectiveRevision: integer('perspective_revision'),
     model: text('model'),
     provider: text('provider'),
     /** The structured caption (the bridge's `result`). */
@@ -159,6 +184,8 @@ export const captions = core.table(
     index('captions_image_perspective_created_idx').on(t.imageId, t.perspectiveId, t.createdAt.desc()),
     index('captions_perspective_idx').on(t.perspectiveId),
     index('captions_job_idx').on(t.jobId),
+    // The caption list's default order (and its pages) without sorting the whole table.
+    index('captions_created_idx').on(t.createdAt, t.id),
   ],
 );
 
@@ -223,9 +250,11 @@ export const jobItems = queue.table(
     jobId: uuid('job_id')
       .notNull()
       .references(() => captionJobs.jobId, { onDelete: 'cascade' }),
-    imageId: uuid('image_id')
-      .notNull()
-      .references(() => images.id, { onDelete: 'restrict' }),
+    /**
+     * Null once the image is deleted: an image with pending or running items cannot be deleted
+     * (409), finished items keep `image_path` as their record.
+     */
+    imageId: uuid('image_id').references(() => images.id, { onDelete: 'set null' }),
     imagePath: text('image_path').notNull(),
     perspective: text('perspective').notNull(),
     status: text('status').$type<ItemStatus>().notNull().default('pending'),
@@ -265,9 +294,8 @@ export const jobArchives = queue.table(
     jobId: uuid('job_id')
       .notNull()
       .references(() => captionJobs.jobId, { onDelete: 'cascade' }),
-    imageId: uuid('image_id')
-      .notNull()
-      .references(() => images.id, { onDelete: 'restrict' }),
+    /** Null once the image is deleted; `image_path` stays as the record. */
+    imageId: uuid('image_id').references(() => images.id, { onDelete: 'set null' }),
     imagePath: text('image_path').notNull(),
     perspective: text('perspective').notNull(),
     status: text('status').$type<ItemStatus>().notNull(),
