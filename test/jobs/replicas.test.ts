@@ -52,7 +52,7 @@ beforeAll(async () => {
     MAX_CONCURRENT_JOBS: String(CAPS.jobs),
     MAX_CONCURRENT_ITEMS: String(CAPS.items),
     POLL_INTERVAL_MS: '200',
-    LEASE_SECONDS: '2',
+    LEASE_SECONDS: '3',
     BRIDGE_TIMEOUT_MS: '10000',
     SHUTDOWN_GRACE_SECONDS: '1',
     DB_POOL_SIZE: '4',
@@ -136,7 +136,7 @@ describe('three replicas on one database', () => {
     const victim = await busiestReplica(job.jobId);
     await stopProcess(replicas.get(victim)!, 'SIGKILL');
     replicas.delete(victim);
-    // What it held when it died (read before its leases can expire, which takes over a second).
+    // What it held when it died (read before its leases can expire, two seconds or more from now).
     const held = await runningItemsOf(victim, job.jobId);
     expect(held.length).toBeGreaterThan(0);
 
