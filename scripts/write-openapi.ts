@@ -1,4 +1,7 @@
-/** Writes openapi/openapi.json from the routers. `npm run openapi`; CI fails when it is stale. */
+/**
+ * Writes openapi/openapi.json from the routers (or to the path given as the first argument).
+ * `npm run openapi`; CI fails when it is stale.
+ */
 import { writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { buildOpenApiDocument } from '../src/openapi.js';
@@ -10,6 +13,7 @@ export function renderOpenApiDocument(): string {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  await writeFile(OPENAPI_FILE, renderOpenApiDocument());
-  process.stdout.write(`wrote ${OPENAPI_FILE}\n`);
+  const file = process.argv[2] ?? OPENAPI_FILE;
+  await writeFile(file, renderOpenApiDocument());
+  process.stdout.write(`wrote ${file}\n`);
 }

@@ -90,8 +90,11 @@ const bearerScheme = {
     'Needed only when the service is started with API_TOKEN or INTERNAL_TOKEN (then every /api request needs one; ' +
     'the internal item endpoint needs INTERNAL_TOKEN when that is set). A service without tokens is open.',
 };
-/** The bearer token is optional: `{}` is the anonymous alternative of an open service. */
-const optionalBearer = [{ [BEARER]: [] }, {}];
+/**
+ * The bearer token is optional: `{}` is the anonymous alternative of an open service. It is set once
+ * at the root (operations inherit it), which generators read as "a token may be given".
+ */
+const optionalBearer: Record<string, string[]>[] = [{ [BEARER]: [] }, {}];
 
 const healthPath: OpenAPIObject['paths'] = {
   '/health': {
@@ -100,7 +103,7 @@ const healthPath: OpenAPIObject['paths'] = {
       summary: 'Health of the service and its database',
       description: 'Always open (no token). 200 when the database answers, 503 otherwise. Fit for load balancer checks.',
       tags: ['operations'],
-      security: [{}],
+      security: [],
       responses: {
         '200': {
           description: 'The service and its database are up.',
@@ -154,6 +157,7 @@ export function buildOpenApiDocument(): OpenAPIObject {
     securitySchemes: { [BEARER]: bearerScheme as never },
   });
   doc.servers = [{ url: '/', description: 'The service that serves this document.' }];
+  doc.security = optionalBearer;
   // trpc-to-openapi describes errors with its own shapes (error.NOT_FOUND ...); the REST face sends
   // problem details instead, so those are replaced by one Problem schema.
   const schemas = Object.fromEntries(
@@ -168,7 +172,7 @@ export function buildOpenApiDocument(): OpenAPIObject {
       for (const tag of operation.tags ?? []) if (!tags.includes(tag)) tags.push(tag);
       const responses = (operation.responses ??= {});
       if (path.startsWith('/api/')) {
-        operation.security = optionalBearer;
+        delete operation.security;
         responses['401'] ??= { description: 'Missing or wrong bearer token, when the service is started with a token' };
       }
       for (const [status, response] of Object.entries(responses)) {

@@ -20,12 +20,20 @@ import {
 } from './batch.examples.js';
 import { bodyNumber, iso, isoOrNull, limit, order, page, paginated, queryBoolean, queryList, timestamp, uuid } from './common.js';
 
-export const jobType = z.enum(JOB_TYPES).describe(
-  'MULTI_PERSPECTIVE: every image × every perspective. DATASET_PERSPECTIVE: every image of a dataset × every perspective. ' +
+export const jobType = z.enum(JOB_TYPES).meta({
+  id: 'JobType',
+  description:
+    'MULTI_PERSPECTIVE: every image × every perspective. DATASET_PERSPECTIVE: every image of a dataset × every perspective. ' +
     'BACKFILL: only pairs without a caption. DEPENDENCY_CHAIN: like MULTI_PERSPECTIVE, started after its dependsOn jobs complete.',
-);
-export const jobStatus = z.enum(JOB_STATUSES);
-export const itemStatus = z.enum(ITEM_STATUSES);
+});
+export const jobStatus = z.enum(JOB_STATUSES).meta({
+  id: 'JobStatus',
+  description: 'pending → running → completed (all items done) | partial (some failed) | failed (all failed) | cancelled.',
+});
+export const itemStatus = z.enum(ITEM_STATUSES).meta({
+  id: 'ItemStatus',
+  description: 'pending → running → completed | failed | cancelled; a retried attempt goes back to pending.',
+});
 
 const perspectiveName = z.string().min(1).max(128);
 const imagePath = z.string().min(1).max(1024).describe('Path relative to the workspace, e.g. datasets/os_img/cow.jpg');
@@ -202,7 +210,7 @@ export const itemsPageInput = {
 export const jobStatusInput = jobIdParam.extend(itemsPageInput);
 export const jobStatusOutput = z
   .object({ job, items: itemPage })
-  .meta({ id: 'JobStatus', description: 'The job and a page of its items.', examples: [jobStatusExample] });
+  .meta({ id: 'JobDetail', description: 'The job and a page of its items.', examples: [jobStatusExample] });
 
 export const listItemsInput = jobIdParam.extend({
   page,
