@@ -31,7 +31,7 @@ beforeAll(async () => {
       MAX_CONCURRENT_JOBS: String(CAPS.jobs),
       MAX_CONCURRENT_ITEMS: String(CAPS.items),
       POLL_INTERVAL_MS: '100',
-      LEASE_SECONDS: '2',
+      LEASE_SECONDS: '30',
       BRIDGE_TIMEOUT_MS: String(BRIDGE_TIMEOUT_MS),
       MAX_ATTEMPTS: '25',
       RETRY_BASE_MS: '20',
@@ -200,7 +200,9 @@ describe('the dispatcher', () => {
   });
 
   it('cancels a running job: in-flight calls aborted, no further calls, counters add up', async () => {
-    bridge.set({ latencyMs: 450 });
+    // Calls take half a second (within the timeout); lease renewals come every 10 s, so only the
+    // cancel NOTIFY can cut them short.
+    bridge.set({ latencyMs: 500 });
     const job = await createJob(svc.url, { imagePaths: [...IMAGES], perspectives: ['art_critic', 'storytelling', 'graph_caption'] });
     // In the middle: some items done, a full set in flight.
     await waitFor('a job in the middle', () => {
