@@ -13,6 +13,12 @@ export interface Metrics {
   httpRequests: Counter<'method' | 'route' | 'status'>;
   httpDuration: Histogram<'method' | 'route'>;
   eventDeliveries: Counter<'outcome'>;
+  /** Items this process's dispatcher finished (completed, failed) or scheduled again (retried). */
+  itemOutcomes: Counter<'outcome'>;
+  /** Inference Bridge calls by outcome (ok, transient, permanent, aborted). */
+  bridgeCalls: Histogram<'outcome'>;
+  /** One dispatcher pass: sweep, start jobs, claim. */
+  dispatchRounds: Histogram;
 }
 
 export function createMetrics(deps: { db: Db; pool: pg.Pool }): Metrics {
@@ -89,7 +95,27 @@ export function createMetrics(deps: { db: Db; pool: pg.Pool }): Metrics {
     registers: [registry],
   });
 
-  return { registry, httpRequests, httpDuration, eventDeliveries };
+  const itemOutcomes = new Counter({
+    name: 'graphcap_dispatched_items_total',
+    help: 'Items this process dispatched, by outcome: completed, failed, or retried (a transient failure).',
+    labelNames: ['outcome'] as const,
+    registers: [registry],
+  });
+  const bridgeCalls = new Histogram({
+    name: 'graphcap_bridge_call_duration_seconds',
+    help: 'Inference Bridge calls by outcome (ok, transient, permanent, aborted); the count is the calls.',
+    labelNames: ['outcome'] as const,
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+    registers: [registry],
+  });
+  const dispatchRounds = new Histogram({
+    name: 'graphcap_dispatch_round_duration_seconds',
+    help: 'Duration of one dispatcher pass (sweep, start jobs, claim). Event-loop lag is nodejs_eventloop_lag_seconds.',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers: [registry],
+  });
+
+  return { registry, httpRequests, httpDuration, eventDeliveries, itemOutcomes, bridgeCalls, dispatchRounds };
 }
 
 /**

@@ -13,7 +13,7 @@ import { Dispatcher } from './jobs/dispatcher.js';
 import { EventHub } from './jobs/event-hub.js';
 import { Notifier } from './jobs/notifier.js';
 import type { Logger } from './logger.js';
-import { createMetrics } from './metrics.js';
+import { createMetrics, type Metrics } from './metrics.js';
 import { buildOpenApiDocument } from './openapi.js';
 import { syncWorkspace } from './workspace-sync.js';
 
@@ -62,7 +62,7 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
     const url = `http://${host}:${port}`;
     logger.info({ url, docs: `${url}/docs`, embeddedDatabase: !config.DATABASE_URL }, 'graphcap Data Service listening');
 
-    const dispatcher = startDispatcher(config, database, logger);
+    const dispatcher = startDispatcher(config, database, logger, metrics);
     const notifier = new Notifier({
       db: database.db,
       databaseUrl: database.url,
@@ -91,7 +91,7 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
 }
 
 /** The dispatcher, unless this replica is API-only or has no Inference Bridge to call. */
-function startDispatcher(config: Config, database: Database, logger: Logger): Dispatcher | undefined {
+function startDispatcher(config: Config, database: Database, logger: Logger, metrics: Metrics): Dispatcher | undefined {
   if (!config.DISPATCHER_ENABLED) {
     logger.info('dispatcher disabled (DISPATCHER_ENABLED=false): this replica serves the API only');
     return undefined;
@@ -100,7 +100,7 @@ function startDispatcher(config: Config, database: Database, logger: Logger): Di
     logger.warn('INFERENCE_BRIDGE_URL is not set: the dispatcher is idle and jobs stay queued until a replica with a bridge runs them');
     return undefined;
   }
-  return new Dispatcher({ db: database.db, databaseUrl: database.url, config, logger });
+  return new Dispatcher({ db: database.db, databaseUrl: database.url, config, logger, metrics });
 }
 
 async function closeServer(server: Server, graceMs: number): Promise<void> {

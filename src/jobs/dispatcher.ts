@@ -23,6 +23,7 @@ import {
 import { CANCEL_CHANNEL, WORK_CHANNEL } from '../db/jobs.js';
 import { PgListener } from '../db/listener.js';
 import { requestContext, type Logger } from '../logger.js';
+import type { Metrics } from '../metrics.js';
 import { classifyError, PermanentError } from './errors.js';
 import { Wakeup } from './wakeup.js';
 import { createInferenceBridge, type InferenceBridge } from './inference.js';
@@ -47,12 +48,14 @@ export interface DispatcherOptions {
   databaseUrl: string;
   config: Config;
   logger: Logger;
+  metrics?: Pick<Metrics, 'itemOutcomes' | 'bridgeCalls' | 'dispatchRounds'>;
 }
 
 export class Dispatcher {
   private readonly db: Db;
   private readonly config: Config;
   private readonly logger: Logger;
+  private readonly metrics: DispatcherOptions['metrics'];
   private readonly bridge: InferenceBridge;
   private readonly retry: RetryPolicy;
   private readonly leaseMs: number;
@@ -78,6 +81,7 @@ export class Dispatcher {
     this.db = options.db;
     this.config = config;
     this.owner = config.REPLICA_ID;
+    this.metrics = options.metrics;
     this.logger = options.logger.child({ component: 'dispatcher', replica: this.owner });
     this.bridge = createInferenceBridge({
       url: config.INFERENCE_BRIDGE_URL!,
@@ -155,12 +159,15 @@ export class Dispatcher {
 
   private async run(): Promise<void> {
     while (!this.stopping) {
+      const endRound = this.metrics?.dispatchRounds.startTimer();
       try {
         await this.round();
       } catch (error) {
         this.logger.error({ err: error }, 'dispatch round failed; trying again after the poll interval');
         // Back off to normal polling rather than spinning on wake-ups while the database is away.
         this.wakeup.clear();
+      } finally {
+        endRound?.();
       }
       if (this.stopping) break;
       await this.wakeup.wait(this.config.POLL_INTERVAL_MS);
@@ -231,6 +238,7 @@ export class Dispatcher {
       if (controller.signal.aborted) throw controller.signal.reason;
       const caption = await this.bridge.caption(item, { signal: controller.signal, requestId });
       const processingTime = Math.round(performance.now() - started);
+      this.metrics?.bridgeCalls.observe({ outcome: 'ok' }, processingTime / 1000);
       const recorded = await recordItemSuccess(this.db, {
         itemId: item.itemId,
         jobId: item.jobId,
@@ -238,9 +246,11 @@ export class Dispatcher {
         processingTime,
         ...caption,
       });
+      if (recorded) this.metrics?.itemOutcomes.inc({ outcome: 'completed' });
       this.logger.debug({ ...log, processingTime, recorded }, recorded ? 'item completed' : 'late result discarded');
     } catch (error) {
       if (controller.signal.aborted) {
+        this.metrics?.bridgeCalls.observe({ outcome: 'aborted' }, (performance.now() - started) / 1000);
         this.logger.debug({ ...log, reason: controller.signal.reason as AbortReason }, 'bridge call aborted');
         return;
       }
@@ -250,7 +260,9 @@ export class Dispatcher {
 
   private async recordFailure(item: ClaimedItem, error: unknown, processingTime: number): Promise<void> {
     const failure = classifyError(error, this.config.BRIDGE_TIMEOUT_MS);
-    const retry = !(failure instanceof PermanentError) && canRetry(item.attempts, this.retry);
+    const permanent = failure instanceof PermanentError;
+    this.metrics?.bridgeCalls.observe({ outcome: permanent ? 'permanent' : 'transient' }, processingTime / 1000);
+    const retry = !permanent && canRetry(item.attempts, this.retry);
     const message =
       retry || failure instanceof PermanentError ? failure.message : `${failure.message} (gave up after ${item.attempts} attempts)`;
     const retryInMs = retry ? backoffMs(item.attempts, this.retry) : null;
@@ -262,6 +274,7 @@ export class Dispatcher {
       error: message,
       retryInMs,
     });
+    if (recorded) this.metrics?.itemOutcomes.inc({ outcome: retry ? 'retried' : 'failed' });
     this.logger.warn(
       { itemId: item.itemId, jobId: item.jobId, attempt: item.attempts, error: message, retryInMs, recorded },
       retry ? 'item attempt failed; will retry' : 'item failed',

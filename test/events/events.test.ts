@@ -275,21 +275,20 @@ describe('live events', () => {
     const received: { id: string; type: string; data: Record<string, unknown> }[] = [];
     let resolveDone: () => void;
     const done = new Promise<void>((resolve) => (resolveDone = resolve));
-    let jobId = '';
-    // lastEventId 0: replay from the start, so nothing is missed while the stream opens.
+    // The job first, then its events from the start (lastEventId 0), so nothing is missed while the stream opens.
+    const jobId = await createDatasetJob(svc.url);
     const subscription = client.batch.events.subscribe(
-      { lastEventId: '0' },
+      { jobId, lastEventId: '0' },
       {
         onData(envelope) {
           const event = envelope.data;
-          if (event.jobId !== jobId) return;
+          expect(event.jobId).toBe(jobId);
           received.push(event);
           if (event.type === 'JOB_STATUS_CHANGED' && event.data.newStatus === 'completed') resolveDone();
         },
       },
     );
     try {
-      jobId = await createDatasetJob(svc.url);
       await done;
       expect(received[0]?.type).toBe('JOB_CREATED');
       expect(received.filter((e) => e.type === 'JOB_PROGRESS').at(-1)?.data).toMatchObject({ processedImages: 7, progress: 100 });
