@@ -8,14 +8,14 @@
  * Figures are medians over `--runs` runs; ratios are taken within a run, then their median.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmod, cp, link, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, link, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import { startEmbeddedPostgres } from '../src/db/embedded.js';
+import { freePort, startTemporaryPostgres } from '../src/db/embedded.js';
 import { createLogger } from '../src/logger.js';
 import { StandInBridge } from '../test/stand-ins/bridge.js';
 
@@ -61,16 +61,6 @@ const wants = (part: string) => !only || only.includes(part);
 
 const log = (message: string) => process.stderr.write(`[bench] ${message}\n`);
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 function median(values: number[]): number {
   const s = [...values].sort((a, b) => a - b);
@@ -180,23 +170,8 @@ async function startDatabase(): Promise<{ url: string; kind: string; stop: () =>
       },
     };
   }
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'graphcap-bench-pg-'));
-  // As root, PostgreSQL runs as a `postgres` user, which must be able to enter the folder.
-  await chmod(dir, 0o755);
-  const server = await startEmbeddedPostgres({
-    dataDir: path.join(dir, 'data'),
-    port: await freePort(),
-    ephemeral: true,
-    logger: createLogger('warn'),
-  });
-  return {
-    url: server.url,
-    kind: 'embedded-postgres',
-    stop: async () => {
-      await server.stop();
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
+  const server = await startTemporaryPostgres(createLogger('warn'));
+  return { url: server.url, kind: 'embedded-postgres', stop: () => server.stop() };
 }
 
 /** A temp copy of the fixture workspace with one dataset per size, its images hard links of one JPEG. */

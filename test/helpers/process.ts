@@ -1,7 +1,9 @@
 /** The service as a real process (`node --import tsx src/main.ts`), for start-up, shutdown and replica tests. */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { freePort } from '../../src/db/embedded.js';
+
+export { freePort };
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -14,16 +16,6 @@ export interface ServiceProcess {
   exited: Promise<number | string>;
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /**
  * Starts the service with exactly `env` (plus PATH/HOME), and waits for /health unless told not to.
