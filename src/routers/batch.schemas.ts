@@ -39,7 +39,7 @@ const perspectiveName = z.string().min(1).max(128);
 const imagePath = z.string().min(1).max(1024).describe('Path relative to the workspace, e.g. datasets/os_img/cow.jpg');
 
 /** The config's fields; `number` wraps numbers (bodyNumber for input, as-is for output). */
-const configFields = (number: (schema: z.ZodNumber) => z.ZodType<number>) => ({
+const configFields = (number: (schema: z.ZodNumber) => z.ZodType<number, number>) => ({
   provider: z.string().min(1).max(128).describe('Inference provider name, e.g. gemini, openai, ollama.'),
   model: z.string().min(1).max(256),
   maxTokens: number(z.int().min(1).max(1_000_000)).optional(),
@@ -280,7 +280,7 @@ const statusCounts = <T extends readonly string[]>(statuses: T) =>
 
 export const statisticsInput = z
   .object({
-    windowMinutes: z.coerce.number().int().min(1).max(10_080).default(60).describe('Window for throughput and timings.'),
+    windowMinutes: z.coerce.number<number>().int().min(1).max(10_080).default(60).describe('Window for throughput and timings.'),
   })
   .prefault({});
 

@@ -6,7 +6,8 @@ import { parseDbTime, type DbTime } from '../db/client.js';
  * A query-string boolean: `true`/`false` on REST, a real boolean over tRPC. (A plain z.boolean()
  * would be coerced with Boolean() by trpc-to-openapi, turning `?archived=false` into true.)
  */
-export const queryBoolean = z.preprocess((value) => {
+export const queryBoolean = z.preprocess<unknown, z.ZodBoolean, boolean>((given) => {
+  const value: unknown = given; // typed boolean for tRPC callers; REST sends 'true' / 'false'
   if (value === 'true') return true;
   if (value === 'false') return false;
   return value;
@@ -14,9 +15,10 @@ export const queryBoolean = z.preprocess((value) => {
 
 /**
  * Query-string numbers are coerced explicitly, so the REST and tRPC faces accept the same input.
+ * Typed as taking a number, so tRPC callers (the UI) are told to pass one.
  * (trpc-to-openapi would otherwise switch coercion on inside the shared schema after a first REST call.)
  */
-export const queryInt = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+export const queryInt = (min: number, max: number) => z.coerce.number<number>().int().min(min).max(max);
 
 /**
  * A number in a request body, taken as sent. trpc-to-openapi switches on z.coerce for every number
