@@ -4,11 +4,18 @@
  */
 import path from 'node:path';
 import type { Db } from './db/client.js';
-import { addDatasetMembers, ensureDataset, listDatasetMembers, removeDatasetMembers } from './db/datasets.js';
-import { findImagesByPath, upsertImage } from './db/images.js';
-import { upsertPerspectives, type UpsertCounts } from './db/perspectives.js';
+import {
+  addDatasetMembers,
+  ensureDataset,
+  listDatasetMembers,
+  listFolderFedDatasetNames,
+  removeDatasetMembers,
+} from './db/datasets.js';
+import { findImagesByPath, refreshImageMtime, touchDatasets, upsertImage } from './db/images.js';
+import { syncLibraryPerspectives, type PerspectiveSyncCounts } from './db/perspectives.js';
 import type { Logger } from './logger.js';
 import {
+  isValidDatasetName,
   listDatasetFolders,
   listDatasetImages,
   loadPerspectiveLibrary,
@@ -21,25 +28,34 @@ export interface DatasetSyncReport {
   datasetId: string;
   /** Files registered for the first time (or newly added to this dataset). */
   added: number;
-  /** Files whose content changed since the last scan. */
+  /** Files whose content changed since the last scan (metadata re-read). */
   updated: number;
   /** Members whose file is gone; they leave the dataset, their image rows and captions stay. */
   removed: number;
   unchanged: number;
+  /** The paths behind the counts. */
+  changes: { added: string[]; updated: string[]; removed: string[] };
 }
 
 export interface SyncReport {
-  perspectives: UpsertCounts & { problems: LibraryProblem[] };
+  perspectives: PerspectiveSyncCounts & { problems: LibraryProblem[] };
   datasets: DatasetSyncReport[];
 }
 
 export async function syncPerspectives(db: Db, root: string): Promise<SyncReport['perspectives']> {
-  const { perspectives, problems } = await loadPerspectiveLibrary(root);
-  const counts = await db.transaction((tx) => upsertPerspectives(tx, perspectives));
+  const { perspectives, problems, libraryFound } = await loadPerspectiveLibrary(root);
+  const counts = await db.transaction((tx) =>
+    syncLibraryPerspectives(tx, perspectives, { removals: libraryFound, skippedFiles: problems.map((p) => p.file) }),
+  );
   return { ...counts, problems };
 }
 
+/**
+ * Scans `datasets/<name>/` (a folder that is gone counts as empty). Only members under that folder
+ * are the scan's to remove: images added to the dataset from elsewhere through the API stay.
+ */
 export async function syncDataset(db: Db, root: string, name: string): Promise<DatasetSyncReport> {
+  const folder = `datasets/${name}/`;
   const files = await listDatasetImages(root, name);
   // Hashing reads whole files: do it before the transaction, and only for new or touched files.
   const known = new Map((await findImagesByPath(db, files.map((f) => f.path))).map((r) => [r.path, r]));
@@ -52,30 +68,46 @@ export async function syncDataset(db: Db, root: string, name: string): Promise<D
 
   return db.transaction(async (tx) => {
     const datasetId = await ensureDataset(tx, name);
-    const members = new Map((await listDatasetMembers(tx, datasetId)).map((m) => [m.path, m.imageId]));
-    const report: DatasetSyncReport = { name, datasetId, added: 0, updated: 0, removed: 0, unchanged: 0 };
+    const members = new Map((await listDatasetMembers(tx, datasetId, folder)).map((m) => [m.path, m.imageId]));
+    const report: DatasetSyncReport = {
+      name,
+      datasetId,
+      added: 0,
+      updated: 0,
+      removed: 0,
+      unchanged: 0,
+      changes: { added: [], updated: [], removed: [] },
+    };
     const newMembers: string[] = [];
     for (const file of files) {
       const meta = metadata.get(file.path);
       const row = known.get(file.path);
       let imageId = row?.id;
-      if (meta) {
+      let contentChanged = false;
+      if (meta && row && row.contentHash === meta.contentHash) {
+        await refreshImageMtime(tx, row.id, file.mtime);
+      } else if (meta) {
         imageId = await upsertImage(tx, { path: file.path, sizeBytes: file.sizeBytes, fileMtime: file.mtime, ...meta });
+        contentChanged = row !== undefined;
       }
       if (!members.has(file.path)) {
         newMembers.push(imageId!);
-        report.added += 1;
-      } else if (meta && row && row.contentHash !== meta.contentHash) {
-        report.updated += 1;
+        report.changes.added.push(file.path);
+      } else if (contentChanged) {
+        report.changes.updated.push(file.path);
       } else {
         report.unchanged += 1;
       }
     }
     await addDatasetMembers(tx, datasetId, newMembers);
     const present = new Set(files.map((f) => f.path));
-    const gone = [...members].filter(([p]) => !present.has(p)).map(([, id]) => id);
-    await removeDatasetMembers(tx, datasetId, gone);
-    report.removed = gone.length;
+    const gone = [...members].filter(([p]) => !present.has(p)).sort(([a], [b]) => (a < b ? -1 : 1));
+    await removeDatasetMembers(tx, datasetId, gone.map(([, id]) => id));
+    report.changes.removed = gone.map(([p]) => p);
+    report.added = report.changes.added.length;
+    report.updated = report.changes.updated.length;
+    report.removed = report.changes.removed.length;
+    if (report.added + report.updated + report.removed > 0) await touchDatasets(tx, [datasetId]);
     return report;
   });
 }
@@ -83,11 +115,18 @@ export async function syncDataset(db: Db, root: string, name: string): Promise<D
 export async function syncWorkspace(db: Db, root: string, logger?: Logger): Promise<SyncReport> {
   const perspectives = await syncPerspectives(db, root);
   for (const problem of perspectives.problems) logger?.warn(problem, 'skipped perspective file');
+  // Folders on disk, and datasets whose folder fed them before (a folder that is gone empties them).
+  const names = new Set([...(await listDatasetFolders(root)), ...(await listFolderFedDatasetNames(db)).filter(isValidDatasetName)]);
   const datasets: DatasetSyncReport[] = [];
-  for (const name of await listDatasetFolders(root)) datasets.push(await syncDataset(db, root, name));
+  for (const name of [...names].sort()) datasets.push(await syncDataset(db, root, name));
   logger?.info(
     {
-      perspectives: { added: perspectives.added, updated: perspectives.updated, unchanged: perspectives.unchanged },
+      perspectives: {
+        added: perspectives.added,
+        updated: perspectives.updated,
+        unchanged: perspectives.unchanged,
+        removed: perspectives.removed,
+      },
       datasets: datasets.map(({ name, added, updated, removed, unchanged }) => ({ name, added, updated, removed, unchanged })),
     },
     'workspace synced',

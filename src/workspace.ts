@@ -71,6 +71,12 @@ export function isValidDatasetName(name: string): boolean {
   return DATASET_NAME.test(name) && name !== '.' && name !== '..';
 }
 
+/** Whether `datasets/<name>/` exists: such a dataset follows its folder. */
+export async function datasetFolderExists(root: string, name: string): Promise<boolean> {
+  if (!isValidDatasetName(name)) return false;
+  return stat(path.join(root, 'datasets', name)).then((s) => s.isDirectory(), () => false);
+}
+
 /** Dataset folders under `datasets/`. */
 export async function listDatasetFolders(root: string): Promise<string[]> {
   const entries = await readdir(path.join(root, 'datasets'), { withFileTypes: true }).catch(notFoundAsEmpty);
@@ -103,6 +109,32 @@ export async function listDatasetImages(root: string, name: string): Promise<Ima
     files.push({ path: relative, sizeBytes: info.size, mtime: info.mtime });
   }
   return files.sort((a, b) => a.path.localeCompare(b.path));
+}
+
+/**
+ * One image file of the workspace, for registering it through the API: it must exist inside the
+ * workspace and have an image extension. 400 (naming `field`) otherwise.
+ */
+export async function readWorkspaceImage(root: string, relative: string, field = 'path'): Promise<ImageFile & ImageMetadata> {
+  const problem = workspacePathProblem(relative);
+  const fail = (message: string): never => {
+    throw new InvalidInputError(`${field}: ${message}`, [{ path: field, message }]);
+  };
+  if (problem) fail(problem);
+  const normalised = toWorkspaceRelative(relative);
+  if (!IMAGE_EXTENSIONS.has(path.extname(normalised).toLowerCase())) {
+    fail(`not an image file (extensions: ${[...IMAGE_EXTENSIONS].join(', ')})`);
+  }
+  let absolute = '';
+  try {
+    absolute = await resolveInWorkspace(root, normalised);
+  } catch (error) {
+    if (error instanceof InvalidInputError) fail('leaves the workspace');
+    fail('no such file in the workspace');
+  }
+  const info = await stat(absolute);
+  if (!info.isFile()) fail('not a file');
+  return { path: normalised, sizeBytes: info.size, mtime: info.mtime, ...(await readImageMetadata(absolute)) };
 }
 
 /** Format and dimensions from the file's header (image-size), and a sha256 of its bytes. */
@@ -159,6 +191,23 @@ export interface PerspectiveDefinition {
   sourcePath: string;
 }
 
+/** JSON with object keys sorted at every level: the same value always gives the same text. */
+export function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v && typeof v === 'object' && !Array.isArray(v)
+      ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      : v,
+  );
+}
+
+/**
+ * sha256 of a perspective definition's canonical JSON: a change of content changes it, a change
+ * of layout (indentation, key order) does not.
+ */
+export function hashDefinition(definition: Record<string, unknown>): string {
+  return createHash('sha256').update(canonicalJson(definition)).digest('hex');
+}
+
 export interface LibraryProblem {
   file: string;
   message: string;
@@ -180,11 +229,15 @@ export async function readModuleSettings(root: string): Promise<Map<string, bool
   return new Map(Object.entries(settings.modules).map(([name, m]) => [name, m.enabled]));
 }
 
-/** Every valid perspective under `perspective_library/`, and a problem for each file that is not. */
+/**
+ * Every valid perspective under `perspective_library/`, and a problem for each file that is not;
+ * `libraryFound` is false when there is no library folder at all.
+ */
 export async function loadPerspectiveLibrary(
   root: string,
-): Promise<{ perspectives: PerspectiveDefinition[]; problems: LibraryProblem[] }> {
+): Promise<{ perspectives: PerspectiveDefinition[]; problems: LibraryProblem[]; libraryFound: boolean }> {
   const libraryRoot = path.join(root, 'perspective_library');
+  const libraryFound = await stat(libraryRoot).then((s) => s.isDirectory(), () => false);
   const modules = await readModuleSettings(root);
   const files = (await readdir(libraryRoot, { recursive: true }).catch(notFoundAsEmpty))
     .map(String)
@@ -217,7 +270,7 @@ export async function loadPerspectiveLibrary(
         replacement: parsed.replacement ?? null,
         enabled: modules.get(module) ?? true,
         definition: raw as Record<string, unknown>,
-        definitionHash: createHash('sha256').update(text).digest('hex'),
+        definitionHash: hashDefinition(raw as Record<string, unknown>),
         sourcePath,
       });
     } catch (error) {
@@ -228,7 +281,7 @@ export async function loadPerspectiveLibrary(
       problems.push({ file: sourcePath, message });
     }
   }
-  return { perspectives: [...perspectives.values()], problems };
+  return { perspectives: [...perspectives.values()], problems, libraryFound };
 }
 
 function notFoundAsEmpty(error: NodeJS.ErrnoException): never[] {

@@ -1,6 +1,10 @@
-/** Datasets and their membership. */
-import { and, eq, inArray, sql } from 'drizzle-orm';
-import type { Db } from './client.js';
+/** Datasets and their membership (an image may belong to several datasets). */
+import { and, eq, inArray, sql, type SQL } from 'drizzle-orm';
+import { ConflictError, InvalidInputError, NotFoundError, type FieldError } from '../errors.js';
+import type { Db, DbTime } from './client.js';
+import { deleteImagesIn, touchDatasets } from './images.js';
+import { pgArray } from './jobs.js';
+import { allOf, dir, pageOf, textKey, type Order, type Page } from './lists.js';
 import { datasetImages, datasets, images } from './schema.js';
 
 /** Returns the dataset's id, creating it when new. */
@@ -19,13 +23,29 @@ export async function findDataset(db: Db, by: { id?: string; name?: string }) {
   return row;
 }
 
-/** The dataset's members as (imageId, path). */
-export async function listDatasetMembers(db: Db, datasetId: string) {
+/**
+ * The dataset's members as (imageId, path); with `pathPrefix`, only those whose path starts with
+ * it (the members a folder scan is responsible for).
+ */
+export async function listDatasetMembers(db: Db, datasetId: string, pathPrefix?: string) {
+  const where = pathPrefix
+    ? and(eq(datasetImages.datasetId, datasetId), sql`starts_with(${images.path}, ${pathPrefix})`)
+    : eq(datasetImages.datasetId, datasetId);
   return db
     .select({ imageId: images.id, path: images.path })
     .from(datasetImages)
     .innerJoin(images, eq(images.id, datasetImages.imageId))
-    .where(eq(datasetImages.datasetId, datasetId));
+    .where(where);
+}
+
+/** Names of datasets that have members under `datasets/<their name>/`: the ones a folder feeds. */
+export async function listFolderFedDatasetNames(db: Db): Promise<string[]> {
+  const { rows } = await db.execute<{ name: string }>(sql`
+    select d.name from core_schema.datasets d
+    where exists (select 1 from core_schema.dataset_images di join core_schema.images i on i.id = di.image_id
+                  where di.dataset_id = d.id and starts_with(i.path, 'datasets/' || d.name || '/'))
+    order by d.name`);
+  return rows.map((r) => r.name);
 }
 
 export async function addDatasetMembers(db: Db, datasetId: string, imageIds: string[]): Promise<void> {
@@ -41,4 +61,166 @@ export async function removeDatasetMembers(db: Db, datasetId: string, imageIds: 
   await db
     .delete(datasetImages)
     .where(and(eq(datasetImages.datasetId, datasetId), inArray(datasetImages.imageId, imageIds)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The API
+
+export type DatasetRow = {
+  id: string;
+  name: string;
+  description: string | null;
+  imageCount: number;
+  createdAt: DbTime;
+  updatedAt: DbTime;
+};
+
+const DATASET_COLUMNS = sql`
+  d.id, d.name, d.description, d.created_at as "createdAt", d.updated_at as "updatedAt",
+  (select count(*) from core_schema.dataset_images di where di.dataset_id = d.id) as "imageCount"`;
+
+export const DATASET_SORT_KEYS = ['name', 'createdAt', 'updatedAt', 'imageCount'] as const;
+export type DatasetSortKey = (typeof DATASET_SORT_KEYS)[number];
+
+export interface ListDatasetsInput {
+  name?: string;
+  nameContains?: string;
+  sort: DatasetSortKey;
+  order: Order;
+  page: number;
+  limit: number;
+}
+
+/** A page of datasets; ties broken by name. */
+export async function listDatasets(db: Db, input: ListDatasetsInput): Promise<Page<DatasetRow>> {
+  const where: SQL[] = [];
+  if (input.name !== undefined) where.push(sql`d.name = ${input.name}`);
+  if (input.nameContains) where.push(sql`strpos(lower(d.name), lower(${input.nameContains})) > 0`);
+  const d = dir(input.order);
+  const key = {
+    name: textKey(sql`d.name`),
+    createdAt: sql`d.created_at`,
+    updatedAt: sql`d.updated_at`,
+    imageCount: sql`"imageCount"`,
+  }[input.sort];
+  return pageOf<DatasetRow>(db, {
+    select: DATASET_COLUMNS,
+    from: sql`from core_schema.datasets d where ${allOf(where)}`,
+    orderBy: sql`${key} ${d}, ${textKey(sql`d.name`)} ${d}`,
+    page: input,
+  });
+}
+
+export async function getDataset(db: Db, id: string): Promise<DatasetRow> {
+  const { rows } = await db.execute<Record<string, unknown>>(sql`select ${DATASET_COLUMNS} from core_schema.datasets d where d.id = ${id}`);
+  if (!rows[0]) throw new NotFoundError(`dataset ${id} not found`);
+  return rows[0] as unknown as DatasetRow;
+}
+
+export async function createDataset(
+  db: Db,
+  input: { name: string; description?: string | null; imageIds?: string[] },
+): Promise<DatasetRow> {
+  return db.transaction(async (tx) => {
+    await requireImages(tx, input.imageIds ?? [], 'imageIds');
+    const { rows } = await tx.execute<{ id: string }>(sql`
+      insert into core_schema.datasets (name, description) values (${input.name}, ${input.description ?? null})
+      on conflict (name) do nothing returning id`);
+    const id = rows[0]?.id;
+    if (!id) throw new ConflictError(`a dataset named ${JSON.stringify(input.name)} exists already`);
+    await addDatasetMembers(tx, id, [...new Set(input.imageIds ?? [])]);
+    return getDataset(tx, id);
+  });
+}
+
+export async function updateDataset(
+  db: Db,
+  id: string,
+  input: { name?: string; description?: string | null },
+): Promise<DatasetRow> {
+  return db.transaction(async (tx) => {
+    await lockDataset(tx, id);
+    if (input.name !== undefined) {
+      const taken = await findDataset(tx, { name: input.name });
+      if (taken && taken.id !== id) throw new ConflictError(`a dataset named ${JSON.stringify(input.name)} exists already`);
+    }
+    await tx.execute(sql`
+      update core_schema.datasets
+      set name = coalesce(${input.name ?? null}, name),
+          description = ${input.description === undefined ? sql`description` : input.description},
+          updated_at = now()
+      where id = ${id}`);
+    return getDataset(tx, id);
+  });
+}
+
+/**
+ * Deletes a dataset and its membership, in one transaction. Its images stay (with their captions,
+ * and in the other datasets they belong to) unless `deleteImages`: then the images that belong to
+ * no other dataset are deleted too, under the image rules (409, and nothing deleted, while a
+ * pending or running job item uses one).
+ */
+export async function deleteDataset(
+  db: Db,
+  id: string,
+  options: { deleteImages: boolean },
+): Promise<{ deletedImages: number; keptImages: number }> {
+  return db.transaction(async (tx) => {
+    await lockDataset(tx, id);
+    const members = (await listDatasetMembers(tx, id)).map((m) => m.imageId);
+    let deletedImages = 0;
+    if (options.deleteImages && members.length > 0) {
+      const { rows } = await tx.execute<{ id: string }>(sql`
+        select di.image_id as id from core_schema.dataset_images di
+        where di.dataset_id = ${id}
+          and not exists (select 1 from core_schema.dataset_images o where o.image_id = di.image_id and o.dataset_id <> ${id})`);
+      deletedImages = await deleteImagesIn(tx, rows.map((r) => r.id));
+    }
+    await tx.execute(sql`delete from core_schema.datasets where id = ${id}`);
+    return { deletedImages, keptImages: members.length - deletedImages };
+  });
+}
+
+/** Adds images to the dataset; returns how many were new members. */
+export async function addImagesToDataset(db: Db, id: string, imageIds: string[]): Promise<number> {
+  return db.transaction(async (tx) => {
+    await lockDataset(tx, id);
+    await requireImages(tx, imageIds, 'imageIds');
+    const result = await tx.execute(sql`
+      insert into core_schema.dataset_images (dataset_id, image_id)
+      select ${id}, unnest(${pgArray([...new Set(imageIds)])}::uuid[]) on conflict do nothing`);
+    const added = result.rowCount ?? 0;
+    if (added > 0) await touchDatasets(tx, [id]);
+    return added;
+  });
+}
+
+/** Takes an image out of the dataset (the image itself stays); 404 when it is not a member. */
+export async function removeImageFromDataset(db: Db, id: string, imageId: string): Promise<void> {
+  await db.transaction(async (tx) => {
+    await lockDataset(tx, id);
+    const result = await tx.execute(
+      sql`delete from core_schema.dataset_images where dataset_id = ${id} and image_id = ${imageId}`,
+    );
+    if (!result.rowCount) throw new NotFoundError(`image ${imageId} is not in dataset ${id}`);
+    await touchDatasets(tx, [id]);
+  });
+}
+
+async function lockDataset(tx: Db, id: string): Promise<void> {
+  const { rows } = await tx.execute(sql`select 1 from core_schema.datasets where id = ${id} for update`);
+  if (rows.length === 0) throw new NotFoundError(`dataset ${id} not found`);
+}
+
+/** 400 naming the field when an image id is unknown. */
+async function requireImages(db: Db, imageIds: string[], field: string): Promise<void> {
+  if (imageIds.length === 0) return;
+  const { rows } = await db.execute<{ id: string }>(
+    sql`select id from core_schema.images where id = any(${pgArray(imageIds)}::uuid[])`,
+  );
+  const known = new Set(rows.map((r) => r.id));
+  const errors: FieldError[] = imageIds.flatMap((imageId, i) =>
+    known.has(imageId) ? [] : [{ path: `${field}.${i}`, message: `unknown image ${imageId}` }],
+  );
+  if (errors.length > 0) throw new InvalidInputError(errors.map((e) => `${e.path}: ${e.message}`).join('; '), errors);
 }

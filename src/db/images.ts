@@ -1,6 +1,12 @@
-/** Images: registered files of the workspace, looked up by their relative path. */
-import { inArray, sql } from 'drizzle-orm';
-import type { Db } from './client.js';
+/**
+ * Images: registered files of the workspace (path relative to it, format, size, dimensions, content
+ * hash). Lookups by path for the queue and the import; list, get, create, update, delete for the API.
+ */
+import { inArray, sql, type SQL } from 'drizzle-orm';
+import { ConflictError, InvalidInputError, NotFoundError } from '../errors.js';
+import type { Db, DbTime } from './client.js';
+import { pgArray } from './jobs.js';
+import { allOf, dir, pageOf, textKey, type Order, type Page } from './lists.js';
 import { images } from './schema.js';
 
 export interface ImageUpsert {
@@ -36,4 +42,199 @@ export async function upsertImage(db: Db, image: ImageUpsert): Promise<string> {
     .onConflictDoUpdate({ target: images.path, set: { ...changes, updatedAt: sql`now()` } })
     .returning({ id: images.id });
   return row!.id;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The API
+
+export type ImageRow = {
+  id: string;
+  path: string;
+  format: string | null;
+  sizeBytes: number | null;
+  width: number | null;
+  height: number | null;
+  contentHash: string | null;
+  fileMtime: DbTime | null;
+  datasetIds: string[];
+  createdAt: DbTime;
+  updatedAt: DbTime;
+};
+
+const IMAGE_COLUMNS = sql`
+  i.id, i.path, i.format, i.size_bytes as "sizeBytes", i.width, i.height, i.content_hash as "contentHash",
+  i.file_mtime as "fileMtime", i.created_at as "createdAt", i.updated_at as "updatedAt",
+  coalesce((select array_agg(di.dataset_id::text order by di.dataset_id)
+            from core_schema.dataset_images di where di.image_id = i.id), '{}') as "datasetIds"`;
+
+export const IMAGE_SORT_KEYS = ['path', 'createdAt', 'updatedAt', 'sizeBytes', 'width', 'height', 'format'] as const;
+export type ImageSortKey = (typeof IMAGE_SORT_KEYS)[number];
+
+export interface ListImagesInput {
+  datasetId?: string;
+  format?: string[];
+  pathContains?: string;
+  /** Perspective ids: only images with (or without) a caption of it. */
+  withCaption?: string;
+  withoutCaption?: string;
+  sort: ImageSortKey;
+  order: Order;
+  page: number;
+  limit: number;
+}
+
+/**
+ * A page of images. Ties (and nulls, always last) are broken by path. The caption filters are one
+ * probe per image on captions (image_id, perspective_id, created_at).
+ */
+export async function listImages(db: Db, input: ListImagesInput): Promise<Page<ImageRow>> {
+  const where: SQL[] = [];
+  if (input.datasetId) {
+    where.push(sql`exists (select 1 from core_schema.dataset_images di where di.dataset_id = ${input.datasetId} and di.image_id = i.id)`);
+  }
+  if (input.format?.length) where.push(sql`i.format = any(${pgArray(input.format)}::text[])`);
+  if (input.pathContains) where.push(sql`strpos(lower(i.path), lower(${input.pathContains})) > 0`);
+  const hasCaption = (perspectiveId: string) =>
+    sql`exists (select 1 from core_schema.captions c where c.image_id = i.id and c.perspective_id = ${perspectiveId})`;
+  if (input.withCaption) where.push(hasCaption(input.withCaption));
+  if (input.withoutCaption) where.push(sql`not ${hasCaption(input.withoutCaption)}`);
+
+  const d = dir(input.order);
+  const key = {
+    path: textKey(sql`i.path`),
+    createdAt: sql`i.created_at`,
+    updatedAt: sql`i.updated_at`,
+    sizeBytes: sql`i.size_bytes`,
+    width: sql`i.width`,
+    height: sql`i.height`,
+    format: textKey(sql`i.format`),
+  }[input.sort];
+  return pageOf<ImageRow>(db, {
+    select: IMAGE_COLUMNS,
+    from: sql`from core_schema.images i where ${allOf(where)}`,
+    orderBy: sql`${key} ${d} nulls last, ${textKey(sql`i.path`)} ${d}`,
+    page: input,
+  });
+}
+
+export async function getImage(db: Db, id: string): Promise<ImageRow> {
+  const { rows } = await db.execute<Record<string, unknown>>(sql`select ${IMAGE_COLUMNS} from core_schema.images i where i.id = ${id}`);
+  if (!rows[0]) throw new NotFoundError(`image ${id} not found`);
+  return rows[0] as unknown as ImageRow;
+}
+
+/** Registers a workspace file; 409 when its path is registered already. Optionally adds it to datasets. */
+export async function createImage(db: Db, image: ImageUpsert, datasetIds: string[] = []): Promise<ImageRow> {
+  return db.transaction(async (tx) => {
+    await requireDatasets(tx, datasetIds, 'datasetIds');
+    const { rows } = await tx.execute<{ id: string }>(sql`
+      insert into core_schema.images (path, format, size_bytes, width, height, content_hash, file_mtime)
+      values (${image.path}, ${image.format}, ${image.sizeBytes}, ${image.width}, ${image.height}, ${image.contentHash},
+              ${image.fileMtime.toISOString()}::timestamptz)
+      on conflict (path) do nothing
+      returning id`);
+    const id = rows[0]?.id;
+    if (!id) {
+      const [existing] = await findImagesByPath(tx, [image.path]);
+      throw new ConflictError(`image ${JSON.stringify(image.path)} is registered already (as ${existing?.id})`);
+    }
+    if (datasetIds.length > 0) {
+      await tx.execute(sql`
+        insert into core_schema.dataset_images (dataset_id, image_id)
+        select unnest(${pgArray(datasetIds)}::uuid[]), ${id} on conflict do nothing`);
+      await touchDatasets(tx, datasetIds);
+    }
+    return getImage(tx, id);
+  });
+}
+
+/**
+ * Points the image at a (new) file and its metadata. Moving it to another path is refused while
+ * pending or running job items use it (they carry the old path), or when the path is taken.
+ */
+export async function updateImageFile(db: Db, id: string, file: ImageUpsert): Promise<ImageRow> {
+  return db.transaction(async (tx) => {
+    const { rows } = await tx.execute<{ path: string }>(sql`select path from core_schema.images where id = ${id} for update`);
+    const current = rows[0];
+    if (!current) throw new NotFoundError(`image ${id} not found`);
+    if (current.path !== file.path) {
+      const active = await countActiveItems(tx, [id]);
+      if (active > 0) throw new ConflictError(`image ${id} is used by ${active} pending or running job item(s); it cannot move now`);
+      const [taken] = await findImagesByPath(tx, [file.path]);
+      if (taken) throw new ConflictError(`path ${JSON.stringify(file.path)} is registered already (as image ${taken.id})`);
+    }
+    await tx.execute(sql`
+      update core_schema.images
+      set path = ${file.path}, format = ${file.format}, size_bytes = ${file.sizeBytes}, width = ${file.width},
+          height = ${file.height}, content_hash = ${file.contentHash}, file_mtime = ${file.fileMtime.toISOString()}::timestamptz,
+          updated_at = now()
+      where id = ${id}`);
+    return getImage(tx, id);
+  });
+}
+
+export async function deleteImage(db: Db, id: string): Promise<void> {
+  await db.transaction(async (tx) => {
+    const deleted = await deleteImagesIn(tx, [id]);
+    if (deleted === 0) throw new NotFoundError(`image ${id} not found`);
+  });
+}
+
+/**
+ * Deletes images inside the caller's transaction, with their captions and dataset memberships;
+ * returns how many. Refused (409, nothing deleted) while a pending or running job item uses one.
+ * Finished items (live or archived) keep their `image_path`; their image_id becomes null.
+ *
+ * Lock order, the same as the dispatcher's recording and restore (items, then the image): the
+ * items that reference the images first, then the images; then a last check for active items,
+ * since a job created meanwhile must have finished inserting its items (its foreign-key check
+ * holds the image row) before we get the image lock.
+ */
+export async function deleteImagesIn(tx: Db, ids: string[]): Promise<number> {
+  if (ids.length === 0) return 0;
+  const idArray = sql`${pgArray(ids)}::uuid[]`;
+  await tx.execute(sql`select 1 from job_queue.job_items where image_id = any(${idArray}) order by id for update`);
+  await tx.execute(sql`select 1 from job_queue.job_archives where image_id = any(${idArray}) order by id for update`);
+  const { rows: locked } = await tx.execute<{ id: string }>(
+    sql`select id from core_schema.images where id = any(${idArray}) order by id for update`,
+  );
+  if (locked.length === 0) return 0;
+  const active = await countActiveItems(tx, ids);
+  if (active > 0) {
+    const which = ids.length === 1 ? `image ${ids[0]} is` : `${ids.length} images are`;
+    throw new ConflictError(`${which} used by ${active} pending or running job item(s); cancel or finish those jobs first`);
+  }
+  await touchDatasets(tx, sql`(select dataset_id from core_schema.dataset_images where image_id = any(${idArray}))`);
+  const result = await tx.execute(sql`delete from core_schema.images where id = any(${idArray})`);
+  return result.rowCount ?? 0;
+}
+
+async function countActiveItems(tx: Db, imageIds: string[]): Promise<number> {
+  const { rows } = await tx.execute<{ n: number }>(sql`
+    select count(*) as n from job_queue.job_items
+    where image_id = any(${pgArray(imageIds)}::uuid[]) and status in ('pending', 'running')`);
+  return rows[0]?.n ?? 0;
+}
+
+/** 400 naming the field when a dataset id is unknown. */
+export async function requireDatasets(db: Db, datasetIds: string[], field: string): Promise<void> {
+  if (datasetIds.length === 0) return;
+  const { rows } = await db.execute<{ id: string }>(
+    sql`select id from core_schema.datasets where id = any(${pgArray(datasetIds)}::uuid[])`,
+  );
+  const known = new Set(rows.map((r) => r.id));
+  const errors = datasetIds.flatMap((id, i) => (known.has(id) ? [] : [{ path: `${field}.${i}`, message: `unknown dataset ${id}` }]));
+  if (errors.length > 0) throw new InvalidInputError(errors.map((e) => `${e.path}: ${e.message}`).join('; '), errors);
+}
+
+/** A dataset's membership changed: its updated_at moves (its image count is part of it). */
+export async function touchDatasets(tx: Db, datasetIds: string[] | SQL): Promise<void> {
+  if (Array.isArray(datasetIds) && datasetIds.length === 0) return;
+  const which = Array.isArray(datasetIds) ? sql`id = any(${pgArray(datasetIds)}::uuid[])` : sql`id in ${datasetIds}`;
+  await tx.execute(sql`update core_schema.datasets set updated_at = now() where ${which}`);
+}
+
+/** A re-scan found the same content under a new modification time: remember it, change nothing else. */
+export async function refreshImageMtime(tx: Db, id: string, fileMtime: Date): Promise<void> {
+  await tx.execute(sql`update core_schema.images set file_mtime = ${fileMtime.toISOString()}::timestamptz where id = ${id}`);
 }

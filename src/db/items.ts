@@ -13,7 +13,8 @@ import type { ItemStatus } from './schema.js';
 export interface ItemRow {
   itemId: string;
   jobId: string;
-  imageId: string;
+  /** Null once the image was deleted (only finished items; see deleteImagesIn). */
+  imageId: string | null;
   imagePath: string;
   perspective: string;
   status: ItemStatus;
@@ -178,8 +179,8 @@ async function applyTransition(tx: Db, itemId: string, jobId: string, from: Item
 }
 
 /**
- * Stores the caption an item made: its result, the perspective's id and version, and the model and
- * provider (the job config's unless given). At most one per item, however often this runs.
+ * Stores the caption an item made: its result, the perspective's id, version and revision, and the
+ * model and provider (the job config's unless given). At most one per item, however often this runs.
  */
 export async function insertItemCaption(
   tx: Db,
@@ -188,14 +189,14 @@ export async function insertItemCaption(
 ): Promise<void> {
   await tx.execute(sql`
     insert into core_schema.captions
-      (image_id, perspective_id, perspective_version, model, provider, result, raw_text, job_id, item_id)
-    select i.image_id, p.id, p.version,
+      (image_id, perspective_id, perspective_version, perspective_revision, model, provider, result, raw_text, job_id, item_id)
+    select i.image_id, p.id, p.version, p.revision,
            coalesce(${caption.model ?? null}, j.config->>'model'), coalesce(${caption.provider ?? null}, j.config->>'provider'),
            ${JSON.stringify(caption.result)}::jsonb, ${caption.rawText ?? null}, i.job_id, i.id
     from job_queue.job_items i
     join job_queue.caption_jobs j on j.job_id = i.job_id
     join core_schema.perspectives p on p.name = i.perspective
-    where i.id = ${itemId}
+    where i.id = ${itemId} and i.image_id is not null
     on conflict (item_id) do nothing`);
 }
 

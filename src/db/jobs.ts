@@ -472,8 +472,11 @@ export async function retryFailedItems(db: Db, jobId: string): Promise<{ retried
       update job_queue.job_items
       set status = 'pending', attempts = 0, error = null, next_attempt_at = null, processing_time = null,
           started_at = null, completed_at = null, updated_at = now()
-      where job_id = ${jobId} and status = 'failed'`);
+      where job_id = ${jobId} and status = 'failed' and image_id is not null`);
+    // Items whose image was deleted since stay failed: there is nothing left to caption.
     const retried = result.rowCount ?? 0;
+    // Back to pending with nothing to run, the job would never finish again.
+    if (retried === 0) throw new ConflictError(`job ${jobId} has no failed item that can be retried`);
     await tx.execute(sql`
       update job_queue.caption_jobs
       set status = 'pending', failed_images = failed_images - ${retried}, error = null, completed_at = null,

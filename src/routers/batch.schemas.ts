@@ -155,7 +155,7 @@ export const item = z
   .object({
     itemId: z.uuid(),
     jobId: z.uuid(),
-    imageId: z.uuid(),
+    imageId: z.uuid().nullable().describe('Null once the image was deleted; imagePath stays.'),
     imagePath: z.string(),
     perspective: z.string(),
     status: itemStatus,

@@ -27,6 +27,9 @@ export const queryInt = (min: number, max: number) => z.coerce.number<number>().
  */
 export const bodyNumber = (schema: z.ZodNumber) => schema.pipe(z.custom<number>());
 
+/** A boolean in a request body, taken as sent (trpc-to-openapi would coerce "no" to true); see bodyNumber. */
+export const bodyBoolean = z.boolean().pipe(z.custom<boolean>());
+
 export const page = queryInt(1, 1_000_000).default(1).describe('Page number, from 1.');
 export const limit = queryInt(1, 100).default(20).describe('Items per page, 1 to 100.');
 export const order = z.enum(['asc', 'desc']).default('asc').describe('Sort direction.');

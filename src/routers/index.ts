@@ -4,11 +4,20 @@
  */
 import { createCallerFactory, router } from '../trpc.js';
 import { batchRouter } from './batch.js';
+import { captionsRouter } from './captions.js';
+import { datasetsRouter } from './datasets.js';
+import { imagesRouter } from './images.js';
+import { perspectivesRouter } from './perspectives.js';
 import { workspaceRouter } from './workspace.js';
 
 export const appRouter = router({
+  // batch first: its literal /api/perspectives/batch/* paths are matched before the data routes.
   batch: batchRouter,
   workspace: workspaceRouter,
+  images: imagesRouter,
+  datasets: datasetsRouter,
+  perspectives: perspectivesRouter,
+  captions: captionsRouter,
 });
 
 export type AppRouter = typeof appRouter;

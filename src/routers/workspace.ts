@@ -4,10 +4,17 @@ import { publicProcedure, router } from '../trpc.js';
 import { syncWorkspace } from '../workspace-sync.js';
 
 const counts = { added: z.int(), updated: z.int(), unchanged: z.int() };
+const changes = (what: string) =>
+  z
+    .object({ added: z.array(z.string()), updated: z.array(z.string()), removed: z.array(z.string()) })
+    .describe(`The ${what} behind the added, updated and removed counts.`);
 
 export const syncOutput = z.object({
   perspectives: z.object({
     ...counts,
+    updated: z.int().describe('Changed definition (a new revision) or enablement.'),
+    removed: z.int().describe('Library perspectives whose file is gone: detached from the library and disabled, captions kept.'),
+    changes: changes('perspective names'),
     problems: z.array(z.object({ file: z.string(), message: z.string() })).describe('Library files that were skipped.'),
   }),
   datasets: z.array(
@@ -15,15 +22,34 @@ export const syncOutput = z.object({
       name: z.string(),
       datasetId: z.uuid(),
       ...counts,
-      removed: z.int().describe('Members whose file is gone; they leave the dataset.'),
+      updated: z.int().describe('Files whose content changed (metadata read again).'),
+      removed: z.int().describe('Members whose file is gone; they leave the dataset, their image and captions stay.'),
+      changes: changes('paths'),
     }),
   ),
 }).meta({
   description: 'What the import changed: perspectives added, updated and unchanged, and each dataset’s images.',
   examples: [
     {
-      perspectives: { added: 12, updated: 0, unchanged: 0, problems: [] },
-      datasets: [{ name: 'os_img', datasetId: '9f8e7d6c-5b4a-4392-a1b0-c9d8e7f6a5b4', added: 7, updated: 0, unchanged: 0, removed: 0 }],
+      perspectives: {
+        added: 1,
+        updated: 1,
+        unchanged: 16,
+        removed: 0,
+        changes: { added: ['product_shot'], updated: ['art_critic'], removed: [] },
+        problems: [],
+      },
+      datasets: [
+        {
+          name: 'os_img',
+          datasetId: '9f8e7d6c-5b4a-4392-a1b0-c9d8e7f6a5b4',
+          added: 1,
+          updated: 0,
+          unchanged: 6,
+          removed: 0,
+          changes: { added: ['datasets/os_img/heron.jpg'], updated: [], removed: [] },
+        },
+      ],
     },
   ],
 });
@@ -37,8 +63,9 @@ export const workspaceRouter = router({
         tags: ['workspace'],
         summary: 'Import the workspace',
         description:
-          'Loads perspective_library/**.json (module enablement from config/perspective_settings.json) and ' +
-          'registers the images of every datasets/<name>/ folder. Idempotent; reports what changed.',
+          'Loads perspective_library/**.json (module enablement from config/perspective_settings.json; a changed ' +
+          'definition becomes a new revision) and registers the images of every datasets/<name>/ folder (format, size, ' +
+          'dimensions, sha256). Idempotent; reports what was added, changed and removed.',
         successDescription: 'What the import changed.',
         errorResponses: { 500: 'Unexpected error' },
       },
