@@ -20,6 +20,7 @@ import type { Context } from '../trpc.js';
 import type { EventHub } from '../jobs/event-hub.js';
 import { apiClosed, requireToken, scopeOf } from './auth.js';
 import { eventsRoute } from './events.js';
+import { conditionalGet } from './etag.js';
 import { problem, problemResponses, sendProblem } from './problem.js';
 
 export interface AppDeps {
@@ -132,6 +133,8 @@ export function createApp(deps: AppDeps): express.Express {
     defaultJsonContentType,
     express.json({ limit: config.BODY_LIMIT_BYTES, strict: false }),
     problemResponses,
+    // ETag, Cache-Control and 304 for GETs (src/http/etag.ts).
+    conditionalGet,
     (req: Request, res: Response, next: NextFunction) => void rest(req, res, next),
   );
 
