@@ -77,6 +77,12 @@ const envSchema = z.object({
   NOTIFIER_POLL_MS: int(10, 600_000).default(1000),
   /** Hours delivered events are kept (for SSE clients resuming with Last-Event-ID), then pruned. */
   EVENT_RETENTION_HOURS: int(1, 24 * 365).default(24),
+  /** Days after which finished jobs are archived (their items move to job_archives); 0 = never. */
+  RETENTION_ARCHIVE_AFTER_DAYS: int(0, 36_500).default(30),
+  /** Days after which archived jobs are deleted for good (captions stay); 0 = never, the default. */
+  RETENTION_DELETE_ARCHIVED_AFTER_DAYS: int(0, 36_500).default(0),
+  /** Minutes between retention runs (the first runs a minute after start, or sooner if this is shorter). */
+  RETENTION_INTERVAL_MINUTES: int(1, 10_080).default(60),
   /** 32-byte key (64 hex characters or base64) that seals provider secrets in job configs at rest. */
   SECRETS_KEY: z.preprocess(
     emptyToUndefined,

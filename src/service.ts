@@ -12,6 +12,7 @@ import { createApp } from './http/app.js';
 import { Dispatcher } from './jobs/dispatcher.js';
 import { EventHub } from './jobs/event-hub.js';
 import { Notifier } from './jobs/notifier.js';
+import { Retention } from './jobs/retention.js';
 import type { Logger } from './logger.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { buildOpenApiDocument } from './openapi.js';
@@ -71,13 +72,24 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
       onDelivery: (outcome) => metrics.eventDeliveries.inc({ outcome }),
     });
     notifier.start();
+    const retention = new Retention({
+      db: database.db,
+      logger,
+      policy: {
+        archiveAfterDays: config.RETENTION_ARCHIVE_AFTER_DAYS,
+        deleteArchivedAfterDays: config.RETENTION_DELETE_ARCHIVED_AFTER_DAYS,
+      },
+      intervalMs: config.RETENTION_INTERVAL_MINUTES * 60_000,
+      firstRunMs: Math.min(60_000, config.RETENTION_INTERVAL_MINUTES * 60_000),
+    });
+    retention.start();
     let closing: Promise<void> | undefined;
     const close = () =>
       (closing ??= (async () => {
         const graceMs = config.SHUTDOWN_GRACE_SECONDS * 1000;
         // Live streams end first, so the server is not kept open by them.
         await events.stop();
-        await Promise.all([closeServer(server, graceMs), dispatcher?.stop(graceMs)]);
+        await Promise.all([closeServer(server, graceMs), dispatcher?.stop(graceMs), retention.stop()]);
         // Events the last recordings wrote still go out before the database closes.
         await notifier.stop();
         await database.close();
