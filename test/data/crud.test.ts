@@ -87,7 +87,7 @@ describe('images', () => {
   });
 
   it('follows a renamed file, re-reads a changed one, and refuses a taken path', async () => {
-    await copyFile(ws(IMAGES[6]), ws('uploads/owl.jpg'));
+    await copyFile(ws(IMAGES[6]!), ws('uploads/owl.jpg'));
     const owl = await ok(await api(svc.url, 'POST', '/api/images', { path: 'uploads/owl.jpg' }));
     await ok(await caption(owl.imageId, 'art_critic'));
     await copyFile(ws('uploads/owl.jpg'), ws('uploads/owl-renamed.jpg'));
@@ -105,7 +105,7 @@ describe('images', () => {
   });
 
   it('answers with the latest caption of each perspective', async () => {
-    const image = await imageByPath(IMAGES[5]);
+    const image = await imageByPath(IMAGES[5]!);
     const first = await ok(await caption(image.imageId, 'storytelling', { v: 1 }));
     const second = await ok(await caption(image.imageId, 'storytelling', { v: 2 }));
     const art = await ok(await caption(image.imageId, 'art_critic', { v: 3 }));
@@ -174,7 +174,7 @@ describe('images', () => {
 
 describe('datasets', () => {
   it('creates, renames, describes, adds and removes images; 409 for taken names and folder-fed datasets', async () => {
-    const [a, b] = [await imageByPath(IMAGES[4]), await imageByPath(IMAGES[5])];
+    const [a, b] = [await imageByPath(IMAGES[4]), await imageByPath(IMAGES[5]!)];
     const created = await ok(await api(svc.url, 'POST', '/api/datasets', { name: 'favourites', description: 'best', imageIds: [a.imageId] }));
     expect(created).toMatchObject({ name: 'favourites', description: 'best', imageCount: 1 });
     expect(await svc.trpc.datasets.get.query({ datasetId: created.datasetId })).toEqual(created);
@@ -228,11 +228,11 @@ describe('datasets', () => {
 
   it('with deleteImages, deletes only the images no other dataset uses, or nothing at all when one is in use', async () => {
     await mkdir(ws('uploads/set'));
-    for (const name of ['one.jpg', 'two.jpg']) await copyFile(ws(IMAGES[6]), ws(`uploads/set/${name}`));
+    for (const name of ['one.jpg', 'two.jpg']) await copyFile(ws(IMAGES[6]!), ws(`uploads/set/${name}`));
     await writeFile(ws('uploads/set/notes.txt'), 'not an image');
     const one = await ok(await api(svc.url, 'POST', '/api/images', { path: 'uploads/set/one.jpg' }));
     const two = await ok(await api(svc.url, 'POST', '/api/images', { path: 'uploads/set/two.jpg' }));
-    const shared = await imageByPath(IMAGES[5]);
+    const shared = await imageByPath(IMAGES[5]!);
     const dataset = await ok(await api(svc.url, 'POST', '/api/datasets', { name: 'doomed', imageIds: [one.imageId, two.imageId, shared.imageId] }));
     await ok(await caption(one.imageId, 'art_critic'));
 
@@ -318,7 +318,7 @@ describe('perspectives', () => {
 
 describe('captions', () => {
   it('stores one made outside the queue, corrects it, deletes it', async () => {
-    const image = await imageByPath(IMAGES[6]);
+    const image = await imageByPath(IMAGES[6]!);
     const art = (await getOk(svc.url, `/api/perspectives${qs({ nameContains: 'art_critic' })}`)).items[0];
     const byId = await ok(await api(svc.url, 'POST', '/api/captions', { imageId: image.imageId, perspectiveId: art.perspectiveId, result: { a: 1 }, rawText: 'a' }));
     expect(byId).toMatchObject({
