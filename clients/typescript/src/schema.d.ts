@@ -276,13 +276,345 @@ export interface paths {
         put?: never;
         /**
          * Import the workspace
-         * @description Loads perspective_library/**.json (module enablement from config/perspective_settings.json) and registers the images of every datasets/<name>/ folder. Idempotent; reports what changed.
+         * @description Loads perspective_library/**.json (module enablement from config/perspective_settings.json; a changed definition becomes a new revision) and registers the images of every datasets/<name>/ folder (format, size, dimensions, sha256). Idempotent; reports what was added, changed and removed.
          */
         post: operations["workspace-sync"];
         delete?: never;
         options?: never;
         head?: never;
         patch?: never;
+        trace?: never;
+    };
+    "/api/images": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List images
+         * @description Filtered by dataset, format, path, and with or without a caption of a perspective; sorted by path (default), createdAt, updatedAt, sizeBytes, width, height or format.
+         */
+        get: operations["images-list"];
+        put?: never;
+        /**
+         * Register a workspace file as an image
+         * @description The file must exist inside the workspace and have an image extension; format, size, dimensions and sha256 are read from it. 409 when the path is registered already. Dataset folders are registered by the workspace import.
+         */
+        post: operations["images-create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/images/{imageId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get an image
+         * @description Its metadata and the datasets it belongs to.
+         */
+        get: operations["images-get"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete an image
+         * @description Deletes the record with its captions and dataset memberships, in one transaction (the file stays on disk; a dataset scan that still finds it registers it again). 409, and nothing deleted, while pending or running job items use it. Finished job items (live or archived) keep their imagePath; their imageId becomes null.
+         */
+        delete: operations["images-delete"];
+        options?: never;
+        head?: never;
+        /**
+         * Move an image to another file, or re-read its file
+         * @description With `path`, the record (and its captions) follows a renamed file; 409 when the path is taken or pending or running job items use the image. Without it, the current file’s metadata is read again.
+         */
+        patch: operations["images-update"];
+        trace?: never;
+    };
+    "/api/images/{imageId}/latest-captions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * An image with its latest caption per perspective
+         * @description The newest caption of each perspective (or of the perspectives named) that has one. Every caption: GET /api/captions?imageId=…
+         */
+        get: operations["images-latestCaptions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/datasets": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List datasets
+         * @description Filtered by exact name or part of it; sorted by name (default), createdAt, updatedAt or imageCount.
+         */
+        get: operations["datasets-list"];
+        put?: never;
+        /**
+         * Create a dataset
+         * @description Optionally with images already registered. 409 when the name is taken.
+         */
+        post: operations["datasets-create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/datasets/{datasetId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get a dataset
+         * @description With its image count.
+         */
+        get: operations["datasets-get"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a dataset
+         * @description Deletes the dataset and its memberships in one transaction; its images stay (with their captions and other datasets). With deleteImages=true, the images in no other dataset are deleted too, under the image rules: 409, and nothing deleted, while pending or running job items use one. A folder that still exists brings the dataset back at the next workspace import.
+         */
+        delete: operations["datasets-delete"];
+        options?: never;
+        head?: never;
+        /**
+         * Rename a dataset or change its description
+         * @description A dataset fed by a folder (datasets/<name>/ exists) cannot be renamed here (409): the import matches folders to datasets by name, so rename the folder and import again. 409 also when the name is taken.
+         */
+        patch: operations["datasets-update"];
+        trace?: never;
+    };
+    "/api/datasets/{datasetId}/images": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List a dataset’s images
+         * @description The images list (same filters and sorts) of one dataset.
+         */
+        get: operations["datasets-images"];
+        put?: never;
+        /**
+         * Add images to a dataset
+         * @description Images already members are left as they are. Unknown images are a 400 and nothing is added.
+         */
+        post: operations["datasets-addImages"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/datasets/{datasetId}/images/{imageId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Take an image out of a dataset
+         * @description The image itself stays. 404 when it is not a member.
+         */
+        delete: operations["datasets-removeImage"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/perspectives": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List perspectives
+         * @description Filtered by module, tags (all of them), enabled, deprecated and name; sorted by name (default), displayName, module, priority, createdAt or updatedAt. Served from an in-memory copy that is checked against the database on every call.
+         */
+        get: operations["perspectives-list"];
+        put?: never;
+        /**
+         * Create a perspective
+         * @description A perspective outside the library, at revision 1. 409 when the name is taken. (A library file of the same name, added later, takes it over at the next import.)
+         */
+        post: operations["perspectives-create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/perspectives/{perspectiveId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get a perspective
+         * @description Its current definition and revision.
+         */
+        get: operations["perspectives-get"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a perspective made through the API
+         * @description With its revisions and captions, in one transaction. 409 for library perspectives (remove the file; the import then disables it and keeps its captions) and while pending or running job items use it.
+         */
+        delete: operations["perspectives-delete"];
+        options?: never;
+        head?: never;
+        /**
+         * Change a perspective made through the API
+         * @description A change of its definition makes a new revision (older captions keep theirs); `enabled` alone does not. Library perspectives are 409: change their file and import the workspace.
+         */
+        patch: operations["perspectives-update"];
+        trace?: never;
+    };
+    "/api/perspectives/{perspectiveId}/captions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List a perspective’s captions
+         * @description The captions list (same filters and sorts) of one perspective.
+         */
+        get: operations["perspectives-captions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/perspectives/{perspectiveId}/versions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List a perspective’s revisions
+         * @description Every definition it has had; captions name the revision they were made with.
+         */
+        get: operations["perspectives-versions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/perspectives/{perspectiveId}/versions/{revision}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get one revision of a perspective
+         * @description A revision never changes (cacheable).
+         */
+        get: operations["perspectives-version"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/captions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List captions
+         * @description Filtered by image, perspective (id or names), perspective revision, job, model, provider and creation time; sorted by createdAt (default), perspective, imagePath, model or provider.
+         */
+        get: operations["captions-list"];
+        put?: never;
+        /**
+         * Store a caption made outside the queue
+         * @description It gets the perspective’s current version and revision, and no job or item. Unknown images or perspectives are a 400.
+         */
+        post: operations["captions-create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/captions/{captionId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get a caption
+         * @description With its image path and perspective name.
+         */
+        get: operations["captions-get"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a caption
+         * @description A job item that made it shows no result afterwards; the item itself stays completed.
+         */
+        delete: operations["captions-delete"];
+        options?: never;
+        head?: never;
+        /**
+         * Correct a caption
+         * @description Its result, raw text, model or provider. The image, perspective, revision, job, item and time stay.
+         */
+        patch: operations["captions-update"];
         trace?: never;
     };
     "/api/perspectives/batch/events": {
@@ -624,8 +956,8 @@ export interface components {
             itemId: string;
             /** Format: uuid */
             jobId: string;
-            /** Format: uuid */
-            imageId: string;
+            /** @description Null once the image was deleted; imagePath stays. */
+            imageId: string | null;
             imagePath: string;
             perspective: string;
             status: components["schemas"]["ItemStatus"];
@@ -652,6 +984,197 @@ export interface components {
             updatedAt: string;
             startedAt: string | null;
             completedAt: string | null;
+        };
+        /** @description A page of images. */
+        ImagePage: {
+            items: components["schemas"]["Image"][];
+            /** @description Items matching the filters, over all pages. */
+            total: number;
+            page: number;
+            limit: number;
+        };
+        /** @description An image file of the workspace and its metadata. */
+        Image: {
+            /** Format: uuid */
+            imageId: string;
+            /** @description Path relative to the workspace, e.g. datasets/os_img/highland-cow-8972000_640.jpg */
+            path: string;
+            /** @description File format from its header (jpg, png, webp ...); null when unreadable. */
+            format: string | null;
+            sizeBytes: number | null;
+            /** @description Pixels. */
+            width: number | null;
+            /** @description Pixels. */
+            height: number | null;
+            /** @description sha256 of the file’s bytes, hex. */
+            contentHash: string | null;
+            /** @description The file’s modification time at the last scan. */
+            fileModifiedAt: string | null;
+            /** @description Datasets it belongs to. */
+            datasetIds: string[];
+            /**
+             * Format: date-time
+             * @description ISO 8601 time in UTC.
+             */
+            createdAt: string;
+            /**
+             * Format: date-time
+             * @description Last change of the file’s metadata.
+             */
+            updatedAt: string;
+        };
+        ImageWithLatestCaptions: {
+            image: components["schemas"]["Image"];
+            /** @description The newest caption of each perspective that has one, by perspective name. */
+            captions: components["schemas"]["Caption"][];
+        };
+        /** @description The structured result of one perspective on one image. */
+        Caption: {
+            /** Format: uuid */
+            captionId: string;
+            /** Format: uuid */
+            imageId: string;
+            /** @description The image’s path relative to the workspace. */
+            imagePath: string;
+            /** Format: uuid */
+            perspectiveId: string;
+            /** @description The perspective’s name. */
+            perspective: string;
+            /** @description The perspective’s `version` when the caption was made. */
+            perspectiveVersion: string;
+            /** @description The perspective revision (see /api/perspectives/{perspectiveId}/versions) it was made with. */
+            perspectiveRevision: number | null;
+            model: string | null;
+            provider: string | null;
+            /** @description The structured caption. */
+            result: {
+                [key: string]: unknown;
+            };
+            /** @description The model’s raw answer, when kept. */
+            rawText: string | null;
+            /** @description The job that made it; null for captions stored through the API or whose job was deleted. */
+            jobId: string | null;
+            /** @description The job item that made it. */
+            itemId: string | null;
+            /**
+             * Format: date-time
+             * @description ISO 8601 time in UTC.
+             */
+            createdAt: string;
+        };
+        /** @description A page of datasets. */
+        DatasetPage: {
+            items: components["schemas"]["Dataset"][];
+            /** @description Items matching the filters, over all pages. */
+            total: number;
+            page: number;
+            limit: number;
+        };
+        /** @description A named set of images (a folder under datasets/, or made through the API). */
+        Dataset: {
+            /** Format: uuid */
+            datasetId: string;
+            name: string;
+            description: string | null;
+            imageCount: number;
+            /**
+             * Format: date-time
+             * @description ISO 8601 time in UTC.
+             */
+            createdAt: string;
+            /**
+             * Format: date-time
+             * @description Last change of the dataset or its membership.
+             */
+            updatedAt: string;
+        };
+        /** @description A page of perspectives. */
+        PerspectivePage: {
+            items: components["schemas"]["Perspective"][];
+            /** @description Items matching the filters, over all pages. */
+            total: number;
+            page: number;
+            limit: number;
+        };
+        /** @description A way of describing an image (art critic, graph caption, storytelling ...). */
+        Perspective: {
+            /** Format: uuid */
+            perspectiveId: string;
+            name: string;
+            displayName: string;
+            /** @description The definition’s own `version` field. */
+            version: string;
+            /** @description The service’s revision of the definition: +1 on every change of content, whatever `version` says. */
+            revision: number;
+            module: string;
+            description: string | null;
+            prompt: string;
+            /** @description The structured fields a caption has (graphcap’s schema_fields). */
+            schemaFields: {
+                [key: string]: unknown;
+            }[];
+            tags: string[];
+            priority: number;
+            deprecated: boolean;
+            /** @description The perspective to use instead, when deprecated. */
+            replacement: string | null;
+            /** @description False when its module is disabled in config/perspective_settings.json, or its library file is gone. */
+            enabled: boolean;
+            /**
+             * @description library: from perspective_library/ (change the file); api: made through this API.
+             * @enum {string}
+             */
+            source: "library" | "api";
+            sourcePath: string | null;
+            /** @description The whole definition in graphcap’s file format (snake_case). */
+            definition: {
+                [key: string]: unknown;
+            };
+            /** @description sha256 of the definition’s canonical JSON. */
+            definitionHash: string;
+            /**
+             * Format: date-time
+             * @description ISO 8601 time in UTC.
+             */
+            createdAt: string;
+            /**
+             * Format: date-time
+             * @description ISO 8601 time in UTC.
+             */
+            updatedAt: string;
+        };
+        /** @description A page of captions. */
+        CaptionPage: {
+            items: components["schemas"]["Caption"][];
+            /** @description Items matching the filters, over all pages. */
+            total: number;
+            page: number;
+            limit: number;
+        };
+        PerspectiveVersionPage: {
+            items: components["schemas"]["PerspectiveVersion"][];
+            /** @description Items matching the filters, over all pages. */
+            total: number;
+            page: number;
+            limit: number;
+        };
+        /** @description One revision of a perspective’s definition. Never changes. */
+        PerspectiveVersion: {
+            /** Format: uuid */
+            perspectiveId: string;
+            revision: number;
+            version: string;
+            /** @description The whole definition in graphcap’s file format (snake_case). */
+            definition: {
+                [key: string]: unknown;
+            };
+            definitionHash: string;
+            sourcePath: string | null;
+            /**
+             * Format: date-time
+             * @description ISO 8601 time in UTC.
+             */
+            createdAt: string;
         };
         /** @description RFC 9457 problem details. Every REST error has this shape. */
         Problem: {
@@ -1724,8 +2247,17 @@ export interface operations {
                     "application/json": {
                         perspectives: {
                             added: number;
+                            /** @description Changed definition (a new revision) or enablement. */
                             updated: number;
                             unchanged: number;
+                            /** @description Library perspectives whose file is gone: detached from the library and disabled, captions kept. */
+                            removed: number;
+                            /** @description The perspective names behind the added, updated and removed counts. */
+                            changes: {
+                                added: string[];
+                                updated: string[];
+                                removed: string[];
+                            };
                             /** @description Library files that were skipped. */
                             problems: {
                                 file: string;
@@ -1737,16 +2269,1881 @@ export interface operations {
                             /** Format: uuid */
                             datasetId: string;
                             added: number;
+                            /** @description Files whose content changed (metadata read again). */
                             updated: number;
                             unchanged: number;
-                            /** @description Members whose file is gone; they leave the dataset. */
+                            /** @description Members whose file is gone; they leave the dataset, their image and captions stay. */
                             removed: number;
+                            /** @description The paths behind the added, updated and removed counts. */
+                            changes: {
+                                added: string[];
+                                updated: string[];
+                                removed: string[];
+                            };
                         }[];
                     };
                 };
             };
             /** @description Missing or wrong bearer token, when the service is started with a token */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "images-list": {
+        parameters: {
+            query?: {
+                /** @description Only images of this dataset. */
+                datasetId?: string;
+                /** @description Only images of these formats (repeat for several). */
+                format?: string[];
+                /** @description Only images whose path contains this (any case). */
+                pathContains?: string;
+                /** @description Only images that have a caption of this perspective. */
+                withCaption?: string;
+                /** @description Only images that have no caption of this perspective. */
+                withoutCaption?: string;
+                /** @description Nulls come last; ties are broken by path. */
+                sort?: "path" | "createdAt" | "updatedAt" | "sizeBytes" | "width" | "height" | "format";
+                /** @description Sort direction. */
+                order?: "asc" | "desc";
+                /** @description Page number, from 1. */
+                page?: number;
+                /** @description Items per page, 1 to 100. */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImagePage"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "images-create": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description Path relative to the workspace, e.g. datasets/os_img/highland-cow-8972000_640.jpg */
+                    path: string;
+                    /** @description Datasets to add it to. */
+                    datasetIds?: string[];
+                };
+            };
+        };
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Image"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed in the job’s current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "images-get": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The image id. */
+                imageId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Image"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Job not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "images-delete": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The image id. */
+                imageId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @constant */
+                        deleted: true;
+                        /** Format: uuid */
+                        imageId: string;
+                    };
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Job not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed in the job’s current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "images-update": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The image id. */
+                imageId: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description Move the record to this file (e.g. after a rename); without it, re-read the current file. */
+                    path?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Image"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Job not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed in the job’s current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "images-latestCaptions": {
+        parameters: {
+            query?: {
+                /** @description Only these perspectives (repeat for several). */
+                perspective?: string[];
+            };
+            header?: never;
+            path: {
+                /** @description The image id. */
+                imageId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImageWithLatestCaptions"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Job not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "datasets-list": {
+        parameters: {
+            query?: {
+                /** @description Only the dataset of this exact name. */
+                name?: string;
+                /** @description Only datasets whose name contains this (any case). */
+                nameContains?: string;
+                /** @description Ties are broken by name. */
+                sort?: "name" | "createdAt" | "updatedAt" | "imageCount";
+                /** @description Sort direction. */
+                order?: "asc" | "desc";
+                /** @description Page number, from 1. */
+                page?: number;
+                /** @description Items per page, 1 to 100. */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DatasetPage"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "datasets-create": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    name: string;
+                    description?: string | null;
+                    /** @description Images to put in it. */
+                    imageIds?: string[];
+                };
+            };
+        };
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Dataset"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed in the job’s current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "datasets-get": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The dataset id. */
+                datasetId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Dataset"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Job not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "datasets-delete": {
+        parameters: {
+            query?: {
+                /** @description Also delete the images that belong to no other dataset (with their captions); by default every image stays. */
+                deleteImages?: boolean;
+            };
+            header?: never;
+            path: {
+                /** @description The dataset id. */
+                datasetId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @constant */
+                        deleted: true;
+                        /** Format: uuid */
+                        datasetId: string;
+                        /** @description Images deleted with it (deleteImages=true only). */
+                        deletedImages: number;
+                        /** @description Its images that stay (in other datasets, or all of them by default). */
+                        keptImages: number;
+                    };
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Job not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed in the job’s current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "datasets-update": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The dataset id. */
+                datasetId: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    name?: string;
+                    description?: string | null;
+                };
+            };
+        };
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Dataset"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Job not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed in the job’s current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "datasets-images": {
+        parameters: {
+            query?: {
+                /** @description Only images of these formats (repeat for several). */
+                format?: string[];
+                /** @description Only images whose path contains this (any case). */
+                pathContains?: string;
+                /** @description Only images that have a caption of this perspective. */
+                withCaption?: string;
+                /** @description Only images that have no caption of this perspective. */
+                withoutCaption?: string;
+                /** @description Nulls come last; ties are broken by path. */
+                sort?: "path" | "createdAt" | "updatedAt" | "sizeBytes" | "width" | "height" | "format";
+                /** @description Sort direction. */
+                order?: "asc" | "desc";
+                /** @description Page number, from 1. */
+                page?: number;
+                /** @description Items per page, 1 to 100. */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The dataset id. */
+                datasetId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImagePage"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Job not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "datasets-addImages": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The dataset id. */
+                datasetId: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    imageIds: string[];
+                };
+            };
+        };
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description Images that were not members yet. */
+                        added: number;
+                        dataset: components["schemas"]["Dataset"];
+                    };
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Job not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "datasets-removeImage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The dataset id. */
+                datasetId: string;
+                /** @description The image id. */
+                imageId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Dataset"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Job not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "perspectives-list": {
+        parameters: {
+            query?: {
+                /** @description Only perspectives of these modules (repeat for several). */
+                module?: string[];
+                /** @description Only perspectives carrying every one of these tags. */
+                tag?: string[];
+                /** @description Only enabled (true) or disabled (false) perspectives. */
+                enabled?: boolean;
+                /** @description Only deprecated (true) or current (false) perspectives. */
+                deprecated?: boolean;
+                /** @description Only perspectives whose name contains this (any case). */
+                nameContains?: string;
+                /** @description Ties are broken by name. */
+                sort?: "name" | "displayName" | "module" | "priority" | "createdAt" | "updatedAt";
+                /** @description Sort direction. */
+                order?: "asc" | "desc";
+                /** @description Page number, from 1. */
+                page?: number;
+                /** @description Items per page, 1 to 100. */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PerspectivePage"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "perspectives-create": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description Perspective name, e.g. art_critic. */
+                    name: string;
+                    /** @description Default: the name. */
+                    displayName?: string;
+                    /** @default 1 */
+                    version?: string;
+                    /** @default custom */
+                    module?: string;
+                    description?: string | null;
+                    prompt: string;
+                    /** @default [] */
+                    schemaFields?: ({
+                        name: string;
+                    } & {
+                        [key: string]: unknown;
+                    })[];
+                    /** @default [] */
+                    tags?: string[];
+                    /** @default 50 */
+                    priority?: number;
+                    /** @default false */
+                    deprecated?: boolean;
+                    replacement?: string | null;
+                    /** @default true */
+                    enabled?: boolean;
+                };
+            };
+        };
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Perspective"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed in the job’s current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "perspectives-get": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The perspective id. */
+                perspectiveId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Perspective"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Job not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "perspectives-delete": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The perspective id. */
+                perspectiveId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @constant */
+                        deleted: true;
+                        /** Format: uuid */
+                        perspectiveId: string;
+                    };
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Job not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed in the job’s current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "perspectives-update": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The perspective id. */
+                perspectiveId: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    displayName?: string;
+                    version?: string;
+                    module?: string;
+                    description?: string | null;
+                    prompt?: string;
+                    schemaFields?: ({
+                        name: string;
+                    } & {
+                        [key: string]: unknown;
+                    })[];
+                    tags?: string[];
+                    priority?: number;
+                    deprecated?: boolean;
+                    replacement?: string | null;
+                    enabled?: boolean;
+                };
+            };
+        };
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Perspective"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Job not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed in the job’s current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "perspectives-captions": {
+        parameters: {
+            query?: {
+                /** @description Only captions of this image. */
+                imageId?: string;
+                /** @description Only captions made with this perspective revision. */
+                perspectiveRevision?: number;
+                /** @description Only captions made by this job. */
+                jobId?: string;
+                /** @description Only captions by this model. */
+                model?: string;
+                /** @description Only captions by this provider. */
+                provider?: string;
+                /** @description Created at or after. */
+                createdFrom?: string;
+                /** @description Created before. */
+                createdTo?: string;
+                /** @description Ties are broken by creation time, then id. */
+                sort?: "createdAt" | "perspective" | "imagePath" | "model" | "provider";
+                /** @description Sort direction. */
+                order?: "asc" | "desc";
+                /** @description Page number, from 1. */
+                page?: number;
+                /** @description Items per page, 1 to 100. */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The perspective id. */
+                perspectiveId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CaptionPage"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Job not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "perspectives-versions": {
+        parameters: {
+            query?: {
+                /** @description By revision; newest first by default. */
+                order?: "asc" | "desc";
+                /** @description Page number, from 1. */
+                page?: number;
+                /** @description Items per page, 1 to 100. */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The perspective id. */
+                perspectiveId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PerspectiveVersionPage"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Job not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "perspectives-version": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The perspective id. */
+                perspectiveId: string;
+                /** @description The revision. */
+                revision: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PerspectiveVersion"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Job not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "captions-list": {
+        parameters: {
+            query?: {
+                /** @description Only captions of this image. */
+                imageId?: string;
+                /** @description Only captions made with this perspective revision. */
+                perspectiveRevision?: number;
+                /** @description Only captions made by this job. */
+                jobId?: string;
+                /** @description Only captions by this model. */
+                model?: string;
+                /** @description Only captions by this provider. */
+                provider?: string;
+                /** @description Created at or after. */
+                createdFrom?: string;
+                /** @description Created before. */
+                createdTo?: string;
+                /** @description Ties are broken by creation time, then id. */
+                sort?: "createdAt" | "perspective" | "imagePath" | "model" | "provider";
+                /** @description Sort direction. */
+                order?: "asc" | "desc";
+                /** @description Page number, from 1. */
+                page?: number;
+                /** @description Items per page, 1 to 100. */
+                limit?: number;
+                /** @description Only captions of this perspective. */
+                perspectiveId?: string;
+                /** @description Only captions of these perspectives (by name; repeat for several). */
+                perspective?: string[];
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CaptionPage"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "captions-create": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** Format: uuid */
+                    imageId: string;
+                    /** Format: uuid */
+                    perspectiveId?: string;
+                    /** @description Perspective name, e.g. art_critic. */
+                    perspective?: string;
+                    /** @description The structured caption. */
+                    result: {
+                        [key: string]: unknown;
+                    };
+                    rawText?: string | null;
+                    model?: string | null;
+                    provider?: string | null;
+                };
+            };
+        };
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Caption"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "captions-get": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The caption id. */
+                captionId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Caption"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Job not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "captions-delete": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The caption id. */
+                captionId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @constant */
+                        deleted: true;
+                        /** Format: uuid */
+                        captionId: string;
+                    };
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Job not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "captions-update": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The caption id. */
+                captionId: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    result?: {
+                        [key: string]: unknown;
+                    };
+                    rawText?: string | null;
+                    model?: string | null;
+                    provider?: string | null;
+                };
+            };
+        };
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Caption"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Job not found */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -23,9 +23,38 @@ from .batch_statistics_response_200_processing_time import BatchStatisticsRespon
 from .batch_statistics_response_200_throughput import BatchStatisticsResponse200Throughput
 from .batch_update_item_body import BatchUpdateItemBody
 from .batch_update_item_body_result import BatchUpdateItemBodyResult
+from .caption import Caption
+from .caption_page import CaptionPage
+from .caption_result import CaptionResult
+from .captions_create_body import CaptionsCreateBody
+from .captions_create_body_result import CaptionsCreateBodyResult
+from .captions_delete_response_200 import CaptionsDeleteResponse200
+from .captions_list_order import CaptionsListOrder
+from .captions_list_sort import CaptionsListSort
+from .captions_update_body import CaptionsUpdateBody
+from .captions_update_body_result import CaptionsUpdateBodyResult
+from .dataset import Dataset
+from .dataset_page import DatasetPage
+from .datasets_add_images_body import DatasetsAddImagesBody
+from .datasets_add_images_response_200 import DatasetsAddImagesResponse200
+from .datasets_create_body import DatasetsCreateBody
+from .datasets_delete_response_200 import DatasetsDeleteResponse200
+from .datasets_images_order import DatasetsImagesOrder
+from .datasets_images_sort import DatasetsImagesSort
+from .datasets_list_order import DatasetsListOrder
+from .datasets_list_sort import DatasetsListSort
+from .datasets_update_body import DatasetsUpdateBody
 from .health import Health
 from .health_database import HealthDatabase
 from .health_status import HealthStatus
+from .image import Image
+from .image_page import ImagePage
+from .image_with_latest_captions import ImageWithLatestCaptions
+from .images_create_body import ImagesCreateBody
+from .images_delete_response_200 import ImagesDeleteResponse200
+from .images_list_order import ImagesListOrder
+from .images_list_sort import ImagesListSort
+from .images_update_body import ImagesUpdateBody
 from .item_status import ItemStatus
 from .job import Job
 from .job_config import JobConfig
@@ -36,11 +65,31 @@ from .job_item_result_type_0 import JobItemResultType0
 from .job_page import JobPage
 from .job_status import JobStatus
 from .job_type import JobType
+from .perspective import Perspective
+from .perspective_definition import PerspectiveDefinition
+from .perspective_page import PerspectivePage
+from .perspective_schema_fields_item import PerspectiveSchemaFieldsItem
+from .perspective_source import PerspectiveSource
+from .perspective_version import PerspectiveVersion
+from .perspective_version_definition import PerspectiveVersionDefinition
+from .perspective_version_page import PerspectiveVersionPage
+from .perspectives_captions_order import PerspectivesCaptionsOrder
+from .perspectives_captions_sort import PerspectivesCaptionsSort
+from .perspectives_create_body import PerspectivesCreateBody
+from .perspectives_create_body_schema_fields_item import PerspectivesCreateBodySchemaFieldsItem
+from .perspectives_delete_response_200 import PerspectivesDeleteResponse200
+from .perspectives_list_order import PerspectivesListOrder
+from .perspectives_list_sort import PerspectivesListSort
+from .perspectives_update_body import PerspectivesUpdateBody
+from .perspectives_update_body_schema_fields_item import PerspectivesUpdateBodySchemaFieldsItem
+from .perspectives_versions_order import PerspectivesVersionsOrder
 from .problem import Problem
 from .problem_errors_item import ProblemErrorsItem
 from .workspace_sync_response_200 import WorkspaceSyncResponse200
 from .workspace_sync_response_200_datasets_item import WorkspaceSyncResponse200DatasetsItem
+from .workspace_sync_response_200_datasets_item_changes import WorkspaceSyncResponse200DatasetsItemChanges
 from .workspace_sync_response_200_perspectives import WorkspaceSyncResponse200Perspectives
+from .workspace_sync_response_200_perspectives_changes import WorkspaceSyncResponse200PerspectivesChanges
 from .workspace_sync_response_200_perspectives_problems_item import WorkspaceSyncResponse200PerspectivesProblemsItem
 
 __all__ = (
@@ -66,9 +115,38 @@ __all__ = (
     "BatchStatisticsResponse200Throughput",
     "BatchUpdateItemBody",
     "BatchUpdateItemBodyResult",
+    "Caption",
+    "CaptionPage",
+    "CaptionResult",
+    "CaptionsCreateBody",
+    "CaptionsCreateBodyResult",
+    "CaptionsDeleteResponse200",
+    "CaptionsListOrder",
+    "CaptionsListSort",
+    "CaptionsUpdateBody",
+    "CaptionsUpdateBodyResult",
+    "Dataset",
+    "DatasetPage",
+    "DatasetsAddImagesBody",
+    "DatasetsAddImagesResponse200",
+    "DatasetsCreateBody",
+    "DatasetsDeleteResponse200",
+    "DatasetsImagesOrder",
+    "DatasetsImagesSort",
+    "DatasetsListOrder",
+    "DatasetsListSort",
+    "DatasetsUpdateBody",
     "Health",
     "HealthDatabase",
     "HealthStatus",
+    "Image",
+    "ImagePage",
+    "ImagesCreateBody",
+    "ImagesDeleteResponse200",
+    "ImagesListOrder",
+    "ImagesListSort",
+    "ImagesUpdateBody",
+    "ImageWithLatestCaptions",
     "ItemStatus",
     "Job",
     "JobConfig",
@@ -79,10 +157,30 @@ __all__ = (
     "JobPage",
     "JobStatus",
     "JobType",
+    "Perspective",
+    "PerspectiveDefinition",
+    "PerspectivePage",
+    "PerspectivesCaptionsOrder",
+    "PerspectivesCaptionsSort",
+    "PerspectiveSchemaFieldsItem",
+    "PerspectivesCreateBody",
+    "PerspectivesCreateBodySchemaFieldsItem",
+    "PerspectivesDeleteResponse200",
+    "PerspectivesListOrder",
+    "PerspectivesListSort",
+    "PerspectiveSource",
+    "PerspectivesUpdateBody",
+    "PerspectivesUpdateBodySchemaFieldsItem",
+    "PerspectivesVersionsOrder",
+    "PerspectiveVersion",
+    "PerspectiveVersionDefinition",
+    "PerspectiveVersionPage",
     "Problem",
     "ProblemErrorsItem",
     "WorkspaceSyncResponse200",
     "WorkspaceSyncResponse200DatasetsItem",
+    "WorkspaceSyncResponse200DatasetsItemChanges",
     "WorkspaceSyncResponse200Perspectives",
+    "WorkspaceSyncResponse200PerspectivesChanges",
     "WorkspaceSyncResponse200PerspectivesProblemsItem",
 )

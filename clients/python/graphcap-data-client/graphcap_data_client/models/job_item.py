@@ -24,7 +24,7 @@ class JobItem:
     Attributes:
         item_id (UUID):
         job_id (UUID):
-        image_id (UUID):
+        image_id (None | UUID): Null once the image was deleted; imagePath stays.
         image_path (str):
         perspective (str):
         status (ItemStatus): pending → running → completed | failed | cancelled; a retried attempt goes back to pending.
@@ -42,7 +42,7 @@ class JobItem:
 
     item_id: UUID
     job_id: UUID
-    image_id: UUID
+    image_id: None | UUID
     image_path: str
     perspective: str
     status: ItemStatus
@@ -64,7 +64,11 @@ class JobItem:
 
         job_id = str(self.job_id)
 
-        image_id = str(self.image_id)
+        image_id: None | str
+        if isinstance(self.image_id, UUID):
+            image_id = str(self.image_id)
+        else:
+            image_id = self.image_id
 
         image_path = self.image_path
 
@@ -148,7 +152,20 @@ class JobItem:
 
         job_id = UUID(d.pop("jobId"))
 
-        image_id = UUID(d.pop("imageId"))
+        def _parse_image_id(data: object) -> None | UUID:
+            if data is None:
+                return data
+            try:
+                if not isinstance(data, str):
+                    raise TypeError()
+                image_id_type_0 = UUID(data)
+
+                return image_id_type_0
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(None | UUID, data)
+
+        image_id = _parse_image_id(d.pop("imageId"))
 
         image_path = d.pop("imagePath")
 

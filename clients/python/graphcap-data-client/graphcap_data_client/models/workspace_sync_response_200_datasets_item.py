@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from attrs import define as _attrs_define
+
+if TYPE_CHECKING:
+    from ..models.workspace_sync_response_200_datasets_item_changes import WorkspaceSyncResponse200DatasetsItemChanges
+
 
 T = TypeVar("T", bound="WorkspaceSyncResponse200DatasetsItem")
 
@@ -17,9 +21,10 @@ class WorkspaceSyncResponse200DatasetsItem:
         name (str):
         dataset_id (UUID):
         added (int):
-        updated (int):
+        updated (int): Files whose content changed (metadata read again).
         unchanged (int):
-        removed (int): Members whose file is gone; they leave the dataset.
+        removed (int): Members whose file is gone; they leave the dataset, their image and captions stay.
+        changes (WorkspaceSyncResponse200DatasetsItemChanges): The paths behind the added, updated and removed counts.
     """
 
     name: str
@@ -28,6 +33,7 @@ class WorkspaceSyncResponse200DatasetsItem:
     updated: int
     unchanged: int
     removed: int
+    changes: WorkspaceSyncResponse200DatasetsItemChanges
 
     def to_dict(self) -> dict[str, Any]:
         name = self.name
@@ -42,6 +48,8 @@ class WorkspaceSyncResponse200DatasetsItem:
 
         removed = self.removed
 
+        changes = self.changes.to_dict()
+
         field_dict: dict[str, Any] = {}
 
         field_dict.update(
@@ -52,6 +60,7 @@ class WorkspaceSyncResponse200DatasetsItem:
                 "updated": updated,
                 "unchanged": unchanged,
                 "removed": removed,
+                "changes": changes,
             }
         )
 
@@ -59,6 +68,10 @@ class WorkspaceSyncResponse200DatasetsItem:
 
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
+        from ..models.workspace_sync_response_200_datasets_item_changes import (
+            WorkspaceSyncResponse200DatasetsItemChanges,  # noqa: PLC0415
+        )
+
         d = dict(src_dict)
         name = d.pop("name")
 
@@ -72,6 +85,8 @@ class WorkspaceSyncResponse200DatasetsItem:
 
         removed = d.pop("removed")
 
+        changes = WorkspaceSyncResponse200DatasetsItemChanges.from_dict(d.pop("changes"))
+
         workspace_sync_response_200_datasets_item = cls(
             name=name,
             dataset_id=dataset_id,
@@ -79,6 +94,7 @@ class WorkspaceSyncResponse200DatasetsItem:
             updated=updated,
             unchanged=unchanged,
             removed=removed,
+            changes=changes,
         )
 
         return workspace_sync_response_200_datasets_item

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from attrs import define as _attrs_define
 
 if TYPE_CHECKING:
+    from ..models.workspace_sync_response_200_perspectives_changes import WorkspaceSyncResponse200PerspectivesChanges
     from ..models.workspace_sync_response_200_perspectives_problems_item import (
         WorkspaceSyncResponse200PerspectivesProblemsItem,
     )
@@ -20,14 +21,19 @@ class WorkspaceSyncResponse200Perspectives:
     """
     Attributes:
         added (int):
-        updated (int):
+        updated (int): Changed definition (a new revision) or enablement.
         unchanged (int):
+        removed (int): Library perspectives whose file is gone: detached from the library and disabled, captions kept.
+        changes (WorkspaceSyncResponse200PerspectivesChanges): The perspective names behind the added, updated and
+            removed counts.
         problems (list[WorkspaceSyncResponse200PerspectivesProblemsItem]): Library files that were skipped.
     """
 
     added: int
     updated: int
     unchanged: int
+    removed: int
+    changes: WorkspaceSyncResponse200PerspectivesChanges
     problems: list[WorkspaceSyncResponse200PerspectivesProblemsItem]
 
     def to_dict(self) -> dict[str, Any]:
@@ -36,6 +42,10 @@ class WorkspaceSyncResponse200Perspectives:
         updated = self.updated
 
         unchanged = self.unchanged
+
+        removed = self.removed
+
+        changes = self.changes.to_dict()
 
         problems = []
         for problems_item_data in self.problems:
@@ -49,6 +59,8 @@ class WorkspaceSyncResponse200Perspectives:
                 "added": added,
                 "updated": updated,
                 "unchanged": unchanged,
+                "removed": removed,
+                "changes": changes,
                 "problems": problems,
             }
         )
@@ -57,6 +69,9 @@ class WorkspaceSyncResponse200Perspectives:
 
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
+        from ..models.workspace_sync_response_200_perspectives_changes import (
+            WorkspaceSyncResponse200PerspectivesChanges,  # noqa: PLC0415
+        )
         from ..models.workspace_sync_response_200_perspectives_problems_item import (
             WorkspaceSyncResponse200PerspectivesProblemsItem,  # noqa: PLC0415
         )
@@ -67,6 +82,10 @@ class WorkspaceSyncResponse200Perspectives:
         updated = d.pop("updated")
 
         unchanged = d.pop("unchanged")
+
+        removed = d.pop("removed")
+
+        changes = WorkspaceSyncResponse200PerspectivesChanges.from_dict(d.pop("changes"))
 
         problems = []
         _problems = d.pop("problems")
@@ -79,6 +98,8 @@ class WorkspaceSyncResponse200Perspectives:
             added=added,
             updated=updated,
             unchanged=unchanged,
+            removed=removed,
+            changes=changes,
             problems=problems,
         )
 

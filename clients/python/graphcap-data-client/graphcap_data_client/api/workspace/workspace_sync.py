@@ -62,8 +62,9 @@ def sync_detailed(
 ) -> Response[Problem | WorkspaceSyncResponse200]:
     """Import the workspace
 
-     Loads perspective_library/**.json (module enablement from config/perspective_settings.json) and
-    registers the images of every datasets/<name>/ folder. Idempotent; reports what changed.
+     Loads perspective_library/**.json (module enablement from config/perspective_settings.json; a
+    changed definition becomes a new revision) and registers the images of every datasets/<name>/ folder
+    (format, size, dimensions, sha256). Idempotent; reports what was added, changed and removed.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -88,8 +89,9 @@ def sync(
 ) -> Problem | WorkspaceSyncResponse200 | None:
     """Import the workspace
 
-     Loads perspective_library/**.json (module enablement from config/perspective_settings.json) and
-    registers the images of every datasets/<name>/ folder. Idempotent; reports what changed.
+     Loads perspective_library/**.json (module enablement from config/perspective_settings.json; a
+    changed definition becomes a new revision) and registers the images of every datasets/<name>/ folder
+    (format, size, dimensions, sha256). Idempotent; reports what was added, changed and removed.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -110,8 +112,9 @@ async def asyncio_detailed(
 ) -> Response[Problem | WorkspaceSyncResponse200]:
     """Import the workspace
 
-     Loads perspective_library/**.json (module enablement from config/perspective_settings.json) and
-    registers the images of every datasets/<name>/ folder. Idempotent; reports what changed.
+     Loads perspective_library/**.json (module enablement from config/perspective_settings.json; a
+    changed definition becomes a new revision) and registers the images of every datasets/<name>/ folder
+    (format, size, dimensions, sha256). Idempotent; reports what was added, changed and removed.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -134,8 +137,9 @@ async def asyncio(
 ) -> Problem | WorkspaceSyncResponse200 | None:
     """Import the workspace
 
-     Loads perspective_library/**.json (module enablement from config/perspective_settings.json) and
-    registers the images of every datasets/<name>/ folder. Idempotent; reports what changed.
+     Loads perspective_library/**.json (module enablement from config/perspective_settings.json; a
+    changed definition becomes a new revision) and registers the images of every datasets/<name>/ folder
+    (format, size, dimensions, sha256). Idempotent; reports what was added, changed and removed.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
