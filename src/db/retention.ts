@@ -6,6 +6,10 @@
 import { sql } from 'drizzle-orm';
 import type { Db } from './client.js';
 import { pgArray } from './jobs.js';
+import { FINISHED_JOB_STATUSES } from './schema.js';
+
+const FINISHED = sql.raw(`(${FINISHED_JOB_STATUSES.map((s) => `'${s}'`).join(', ')})`);
+const isFinished = (status: string) => (FINISHED_JOB_STATUSES as readonly string[]).includes(status);
 
 const ITEM_COLUMNS = sql.raw(
   `id, seq, job_id, image_id, image_path, perspective, status, attempts, next_attempt_at, lease_owner,
@@ -21,7 +25,7 @@ export async function archiveFinishedJobs(db: Db, olderThanDays: number, batch: 
   return db.transaction(async (tx) => {
     const { rows } = await tx.execute<{ jobId: string }>(sql`
       select job_id as "jobId" from job_queue.caption_jobs
-      where not archived and status in ('completed', 'partial', 'failed', 'cancelled')
+      where not archived and status in ${FINISHED}
         and coalesce(completed_at, updated_at) < now() - make_interval(days => ${olderThanDays})
       order by completed_at nulls first, job_id
       limit ${batch}
@@ -40,8 +44,8 @@ export async function archiveFinishedJobs(db: Db, olderThanDays: number, batch: 
 
 /**
  * Deletes up to `batch` jobs archived more than `olderThanDays` ago, with their archived items
- * (cascade); their captions stay, with job_id set to null. A job that a pending or running job
- * still depends on is kept until that one finishes (its outcome decides whether the dependant
+ * (cascade); their captions stay, with job_id set to null. A job that an unfinished job still
+ * depends on is kept until that one finishes (its outcome decides whether the dependant
  * may start); links from finished dependants are dropped first, since job_dependencies refuses
  * (RESTRICT) to lose the job they point at. Returns the jobs and archived items deleted.
  */
@@ -51,7 +55,7 @@ export async function deleteArchivedJobs(db: Db, olderThanDays: number, batch: n
       select j.job_id as "jobId" from job_queue.caption_jobs j
       where j.archived and j.archive_date < now() - make_interval(days => ${olderThanDays})
         and not exists (select 1 from job_queue.job_dependencies d join job_queue.caption_jobs w on w.job_id = d.job_id
-                        where d.depends_on_job_id = j.job_id and w.status in ('pending', 'running'))
+                        where d.depends_on_job_id = j.job_id and w.status not in ${FINISHED})
       order by j.archive_date, j.job_id
       limit ${batch}
       for update of j skip locked`);
@@ -59,7 +63,7 @@ export async function deleteArchivedJobs(db: Db, olderThanDays: number, batch: n
     const ids = sql`${pgArray(rows.map((r) => r.jobId))}::uuid[]`;
     // Dependants could become pending meanwhile (restore, retry-failed): lock them, skipping any
     // that another transaction holds (a waiting lock could deadlock with a second replica's run);
-    // a job with a dependant that is unknown or has work left is kept for a later run.
+    // a job with a dependant that is locked or unfinished is kept for a later run.
     const { rows: links } = await tx.execute<{ dependsOn: string; dependant: string }>(sql`
       select depends_on_job_id as "dependsOn", job_id as dependant from job_queue.job_dependencies
       where depends_on_job_id = any(${ids})`);
@@ -67,7 +71,7 @@ export async function deleteArchivedJobs(db: Db, olderThanDays: number, batch: n
       select job_id as "jobId", status from job_queue.caption_jobs
       where job_id = any(${pgArray([...new Set(links.map((l) => l.dependant))])}::uuid[])
       for update skip locked`);
-    const settled = new Set(locked.filter((l) => l.status !== 'pending' && l.status !== 'running').map((l) => l.jobId));
+    const settled = new Set(locked.filter((l) => isFinished(l.status)).map((l) => l.jobId));
     const keep = new Set(links.filter((l) => !settled.has(l.dependant)).map((l) => l.dependsOn));
     const doomed = rows.map((r) => r.jobId).filter((id) => !keep.has(id));
     if (doomed.length === 0) return { jobs: 0, items: 0 };
