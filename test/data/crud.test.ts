@@ -8,6 +8,7 @@ import path from 'node:path';
 import { sql } from 'drizzle-orm';
 import { TRPCClientError } from '@trpc/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { renderOpenApiDocument } from '../../scripts/write-openapi.js';
 import { countRows, createJob, finishItem, IMAGES, itemIds } from '../helpers/fixtures.js';
 import { getOk, qs } from '../helpers/data.js';
 import { api, startTestService, type TestService } from '../helpers/service.js';
@@ -366,5 +367,56 @@ describe('the batch routes beside /api/perspectives/*', () => {
     // `batch` alone is not a perspective id.
     await expectProblem(await api(svc.url, 'GET', '/api/perspectives/batch'), 400, /perspective id/);
     expect((await getOk(svc.url, '/api/perspectives')).total).toBeGreaterThan(0);
+  });
+});
+
+describe('the OpenAPI document', () => {
+  const DATA = [
+    ['get', '/api/images'],
+    ['post', '/api/images'],
+    ['get', '/api/images/{imageId}'],
+    ['patch', '/api/images/{imageId}'],
+    ['delete', '/api/images/{imageId}'],
+    ['get', '/api/images/{imageId}/latest-captions'],
+    ['get', '/api/datasets'],
+    ['post', '/api/datasets'],
+    ['get', '/api/datasets/{datasetId}'],
+    ['patch', '/api/datasets/{datasetId}'],
+    ['delete', '/api/datasets/{datasetId}'],
+    ['get', '/api/datasets/{datasetId}/images'],
+    ['post', '/api/datasets/{datasetId}/images'],
+    ['delete', '/api/datasets/{datasetId}/images/{imageId}'],
+    ['get', '/api/perspectives'],
+    ['post', '/api/perspectives'],
+    ['get', '/api/perspectives/{perspectiveId}'],
+    ['patch', '/api/perspectives/{perspectiveId}'],
+    ['delete', '/api/perspectives/{perspectiveId}'],
+    ['get', '/api/perspectives/{perspectiveId}/captions'],
+    ['get', '/api/perspectives/{perspectiveId}/versions'],
+    ['get', '/api/perspectives/{perspectiveId}/versions/{revision}'],
+    ['get', '/api/captions'],
+    ['post', '/api/captions'],
+    ['get', '/api/captions/{captionId}'],
+    ['patch', '/api/captions/{captionId}'],
+    ['delete', '/api/captions/{captionId}'],
+  ] as const;
+
+  it('covers every data endpoint, with its schemas and problem-details errors', () => {
+    type Operation = { summary?: string; description?: string; tags?: string[]; responses: Record<string, { content?: Record<string, unknown> }> };
+    const doc = JSON.parse(renderOpenApiDocument()) as { paths: Record<string, Record<string, Operation>> };
+    const documented = Object.entries(doc.paths).flatMap(([p, ops]) =>
+      Object.keys(ops).filter(() => /^\/api\/(images|datasets|captions|perspectives(?!\/batch))/.test(p)).map((m) => `${m} ${p}`),
+    );
+    expect(documented.sort()).toEqual(DATA.map(([m, p]) => `${m} ${p}`).sort());
+    for (const [method, route] of DATA) {
+      const operation = doc.paths[route]![method]!;
+      expect(operation.summary, route).toBeTruthy();
+      expect(operation.description, route).toBeTruthy();
+      expect(operation.tags?.[0], route).toBe(route.split('/')[2]);
+      expect(operation.responses['200']?.content?.['application/json'], route).toBeDefined();
+      const errors = Object.entries(operation.responses).filter(([status]) => Number(status) >= 400);
+      expect(errors.map(([status]) => status), route).toContain('400');
+      for (const [, response] of errors) expect(response.content?.['application/problem+json'], route).toBeDefined();
+    }
   });
 });
