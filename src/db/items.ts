@@ -202,7 +202,9 @@ export async function insertItemCaption(
 
 /**
  * Adds finished items to the job's counters and, when nothing is left to run, gives the job its
- * final status: completed (no failures), failed (nothing succeeded), partial otherwise.
+ * final status: completed (no failures), failed (nothing succeeded), partial otherwise. A paused
+ * job finishes here too once its last item is done (all counted: none is left pending), never
+ * before.
  */
 export async function rollUpJob(
   tx: Db,
@@ -221,18 +223,18 @@ export async function rollUpJob(
     update job_queue.caption_jobs
     set progress = ${PROGRESS_SQL},
         status = case
-          when status in ('pending', 'running') and processed_images + failed_images + cancelled_images >= total_images then
+          when status in ('pending', 'running', 'paused') and processed_images + failed_images + cancelled_images >= total_images then
             case when failed_images = 0 and cancelled_images = 0 then 'completed'
                  when processed_images = 0 and failed_images > 0 then 'failed'
                  when processed_images = 0 then 'cancelled'
                  else 'partial' end
           else status end,
         completed_at = case
-          when status in ('pending', 'running') and processed_images + failed_images + cancelled_images >= total_images
+          when status in ('pending', 'running', 'paused') and processed_images + failed_images + cancelled_images >= total_images
           then now() else completed_at end
     where job_id = ${jobId}
     returning (select status from before) as before,
-              ((select status from before) in ('pending', 'running') and status not in ('pending', 'running')) as finished`);
+              ((select status from before) in ('pending', 'running', 'paused') and status not in ('pending', 'running', 'paused')) as finished`);
   await recordJobProgress(tx, jobId);
   if (rows[0]?.finished) {
     await recordJobStatusChange(tx, jobId, rows[0].before);

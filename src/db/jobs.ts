@@ -61,7 +61,8 @@ export interface JobRow {
   completedAt: DbTime | null;
 }
 
-const ACTIVE = sql.raw(`('pending', 'running')`);
+/** Jobs that still have work: they hold a queue position (a paused one keeps its own). */
+const ACTIVE = sql.raw(`('pending', 'running', 'paused')`);
 
 /** Progress in percent from a row's counters, rounded to 2 places. */
 export const PROGRESS_SQL = sql.raw(
@@ -319,12 +320,12 @@ function isFinished(status: JobStatus): boolean {
   return (FINISHED_JOB_STATUSES as readonly string[]).includes(status);
 }
 
-/** Cancels a pending or running job: its unfinished items are cancelled, dispatch stops. */
+/** Cancels a pending, running or paused job: its unfinished items are cancelled, dispatch stops. */
 export async function cancelJob(db: Db, jobId: string): Promise<JobRow> {
   return db.transaction(async (tx) => {
     const job = await lockJob(tx, jobId);
     if (job.archived) throw new ConflictError(`job ${jobId} is archived`);
-    if (isFinished(job.status)) throw new ConflictError(`job ${jobId} is already ${job.status}; only pending or running jobs can be cancelled`);
+    if (isFinished(job.status)) throw new ConflictError(`job ${jobId} is already ${job.status}; only pending, running or paused jobs can be cancelled`);
     const result = await tx.execute(sql`
       update job_queue.job_items
       set status = 'cancelled', lease_owner = null, lease_expires_at = null, next_attempt_at = null,
@@ -338,6 +339,39 @@ export async function cancelJob(db: Db, jobId: string): Promise<JobRow> {
     await recordJobStatusChange(tx, jobId, job.status, 'cancelled by request');
     await tx.execute(sql`select pg_notify(${CANCEL_CHANNEL}, ${jobId})`);
     // A freed slot: the next job may start.
+    await notifyWork(tx);
+    return getJob(tx, jobId);
+  });
+}
+
+/**
+ * Pauses a pending or running job: nothing new is dispatched, items in flight finish and are
+ * recorded as usual, and the job no longer holds a job slot (the dispatcher only starts `pending`
+ * jobs and counts `running` ones). Its queue position stays.
+ */
+export async function pauseJob(db: Db, jobId: string): Promise<JobRow> {
+  return db.transaction(async (tx) => {
+    const job = await lockJob(tx, jobId);
+    if (job.archived) throw new ConflictError(`job ${jobId} is archived`);
+    if (job.status !== 'pending' && job.status !== 'running') {
+      throw new ConflictError(`job ${jobId} is ${job.status}; only pending or running jobs can be paused`);
+    }
+    await tx.execute(sql`update job_queue.caption_jobs set status = 'paused', updated_at = now() where job_id = ${jobId}`);
+    await recordJobStatusChange(tx, jobId, job.status, 'paused by request');
+    // A freed slot: the next job may start.
+    await notifyWork(tx);
+    return getJob(tx, jobId);
+  });
+}
+
+/** Resumes a paused job: back to pending, at its old queue position; it starts when a slot is free. */
+export async function resumeJob(db: Db, jobId: string): Promise<JobRow> {
+  return db.transaction(async (tx) => {
+    const job = await lockJob(tx, jobId);
+    if (job.archived) throw new ConflictError(`job ${jobId} is archived`);
+    if (job.status !== 'paused') throw new ConflictError(`job ${jobId} is ${job.status}; only paused jobs can be resumed`);
+    await tx.execute(sql`update job_queue.caption_jobs set status = 'pending', updated_at = now() where job_id = ${jobId}`);
+    await recordJobStatusChange(tx, jobId, job.status, 'resumed by request');
     await notifyWork(tx);
     return getJob(tx, jobId);
   });
@@ -379,7 +413,7 @@ export async function reorderJobs(db: Db, input: ReorderInput): Promise<QueueEnt
     if (errors.length > 0) throw new NotFoundError(summariseNotFound(errors));
     for (const t of targets) {
       if (t.archived || isFinished(t.status)) {
-        throw new ConflictError(`job ${t.jobId} is ${t.archived ? 'archived' : t.status}; only pending or running jobs can be reordered`);
+        throw new ConflictError(`job ${t.jobId} is ${t.archived ? 'archived' : t.status}; only pending, running or paused jobs can be reordered`);
       }
     }
 

@@ -24,11 +24,14 @@ import {
 export const JOB_TYPES = ['MULTI_PERSPECTIVE', 'DATASET_PERSPECTIVE', 'BACKFILL', 'DEPENDENCY_CHAIN'] as const;
 export type JobType = (typeof JOB_TYPES)[number];
 
-/** Job states. `pending` waits for a slot (and its dependencies); the last four are final. */
-export const JOB_STATUSES = ['pending', 'running', 'completed', 'partial', 'failed', 'cancelled'] as const;
+/**
+ * Job states. `pending` waits for a slot (and its dependencies); `paused` dispatches nothing and
+ * holds no slot until resumed; the last four are final.
+ */
+export const JOB_STATUSES = ['pending', 'running', 'paused', 'completed', 'partial', 'failed', 'cancelled'] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
 export const FINISHED_JOB_STATUSES = ['completed', 'partial', 'failed', 'cancelled'] as const satisfies JobStatus[];
-export const ACTIVE_JOB_STATUSES = ['pending', 'running'] as const satisfies JobStatus[];
+export const ACTIVE_JOB_STATUSES = ['pending', 'running', 'paused'] as const satisfies JobStatus[];
 
 /** Item states. A failed attempt that will be retried goes back to `pending`. */
 export const ITEM_STATUSES = ['pending', 'running', 'completed', 'failed', 'cancelled'] as const;
@@ -234,7 +237,7 @@ export const captionJobs = queue.table(
     // Queue order of the jobs that still have work.
     index('caption_jobs_queue_idx')
       .on(t.priority, t.queuePosition, t.createdAt)
-      .where(sql`status in ('pending', 'running') and not archived`),
+      .where(sql`status in ('pending', 'running', 'paused') and not archived`),
     index('caption_jobs_status_idx').on(t.status, t.archived),
     index('caption_jobs_created_idx').on(t.createdAt),
     index('caption_jobs_user_idx').on(t.userId),

@@ -28,7 +28,9 @@ export const jobType = z.enum(JOB_TYPES).meta({
 });
 export const jobStatus = z.enum(JOB_STATUSES).meta({
   id: 'JobStatus',
-  description: 'pending → running → completed (all items done) | partial (some failed) | failed (all failed) | cancelled.',
+  description:
+    'pending → running → completed (all items done) | partial (some failed) | failed (all failed) | cancelled. ' +
+    'paused: a pending or running job paused by request; nothing new is dispatched until it is resumed (back to pending).',
 });
 export const itemStatus = z.enum(ITEM_STATUSES).meta({
   id: 'ItemStatus',

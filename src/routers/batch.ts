@@ -12,8 +12,10 @@ import {
   createJob,
   getJob,
   listJobs,
+  pauseJob,
   reorderJobs,
   restoreJob,
+  resumeJob,
   retryFailedItems,
 } from '../db/jobs.js';
 import { findPerspectivesByName, listEnabledPerspectiveNames } from '../db/perspectives.js';
@@ -127,7 +129,7 @@ export const batchRouter = router({
         method: 'POST',
         path: `${BASE}/cancel/{jobId}`,
         tags,
-        summary: 'Cancel a pending or running job',
+        summary: 'Cancel a pending, running or paused job',
         description: 'No more dispatch; unfinished items are cancelled. 409 when the job has already finished.',
         successDescription: 'The cancelled job.',
         errorResponses: errors.jobState,
@@ -136,6 +138,41 @@ export const batchRouter = router({
     .input(jobIdParam)
     .output(job)
     .mutation(async ({ ctx, input }) => toJob(await cancelJob(ctx.db, input.jobId))),
+
+  pause: publicProcedure
+    .meta({
+      openapi: {
+        method: 'POST',
+        path: `${BASE}/pause/{jobId}`,
+        tags,
+        summary: 'Pause a pending or running job',
+        description:
+          'Nothing new is dispatched; items already in flight finish and are recorded. The job keeps its queue ' +
+          'position and frees its job slot for the next job. 409 unless the job is pending or running.',
+        successDescription: 'The paused job.',
+        errorResponses: errors.jobState,
+      },
+    })
+    .input(jobIdParam)
+    .output(job)
+    .mutation(async ({ ctx, input }) => toJob(await pauseJob(ctx.db, input.jobId))),
+
+  resume: publicProcedure
+    .meta({
+      openapi: {
+        method: 'POST',
+        path: `${BASE}/resume/{jobId}`,
+        tags,
+        summary: 'Resume a paused job',
+        description:
+          'Back to pending at its queue position; it runs again when a job slot is free. 409 unless the job is paused.',
+        successDescription: 'The resumed job.',
+        errorResponses: errors.jobState,
+      },
+    })
+    .input(jobIdParam)
+    .output(job)
+    .mutation(async ({ ctx, input }) => toJob(await resumeJob(ctx.db, input.jobId))),
 
   reorder: publicProcedure
     .meta({

@@ -23,7 +23,7 @@ import type {
 type RequiredKeys<T> = { [K in keyof T]-?: object extends Pick<T, K> ? never : K }[keyof T];
 type Client = ReturnType<typeof createTRPCClient<AppRouter>>;
 
-type JobStatuses = 'pending' | 'running' | 'completed' | 'partial' | 'failed' | 'cancelled';
+type JobStatuses = 'pending' | 'running' | 'paused' | 'completed' | 'partial' | 'failed' | 'cancelled';
 type ItemStatuses = 'pending' | 'running' | 'completed' | 'failed' | 'cancelled';
 type JobTypes = 'MULTI_PERSPECTIVE' | 'DATASET_PERSPECTIVE' | 'BACKFILL' | 'DEPENDENCY_CHAIN';
 type Page<T> = { items: T[]; total: number; page: number; limit: number };
@@ -32,6 +32,8 @@ describe('the tRPC contract (types)', () => {
   it('exposes the batch and workspace procedures with the right kinds', () => {
     expectTypeOf<Client['batch']['create']>().toHaveProperty('mutate');
     expectTypeOf<Client['batch']['cancel']>().toHaveProperty('mutate');
+    expectTypeOf<Client['batch']['pause']>().toHaveProperty('mutate');
+    expectTypeOf<Client['batch']['resume']>().toHaveProperty('mutate');
     expectTypeOf<Client['batch']['reorder']>().toHaveProperty('mutate');
     expectTypeOf<Client['batch']['retryFailed']>().toHaveProperty('mutate');
     expectTypeOf<Client['batch']['updateItem']>().toHaveProperty('mutate');
