@@ -44,6 +44,11 @@ const envSchema = z.object({
   WORKSPACE_PATH: z.preprocess(emptyToUndefined, z.string().default('/workspace')),
   MAX_CONCURRENT_JOBS: int(1, 1000).default(2),
   MAX_CONCURRENT_ITEMS: int(1, 1000).default(4),
+  /**
+   * Fair share: a running job that has claimed this many items since it got its job slot hands the
+   * slot over when a job of the same or a higher priority is waiting; 0 = never (strict queue order).
+   */
+  FAIR_SHARE_SLICE_ITEMS: int(0, 10_000_000).default(100),
   LOG_LEVEL: z.preprocess(
     emptyToUndefined,
     z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

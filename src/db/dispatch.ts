@@ -45,7 +45,7 @@ export async function startRunnableJobs(db: Db, maxRunning: number): Promise<str
       // A statement after the lock: its snapshot sees every start committed before.
       const { rows } = await tx.execute<{ jobId: string }>(sql`
         update job_queue.caption_jobs j
-        set status = 'running', started_at = coalesce(j.started_at, now()), updated_at = now()
+        set status = 'running', slice_items = 0, started_at = coalesce(j.started_at, now()), updated_at = now()
         where j.status = 'pending' and j.job_id = (
           select c.job_id from job_queue.caption_jobs c
           where c.status = 'pending' and not c.archived
@@ -129,22 +129,35 @@ export interface ClaimParams {
   owner: string;
   leaseSeconds: number;
   maxRunningPerJob: number;
+  /** Fair share: items a job may claim per turn while another job waits (FAIR_SHARE_SLICE_ITEMS); 0 or unset = no limit. */
+  sliceItems?: number;
 }
 
 /**
  * Claims the job's next ready items, as many as keep its running items (all replicas counted)
  * within `maxRunningPerJob`: each gets a lease for `owner` and one more attempt. Only a running
  * job's items are claimed.
+ *
+ * Fair share by turns: MAX_CONCURRENT_JOBS is about job slots, so a huge job holding a slot would
+ * make a small job of the same priority wait for all of it. Instead a job's turn ends once it has
+ * claimed `sliceItems` items since it got its slot and a startable job of the same or a higher
+ * priority is waiting: it claims nothing more, and when its last item in flight is recorded it goes
+ * back to `pending` at the back of its priority (a fresh queue position), which frees the slot for
+ * the waiting job. Jobs of equal priority thus take turns round-robin, each small job finishing in
+ * time proportional to its own size; priority still decides first, and the slot is only handed
+ * over once drained, so MAX_CONCURRENT_JOBS holds at the bridge too. Decided under the job row
+ * lock, counted in PostgreSQL, so it holds across replicas.
  */
 export async function claimItems(db: Db, p: ClaimParams): Promise<ClaimedItem[]> {
   return db.transaction(async (tx) => {
     // The job row lock serializes "count, then claim" per job across replicas. The claim is a
     // later statement, so its snapshot (and the count in it) sees every claim committed before.
-    const { rows: jobs } = await tx.execute<{ config: JobConfig; requestId: string | null }>(sql`
-      select config, request_id as "requestId" from job_queue.caption_jobs
+    const { rows: jobs } = await tx.execute<{ config: JobConfig; requestId: string | null; sliceItems: number; priority: number }>(sql`
+      select config, request_id as "requestId", slice_items as "sliceItems", priority from job_queue.caption_jobs
       where job_id = ${p.jobId} and status = 'running' for update`);
     const job = jobs[0];
     if (!job) return [];
+    if (p.sliceItems && job.sliceItems >= p.sliceItems && (await endTurnIfOthersWait(tx, p.jobId, job.priority))) return [];
     const { rows } = await tx.execute<Omit<ClaimedItem, 'config' | 'requestId'>>(sql`
       update job_queue.job_items i
       set status = 'running', attempts = i.attempts + 1, lease_owner = ${p.owner},
@@ -158,8 +171,40 @@ export async function claimItems(db: Db, p: ClaimParams): Promise<ClaimedItem[]>
             for update skip locked) c
       where i.id = c.id
       returning i.id as "itemId", i.job_id as "jobId", i.image_path as "imagePath", i.perspective, i.attempts`);
+    if (rows.length > 0 && p.sliceItems) {
+      await tx.execute(sql`update job_queue.caption_jobs set slice_items = slice_items + ${rows.length} where job_id = ${p.jobId}`);
+    }
     return rows.map((r) => ({ ...r, config: job.config, requestId: job.requestId }));
   });
+}
+
+/**
+ * A job whose turn is used up (see claimItems), its row locked: when a startable job of the same or
+ * a higher priority is waiting, it claims no more (returns true), and once nothing of it is in
+ * flight it goes back to pending at the back of its priority and wakes the dispatchers.
+ */
+async function endTurnIfOthersWait(tx: Db, jobId: string, priority: number): Promise<boolean> {
+  const { rows: waiting } = await tx.execute(sql`
+    select 1 from job_queue.caption_jobs w
+    where w.status = 'pending' and not w.archived and w.job_id <> ${jobId} and w.priority <= ${priority}
+      and exists (select 1 from job_queue.job_items i where i.job_id = w.job_id and i.status = 'pending')
+      and not exists (
+        select 1 from job_queue.job_dependencies d
+        join job_queue.caption_jobs dep on dep.job_id = d.depends_on_job_id
+        where d.job_id = w.job_id and dep.status <> 'completed')
+    limit 1`);
+  if (waiting.length === 0) return false;
+  const { rows: inFlight } = await tx.execute(
+    sql`select 1 from job_queue.job_items where job_id = ${jobId} and status = 'running' limit 1`,
+  );
+  if (inFlight.length > 0) return true;
+  await tx.execute(sql`
+    update job_queue.caption_jobs
+    set status = 'pending', queue_position = nextval('job_queue.caption_jobs_queue_position_seq'), updated_at = now()
+    where job_id = ${jobId}`);
+  await recordJobStatusChange(tx, jobId, 'running', 'turn ended: another job of the same or a higher priority is waiting');
+  await notifyWork(tx);
+  return true;
 }
 
 /**

@@ -217,6 +217,8 @@ export const captionJobs = queue.table(
     failedImages: integer('failed_images').notNull().default(0),
     cancelledImages: integer('cancelled_images').notNull().default(0),
     progress: doublePrecision('progress').notNull().default(0),
+    /** Items claimed since the job last got its job slot: its turn in fair share (src/db/dispatch.ts). */
+    sliceItems: integer('slice_items').notNull().default(0),
     /** Why the job ended the way it did (a failed dependency, a cancel ...). */
     error: text('error'),
     /** X-Request-Id of the create call; its bridge calls and events carry it. */

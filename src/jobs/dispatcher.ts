@@ -205,6 +205,7 @@ export class Dispatcher {
         owner: this.owner,
         leaseSeconds: this.config.LEASE_SECONDS,
         maxRunningPerJob: this.config.MAX_CONCURRENT_ITEMS,
+        sliceItems: this.config.FAIR_SHARE_SLICE_ITEMS,
       });
       for (const item of items) this.launch(item, claimedAt);
     }

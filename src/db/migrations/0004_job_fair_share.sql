@@ -1,0 +1,1 @@
+ALTER TABLE "job_queue"."caption_jobs" ADD COLUMN "slice_items" integer DEFAULT 0 NOT NULL;

@@ -1,0 +1,107 @@
+/**
+ * Fair share between jobs of equal priority, end to end: real HTTP, real PostgreSQL, the stand-in
+ * Inference Bridge as a real server. One job slot (MAX_CONCURRENT_JOBS=1): a 500-item job must not
+ * make a 20-item job of the same priority wait for all of it; a job of lower priority still waits.
+ */
+import { link, mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { sql } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CONFIG, DATASET } from '../helpers/fixtures.js';
+import { captionsOf, countBy, jobState, waitFor, waitForJobsToFinish } from '../helpers/jobs.js';
+import { api, startTestService, type TestService } from '../helpers/service.js';
+import { StandInBridge } from '../stand-ins/bridge.js';
+
+const SLICE = 50;
+const BULK = 'fair_share_bulk';
+let bridge: StandInBridge;
+let svc: TestService;
+let bulk: string[];
+
+beforeAll(async () => {
+  bridge = await StandInBridge.start({ latencyMs: [5, 15] });
+  svc = await startTestService({
+    env: {
+      INFERENCE_BRIDGE_URL: bridge.url,
+      MAX_CONCURRENT_JOBS: '1',
+      MAX_CONCURRENT_ITEMS: '4',
+      FAIR_SHARE_SLICE_ITEMS: String(SLICE),
+      POLL_INTERVAL_MS: '100',
+      LEASE_SECONDS: '30',
+      BRIDGE_TIMEOUT_MS: '10000',
+    },
+  });
+  // 500 images: hard links of one fixture JPEG in a new dataset folder.
+  const folder = path.join(svc.workspace, 'datasets', BULK);
+  await mkdir(folder);
+  const source = path.join(svc.workspace, 'datasets', DATASET, 'highland-cow-8972000_640.jpg');
+  bulk = [];
+  for (let i = 0; i < 500; i++) {
+    const name = `cow-${String(i).padStart(3, '0')}.jpg`;
+    await link(source, path.join(folder, name));
+    bulk.push(`datasets/${BULK}/${name}`);
+  }
+  const synced = await api(svc.url, 'POST', '/api/workspace/sync');
+  expect(synced.status).toBe(200);
+}, 120_000);
+afterAll(async () => {
+  await svc?.close();
+  await bridge?.close();
+});
+
+const create = async (body: Record<string, unknown>) => {
+  const response = await api(svc.url, 'POST', '/api/perspectives/batch/create', {
+    type: 'MULTI_PERSPECTIVE',
+    perspectives: ['art_critic'],
+    config: CONFIG,
+    ...body,
+  });
+  expect(response.status, JSON.stringify(response.body)).toBe(200);
+  return response.body as { jobId: string; totalImages: number };
+};
+
+describe('fair share', () => {
+  it('a 20-item job started after a 500-item job of the same priority completes while the big one is under way', async () => {
+    const big = await create({ type: 'DATASET_PERSPECTIVE', datasetName: BULK, priority: 100 });
+    expect(big.totalImages).toBe(500);
+    await waitFor('the big job to run', async () => (await jobState(svc.db, big.jobId)).processedImages > 0);
+    const low = await create({ imagePaths: bulk.slice(0, 5), priority: 200 });
+    const small = await create({ imagePaths: bulk.slice(480), priority: 100 });
+    expect(small.totalImages).toBe(20);
+
+    const [smallState] = await waitForJobsToFinish(svc.db, [small.jobId], 120_000);
+    expect(smallState!.status).toBe('completed');
+    const bigWhenSmallDone = await jobState(svc.db, big.jobId);
+    expect(['running', 'pending']).toContain(bigWhenSmallDone.status);
+    expect(bigWhenSmallDone.processedImages).toBeLessThan(500);
+    // The lower-priority job did not get a turn.
+    expect((await jobState(svc.db, low.jobId)).status).toBe('pending');
+
+    const [bigState, lowState] = await waitForJobsToFinish(svc.db, [big.jobId, low.jobId], 180_000);
+    expect(bigState).toMatchObject({ status: 'completed', processedImages: 500 });
+    expect(lowState).toMatchObject({ status: 'completed', processedImages: 5 });
+    expect(lowState!.startedAt!.getTime()).toBeGreaterThanOrEqual(bigState!.completedAt!.getTime());
+    const captions = await captionsOf(svc.db, [big.jobId]);
+    expect(captions).toHaveLength(500);
+    expect([...countBy(captions.map((c) => c.itemId)).values()].every((n) => n === 1)).toBe(true);
+
+    // One job slot held at the bridge too: a job hands its slot over only once drained.
+    const stats = bridge.getStats();
+    expect(stats.maxJobsInFlight).toBe(1);
+    expect(stats.duplicateInFlight).toBe(0);
+    // The big job handed its slot over to the small one, then got it back.
+    const { rows } = await svc.db.execute<{ data: { oldStatus: string; newStatus: string; reason: string | null } }>(sql`
+      select data from job_queue.outbox where job_id = ${big.jobId} and type = 'JOB_STATUS_CHANGED' order by seq`);
+    const transitions = rows.map((r) => `${r.data.oldStatus}>${r.data.newStatus}`);
+    expect(transitions[0]).toBe('pending>running');
+    expect(transitions.at(-1)).toBe('running>completed');
+    expect(transitions).toContain('running>pending');
+    expect(rows.find((r) => r.data.newStatus === 'pending')!.data.reason).toMatch(/turn ended/);
+    // Its calls: a first turn of at least SLICE items before the small job's.
+    const order = bridge.calls.map((c) => c.jobId);
+    const firstSmall = order.indexOf(small.jobId);
+    expect(order.slice(0, firstSmall).every((id) => id === big.jobId)).toBe(true);
+    expect(firstSmall).toBeGreaterThanOrEqual(SLICE);
+    expect(order.filter((id) => id === small.jobId)).toHaveLength(20);
+  }, 240_000);
+});
