@@ -8,7 +8,6 @@ import { ConflictError, NotFoundError } from '../errors.js';
 import { hashDefinition, type PerspectiveDefinition } from '../workspace.js';
 import type { Db, DbTime } from './client.js';
 import { pgArray } from './jobs.js';
-import { parseDbTime } from './client.js';
 import { dir, pageOf, type Order, type Page } from './lists.js';
 import { perspectives } from './schema.js';
 
@@ -179,9 +178,16 @@ export interface ListPerspectivesInput {
  * a transaction that began earlier but commits later writes an older updated_at.) The check reads
  * only the small heap of this table; the rows, their jsonb and the mapping are what is saved.
  */
+interface CachedRow {
+  row: PerspectiveRow;
+  /** Microseconds since the epoch: sorts by time with PostgreSQL's precision, not a Date's. */
+  createdUs: number;
+  updatedUs: number;
+}
+
 interface CachedTable {
   fingerprint: string;
-  rows: PerspectiveRow[];
+  rows: CachedRow[];
 }
 
 const caches = new WeakMap<Db, CachedTable>();
@@ -192,7 +198,7 @@ const fingerprintOf = (rows: { id: string; xmin: string }[]) =>
     .update([...rows].sort((a, b) => (a.id < b.id ? -1 : 1)).map((r) => `${r.id}:${r.xmin}`).join(','))
     .digest('hex');
 
-async function cachedPerspectives(db: Db): Promise<PerspectiveRow[]> {
+async function cachedPerspectives(db: Db): Promise<CachedRow[]> {
   const counter = stats.get(db) ?? { hits: 0, loads: 0 };
   stats.set(db, counter);
   const cached = caches.get(db);
@@ -206,11 +212,13 @@ async function cachedPerspectives(db: Db): Promise<PerspectiveRow[]> {
     }
   }
   // One statement: the rows and the fingerprint come from the same snapshot.
-  const { rows } = await db.execute<PerspectiveRow & { xmin: string }>(
-    sql`select ${PERSPECTIVE_COLUMNS}, p.xmin::text as xmin from core_schema.perspectives p`,
-  );
+  const { rows } = await db.execute<PerspectiveRow & { xmin: string; createdUs: number; updatedUs: number }>(sql`
+    select ${PERSPECTIVE_COLUMNS}, p.xmin::text as xmin,
+           (extract(epoch from p.created_at) * 1000000)::int8 as "createdUs",
+           (extract(epoch from p.updated_at) * 1000000)::int8 as "updatedUs"
+    from core_schema.perspectives p`);
   const fingerprint = fingerprintOf(rows);
-  const table = rows.map(({ xmin: _xmin, ...row }) => row as PerspectiveRow);
+  const table = rows.map(({ xmin: _xmin, createdUs, updatedUs, ...row }) => ({ row: row as PerspectiveRow, createdUs, updatedUs }));
   caches.set(db, { fingerprint, rows: table });
   counter.loads += 1;
   return table;
@@ -222,32 +230,31 @@ export function perspectiveCacheStats(db: Db): { hits: number; loads: number } {
 }
 
 const compareText = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
-const time = (t: DbTime) => parseDbTime(t).getTime();
 
 /** A page of perspectives, from the cache; ties broken by name (code point order, like the SQL lists). */
 export async function listPerspectives(db: Db, input: ListPerspectivesInput): Promise<Page<PerspectiveRow>> {
   const all = await cachedPerspectives(db);
   const needle = input.nameContains?.toLowerCase();
   const matching = all.filter(
-    (p) =>
+    ({ row: p }) =>
       (!input.module?.length || input.module.includes(p.module)) &&
       (!input.tag?.length || input.tag.every((t) => p.tags.includes(t))) &&
       (input.enabled === undefined || p.enabled === input.enabled) &&
       (input.deprecated === undefined || p.deprecated === input.deprecated) &&
       (!needle || p.name.toLowerCase().includes(needle)),
   );
-  const key: (a: PerspectiveRow, b: PerspectiveRow) => number = {
+  const key: (a: CachedRow, b: CachedRow) => number = {
     name: () => 0,
-    displayName: (a: PerspectiveRow, b: PerspectiveRow) => compareText(a.displayName, b.displayName),
-    module: (a: PerspectiveRow, b: PerspectiveRow) => compareText(a.module, b.module),
-    priority: (a: PerspectiveRow, b: PerspectiveRow) => a.priority - b.priority,
-    createdAt: (a: PerspectiveRow, b: PerspectiveRow) => time(a.createdAt) - time(b.createdAt),
-    updatedAt: (a: PerspectiveRow, b: PerspectiveRow) => time(a.updatedAt) - time(b.updatedAt),
+    displayName: (a: CachedRow, b: CachedRow) => compareText(a.row.displayName, b.row.displayName),
+    module: (a: CachedRow, b: CachedRow) => compareText(a.row.module, b.row.module),
+    priority: (a: CachedRow, b: CachedRow) => a.row.priority - b.row.priority,
+    createdAt: (a: CachedRow, b: CachedRow) => a.createdUs - b.createdUs,
+    updatedAt: (a: CachedRow, b: CachedRow) => a.updatedUs - b.updatedUs,
   }[input.sort];
   const sign = input.order === 'desc' ? -1 : 1;
-  const sorted = matching.sort((a, b) => sign * (key(a, b) || compareText(a.name, b.name)));
+  const sorted = matching.sort((a, b) => sign * (key(a, b) || compareText(a.row.name, b.row.name)));
   const start = (input.page - 1) * input.limit;
-  return { items: sorted.slice(start, start + input.limit), total: sorted.length };
+  return { items: sorted.slice(start, start + input.limit).map((c) => c.row), total: sorted.length };
 }
 
 export async function getPerspective(db: Db, id: string): Promise<PerspectiveRow> {
