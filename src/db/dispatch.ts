@@ -45,7 +45,8 @@ export async function startRunnableJobs(db: Db, maxRunning: number): Promise<str
       // A statement after the lock: its snapshot sees every start committed before.
       const { rows } = await tx.execute<{ jobId: string }>(sql`
         update job_queue.caption_jobs j
-        set status = 'running', slice_items = 0, started_at = coalesce(j.started_at, now()), updated_at = now()
+        set status = 'running', slice_items = 0, rate_window_started_at = now(), rate_window_items = 0,
+            started_at = coalesce(j.started_at, now()), updated_at = now()
         where j.status = 'pending' and j.job_id = (
           select c.job_id from job_queue.caption_jobs c
           where c.status = 'pending' and not c.archived

@@ -200,6 +200,25 @@ export async function insertItemCaption(
     on conflict (item_id) do nothing`);
 }
 
+/** Seconds after which the throughput window of a job rolls over (see the ETA in jobs.ts). */
+const RATE_WINDOW_SECONDS = 60;
+
+/**
+ * The ETA's throughput figures on the job row, for `finished` more items (SET clauses; every one
+ * reads the row as it was): a window older than RATE_WINDOW_SECONDS becomes the recent rate and a
+ * new one starts. A window that was never started counts from the job's start.
+ */
+const ROLL_RATE_WINDOW = (finished: number) => {
+  const start = sql`coalesce(rate_window_started_at, started_at)`;
+  const rolled = sql`(${start} is not null and now() - ${start} >= make_interval(secs => ${RATE_WINDOW_SECONDS}))`;
+  return sql`
+    recent_items_per_second = case when ${rolled}
+      then (rate_window_items + ${finished}) / greatest(extract(epoch from now() - ${start})::float8, 0.001)
+      else recent_items_per_second end,
+    rate_window_items = case when ${rolled} then 0 else rate_window_items + ${finished} end,
+    rate_window_started_at = case when ${rolled} or ${start} is null then now() else ${start} end`;
+};
+
 /**
  * Adds finished items to the job's counters and, when nothing is left to run, gives the job its
  * final status: completed (no failures), failed (nothing succeeded), partial otherwise. A paused
@@ -216,6 +235,7 @@ export async function rollUpJob(
     set processed_images = processed_images + ${delta.completed},
         failed_images = failed_images + ${delta.failed},
         cancelled_images = cancelled_images + ${delta.cancelled},
+        ${ROLL_RATE_WINDOW(delta.completed + delta.failed)},
         updated_at = now()
     where job_id = ${jobId}`);
   const { rows } = await tx.execute<{ before: string; finished: boolean }>(sql`

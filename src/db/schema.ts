@@ -219,6 +219,14 @@ export const captionJobs = queue.table(
     progress: doublePrecision('progress').notNull().default(0),
     /** Items claimed since the job last got its job slot: its turn in fair share (src/db/dispatch.ts). */
     sliceItems: integer('slice_items').notNull().default(0),
+    /**
+     * Throughput for the ETA, kept by rollUpJob without scanning items: items finished (completed or
+     * failed) since `rate_window_started_at`, and the items per second of the last full window
+     * (about a minute). The window restarts whenever the job (re)starts.
+     */
+    rateWindowStartedAt: tstz('rate_window_started_at'),
+    rateWindowItems: integer('rate_window_items').notNull().default(0),
+    recentItemsPerSecond: doublePrecision('recent_items_per_second'),
     /** Why the job ended the way it did (a failed dependency, a cancel ...). */
     error: text('error'),
     /** X-Request-Id of the create call; its bridge calls and events carry it. */

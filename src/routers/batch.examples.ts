@@ -32,6 +32,8 @@ export const jobExample = {
   updatedAt: '2026-11-28T12:00:41.000Z',
   startedAt: '2026-11-28T12:00:01.000Z',
   completedAt: null,
+  etaSeconds: 48,
+  estimatedCompletionAt: '2026-11-28T12:01:29.000Z',
 };
 
 export const itemExample = {
@@ -68,7 +70,7 @@ export const reorderOutputExample = {
   ],
 };
 
-export const retryFailedExample = { retried: 1, job: { ...jobExample, status: 'pending', failedImages: 0, progress: 43 } };
+export const retryFailedExample = { retried: 1, job: { ...jobExample, status: 'pending', failedImages: 0, progress: 43, etaSeconds: null, estimatedCompletionAt: null } };
 
 export const analyzeInputExample = { datasetName: 'os_img', perspectives: ['art_critic', 'storytelling'], missingLimit: 10 };
 export const analyzeOutputExample = {
@@ -85,7 +87,7 @@ export const analyzeOutputExample = {
 };
 
 export const statisticsExample = {
-  jobs: { pending: 2, running: 1, completed: 10, partial: 1, failed: 0, cancelled: 1, total: 15 },
+  jobs: { pending: 2, running: 1, paused: 1, completed: 10, partial: 1, failed: 0, cancelled: 1, total: 16 },
   items: { pending: 20, running: 4, completed: 180, failed: 3, cancelled: 7, total: 214 },
   throughput: { windowMinutes: 60, finishedItems: 120, itemsPerMinute: 2 },
   processingTime: { meanMs: 1830, p95Ms: 4100 },

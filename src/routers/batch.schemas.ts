@@ -137,6 +137,12 @@ export const job = z
     updatedAt: timestamp,
     startedAt: timestamp.nullable(),
     completedAt: timestamp.nullable(),
+    etaSeconds: z
+      .int()
+      .min(0)
+      .nullable()
+      .describe('Seconds until a running job is estimated to finish, from its recent throughput; null when unknown or not running.'),
+    estimatedCompletionAt: timestamp.nullable().describe('When a running job is estimated to finish (now + etaSeconds); null when unknown.'),
   })
   .meta({ id: 'Job', description: 'A caption job with its counters, progress and timings.', examples: [jobExample] });
 
@@ -150,6 +156,7 @@ export function toJob(row: JobRow): z.infer<typeof job> {
     updatedAt: iso(row.updatedAt),
     startedAt: isoOrNull(row.startedAt),
     completedAt: isoOrNull(row.completedAt),
+    estimatedCompletionAt: row.etaSeconds === null ? null : new Date(Date.now() + row.etaSeconds * 1000).toISOString(),
   };
 }
 

@@ -60,6 +60,46 @@ const create = async (body: Record<string, unknown>) => {
   return response.body as { jobId: string; totalImages: number };
 };
 
+describe('ETA', () => {
+  it('a running job has an ETA from its recent throughput; a pending, paused or finished one has none', async () => {
+    bridge.set({ latencyMs: [20, 40] });
+    const job = await create({ imagePaths: bulk.slice(0, 300), priority: 100 });
+    const queued = await create({ imagePaths: bulk.slice(300, 302), priority: 100 });
+    const B = '/api/perspectives/batch';
+    const detail = await waitFor('a running job with 30 items done', async () => {
+      const response = await api(svc.url, 'GET', `${B}/status/${job.jobId}?limit=1`);
+      const j = response.body.job;
+      return j.status === 'running' && j.processedImages >= 30 && j.etaSeconds !== null && response.body;
+    });
+    const before = Date.now();
+    const j = detail.job;
+    const remaining = j.totalImages - j.processedImages - j.failedImages - j.cancelledImages;
+    expect(remaining).toBeGreaterThan(0);
+    expect(Number.isInteger(j.etaSeconds)).toBe(true);
+    expect(j.etaSeconds).toBeGreaterThanOrEqual(0);
+    // Sane: about the items left over the rate since the job started (same order of magnitude).
+    const rate = j.processedImages / Math.max(0.001, (before - Date.parse(j.startedAt)) / 1000);
+    expect(j.etaSeconds).toBeLessThanOrEqual(Math.ceil((remaining / rate) * 10) + 1);
+    expect(j.etaSeconds).toBeGreaterThanOrEqual(Math.floor((remaining / rate) / 10));
+    // estimatedCompletionAt is now + etaSeconds (now as the service saw it, within the call).
+    const at = Date.parse(j.estimatedCompletionAt);
+    expect(at).toBeGreaterThanOrEqual(Date.parse(j.updatedAt));
+    expect(Math.abs(at - (before + j.etaSeconds * 1000))).toBeLessThan(60_000);
+
+    const waiting = (await api(svc.url, 'GET', `${B}/status/${queued.jobId}`)).body.job;
+    expect(waiting).toMatchObject({ status: 'pending', etaSeconds: null, estimatedCompletionAt: null });
+    const paused = await api(svc.url, 'POST', `${B}/pause/${job.jobId}`);
+    expect(paused.body).toMatchObject({ status: 'paused', etaSeconds: null, estimatedCompletionAt: null });
+    expect((await api(svc.url, 'POST', `${B}/resume/${job.jobId}`)).status).toBe(200);
+    const [done] = await waitForJobsToFinish(svc.db, [job.jobId, queued.jobId], 120_000);
+    expect(done!.status).toBe('completed');
+    const finished = (await api(svc.url, 'GET', `${B}/status/${job.jobId}`)).body.job;
+    expect(finished).toMatchObject({ status: 'completed', etaSeconds: null, estimatedCompletionAt: null });
+    bridge.set({ latencyMs: [5, 15] });
+    bridge.reset();
+  }, 180_000);
+});
+
 describe('fair share', () => {
   it('a 20-item job started after a 500-item job of the same priority completes while the big one is under way', async () => {
     const big = await create({ type: 'DATASET_PERSPECTIVE', datasetName: BULK, priority: 100 });
