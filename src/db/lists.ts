@@ -26,17 +26,17 @@ export const dir = (order: Order): SQL => sql.raw(order === 'desc' ? 'desc' : 'a
 export const textKey = (column: SQL): SQL => sql`${column} collate "C"`;
 
 /**
- * Runs a list: `select` (columns and FROM ... WHERE) paged in `orderBy`, and the count of `from`
- * (FROM ... WHERE) for the total.
+ * Runs a list: `select` (columns) `from` (FROM ... WHERE) paged in `orderBy`, and the count for the
+ * total, of `countFrom` when given: the same rows without the joins that only add columns.
  */
 export async function pageOf<T>(
   db: Db,
-  q: { select: SQL; from: SQL; orderBy: SQL; page: PageInput },
+  q: { select: SQL; from: SQL; countFrom?: SQL; orderBy: SQL; page: PageInput },
 ): Promise<Page<T>> {
   const { rows } = await db.execute<Record<string, unknown>>(sql`
     select ${q.select} ${q.from} order by ${q.orderBy}
     limit ${q.page.limit} offset ${(q.page.page - 1) * q.page.limit}`);
-  const { rows: counted } = await db.execute<{ n: number }>(sql`select count(*) as n ${q.from}`);
+  const { rows: counted } = await db.execute<{ n: number }>(sql`select count(*) as n ${q.countFrom ?? q.from}`);
   return { items: rows as unknown as T[], total: counted[0]?.n ?? 0 };
 }
 
