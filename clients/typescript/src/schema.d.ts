@@ -75,10 +75,50 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Cancel a pending or running job
+         * Cancel a pending, running or paused job
          * @description No more dispatch; unfinished items are cancelled. 409 when the job has already finished.
          */
         post: operations["batch-cancel"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/perspectives/batch/pause/{jobId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Pause a pending or running job
+         * @description Nothing new is dispatched; items already in flight finish and are recorded. The job keeps its queue position and frees its job slot for the next job. 409 unless the job is pending or running.
+         */
+        post: operations["batch-pause"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/perspectives/batch/resume/{jobId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Resume a paused job
+         * @description Back to pending at its queue position; it runs again when a job slot is free. 409 unless the job is paused.
+         */
+        post: operations["batch-resume"];
         delete?: never;
         options?: never;
         head?: never;
@@ -667,10 +707,10 @@ export interface components {
          */
         JobType: "MULTI_PERSPECTIVE" | "DATASET_PERSPECTIVE" | "BACKFILL" | "DEPENDENCY_CHAIN";
         /**
-         * @description pending → running → completed (all items done) | partial (some failed) | failed (all failed) | cancelled.
+         * @description pending → running → completed (all items done) | partial (some failed) | failed (all failed) | cancelled. paused: a pending or running job paused by request; nothing new is dispatched until it is resumed (back to pending).
          * @enum {string}
          */
-        JobStatus: "pending" | "running" | "completed" | "partial" | "failed" | "cancelled";
+        JobStatus: "pending" | "running" | "paused" | "completed" | "partial" | "failed" | "cancelled";
         /**
          * @description pending → running → completed | failed | cancelled; a retried attempt goes back to pending.
          * @enum {string}
@@ -710,7 +750,9 @@ export interface components {
          *       "createdAt": "2026-11-28T12:00:00.000Z",
          *       "updatedAt": "2026-11-28T12:00:41.000Z",
          *       "startedAt": "2026-11-28T12:00:01.000Z",
-         *       "completedAt": null
+         *       "completedAt": null,
+         *       "etaSeconds": 48,
+         *       "estimatedCompletionAt": "2026-11-28T12:01:29.000Z"
          *     }
          */
         Job: {
@@ -766,6 +808,10 @@ export interface components {
             updatedAt: string;
             startedAt: string | null;
             completedAt: string | null;
+            /** @description Seconds until a running job is estimated to finish, from its recent throughput; null when unknown or not running. */
+            etaSeconds: number | null;
+            /** @description When a running job is estimated to finish (now + etaSeconds); null when unknown. */
+            estimatedCompletionAt: string | null;
         };
         /**
          * @description A page of jobs.
@@ -803,7 +849,9 @@ export interface components {
          *           "createdAt": "2026-11-28T12:00:00.000Z",
          *           "updatedAt": "2026-11-28T12:00:41.000Z",
          *           "startedAt": "2026-11-28T12:00:01.000Z",
-         *           "completedAt": null
+         *           "completedAt": null,
+         *           "etaSeconds": 48,
+         *           "estimatedCompletionAt": "2026-11-28T12:01:29.000Z"
          *         }
          *       ],
          *       "total": 1,
@@ -853,7 +901,9 @@ export interface components {
          *         "createdAt": "2026-11-28T12:00:00.000Z",
          *         "updatedAt": "2026-11-28T12:00:41.000Z",
          *         "startedAt": "2026-11-28T12:00:01.000Z",
-         *         "completedAt": null
+         *         "completedAt": null,
+         *         "etaSeconds": 48,
+         *         "estimatedCompletionAt": "2026-11-28T12:01:29.000Z"
          *       },
          *       "items": {
          *         "items": [
@@ -1549,6 +1599,142 @@ export interface operations {
             };
         };
     };
+    "batch-pause": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The job id. */
+                jobId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The paused job. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Job not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed in the job’s current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "batch-resume": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The job id. */
+                jobId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The resumed job. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Job not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed in the job’s current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     "batch-reorder": {
         parameters: {
             query?: never;
@@ -1951,6 +2137,7 @@ export interface operations {
                         jobs: {
                             pending: number;
                             running: number;
+                            paused: number;
                             completed: number;
                             partial: number;
                             failed: number;

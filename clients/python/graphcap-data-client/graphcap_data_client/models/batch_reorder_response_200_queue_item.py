@@ -20,7 +20,8 @@ class BatchReorderResponse200QueueItem:
         position (int):
         priority (int):
         status (JobStatus): pending → running → completed (all items done) | partial (some failed) | failed (all failed)
-            | cancelled.
+            | cancelled. paused: a pending or running job paused by request; nothing new is dispatched until it is resumed
+            (back to pending).
     """
 
     job_id: UUID

@@ -15,6 +15,7 @@ class BatchStatisticsResponse200Jobs:
     Attributes:
         pending (int):
         running (int):
+        paused (int):
         completed (int):
         partial (int):
         failed (int):
@@ -24,6 +25,7 @@ class BatchStatisticsResponse200Jobs:
 
     pending: int
     running: int
+    paused: int
     completed: int
     partial: int
     failed: int
@@ -34,6 +36,8 @@ class BatchStatisticsResponse200Jobs:
         pending = self.pending
 
         running = self.running
+
+        paused = self.paused
 
         completed = self.completed
 
@@ -51,6 +55,7 @@ class BatchStatisticsResponse200Jobs:
             {
                 "pending": pending,
                 "running": running,
+                "paused": paused,
                 "completed": completed,
                 "partial": partial,
                 "failed": failed,
@@ -68,6 +73,8 @@ class BatchStatisticsResponse200Jobs:
 
         running = d.pop("running")
 
+        paused = d.pop("paused")
+
         completed = d.pop("completed")
 
         partial = d.pop("partial")
@@ -81,6 +88,7 @@ class BatchStatisticsResponse200Jobs:
         batch_statistics_response_200_jobs = cls(
             pending=pending,
             running=running,
+            paused=paused,
             completed=completed,
             partial=partial,
             failed=failed,

@@ -28,7 +28,8 @@ class Job:
             dataset × every perspective. BACKFILL: only pairs without a caption. DEPENDENCY_CHAIN: like MULTI_PERSPECTIVE,
             started after its dependsOn jobs complete.
         status (JobStatus): pending → running → completed (all items done) | partial (some failed) | failed (all failed)
-            | cancelled.
+            | cancelled. paused: a pending or running job paused by request; nothing new is dispatched until it is resumed
+            (back to pending).
         priority (int):
         queue_position (int | None): Place in the queue of jobs with work left; null once finished.
         perspectives (list[str]):
@@ -49,6 +50,10 @@ class Job:
         updated_at (datetime.datetime): ISO 8601 time in UTC.
         started_at (datetime.datetime | None):
         completed_at (datetime.datetime | None):
+        eta_seconds (int | None): Seconds until a running job is estimated to finish, from its recent throughput; null
+            when unknown or not running.
+        estimated_completion_at (datetime.datetime | None): When a running job is estimated to finish (now +
+            etaSeconds); null when unknown.
     """
 
     job_id: UUID
@@ -74,6 +79,8 @@ class Job:
     updated_at: datetime.datetime
     started_at: datetime.datetime | None
     completed_at: datetime.datetime | None
+    eta_seconds: int | None
+    estimated_completion_at: datetime.datetime | None
 
     def to_dict(self) -> dict[str, Any]:
         job_id = str(self.job_id)
@@ -145,6 +152,15 @@ class Job:
         else:
             completed_at = self.completed_at
 
+        eta_seconds: int | None
+        eta_seconds = self.eta_seconds
+
+        estimated_completion_at: None | str
+        if isinstance(self.estimated_completion_at, datetime.datetime):
+            estimated_completion_at = self.estimated_completion_at.isoformat()
+        else:
+            estimated_completion_at = self.estimated_completion_at
+
         field_dict: dict[str, Any] = {}
 
         field_dict.update(
@@ -172,6 +188,8 @@ class Job:
                 "updatedAt": updated_at,
                 "startedAt": started_at,
                 "completedAt": completed_at,
+                "etaSeconds": eta_seconds,
+                "estimatedCompletionAt": estimated_completion_at,
             }
         )
 
@@ -305,6 +323,28 @@ class Job:
 
         completed_at = _parse_completed_at(d.pop("completedAt"))
 
+        def _parse_eta_seconds(data: object) -> int | None:
+            if data is None:
+                return data
+            return cast(int | None, data)
+
+        eta_seconds = _parse_eta_seconds(d.pop("etaSeconds"))
+
+        def _parse_estimated_completion_at(data: object) -> datetime.datetime | None:
+            if data is None:
+                return data
+            try:
+                if not isinstance(data, str):
+                    raise TypeError()
+                estimated_completion_at_type_0 = datetime.datetime.fromisoformat(data)
+
+                return estimated_completion_at_type_0
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(datetime.datetime | None, data)
+
+        estimated_completion_at = _parse_estimated_completion_at(d.pop("estimatedCompletionAt"))
+
         job = cls(
             job_id=job_id,
             type_=type_,
@@ -329,6 +369,8 @@ class Job:
             updated_at=updated_at,
             started_at=started_at,
             completed_at=completed_at,
+            eta_seconds=eta_seconds,
+            estimated_completion_at=estimated_completion_at,
         )
 
         return job

@@ -7,6 +7,7 @@ class JobStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     PARTIAL = "partial"
+    PAUSED = "paused"
     PENDING = "pending"
     RUNNING = "running"
 

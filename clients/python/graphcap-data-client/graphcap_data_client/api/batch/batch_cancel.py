@@ -78,7 +78,7 @@ def sync_detailed(
     *,
     client: AuthenticatedClient | Client,
 ) -> Response[Job | Problem]:
-    """Cancel a pending or running job
+    """Cancel a pending, running or paused job
 
      No more dispatch; unfinished items are cancelled. 409 when the job has already finished.
 
@@ -109,7 +109,7 @@ def sync(
     *,
     client: AuthenticatedClient | Client,
 ) -> Job | Problem | None:
-    """Cancel a pending or running job
+    """Cancel a pending, running or paused job
 
      No more dispatch; unfinished items are cancelled. 409 when the job has already finished.
 
@@ -135,7 +135,7 @@ async def asyncio_detailed(
     *,
     client: AuthenticatedClient | Client,
 ) -> Response[Job | Problem]:
-    """Cancel a pending or running job
+    """Cancel a pending, running or paused job
 
      No more dispatch; unfinished items are cancelled. 409 when the job has already finished.
 
@@ -164,7 +164,7 @@ async def asyncio(
     *,
     client: AuthenticatedClient | Client,
 ) -> Job | Problem | None:
-    """Cancel a pending or running job
+    """Cancel a pending, running or paused job
 
      No more dispatch; unfinished items are cancelled. 409 when the job has already finished.
 
