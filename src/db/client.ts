@@ -53,6 +53,11 @@ export function createPool(url: string, max: number, logger: Logger): pg.Pool {
   });
   // An idle client that loses its server emits here; unhandled, it would crash the process.
   pool.on('error', (error) => logger.warn({ err: error }, 'idle database connection failed'));
+  // So does a checked-out one (the pool listens only while a client is idle): when PostgreSQL
+  // restarts mid-transaction, the query fails with the error and the client still emits it.
+  pool.on('connect', (client) => {
+    client.on('error', (error) => logger.warn({ err: error }, 'database connection in use failed'));
+  });
   return pool;
 }
 
