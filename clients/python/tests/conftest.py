@@ -72,7 +72,9 @@ class Bridge:
 def bridge() -> Iterator[Bridge]:
     url = os.environ.get("GRAPHCAP_BRIDGE_URL")
     if not url:
-        pytest.fail("GRAPHCAP_BRIDGE_URL is not set: start the stand-in bridge (npm run bridge) and the service with it")
+        pytest.fail(
+            "GRAPHCAP_BRIDGE_URL is not set: start the stand-in bridge (npm run bridge) and the service with it"
+        )
     b = Bridge(url)
     b.reset()
     yield b

@@ -19,6 +19,7 @@ from graphcap_data_client.api.batch import (
     batch_statistics,
     batch_status,
 )
+from graphcap_data_client.api.captions import captions_get, captions_list
 from graphcap_data_client.api.operations import health
 from graphcap_data_client.api.workspace import workspace_sync
 from graphcap_data_client.models import (
@@ -26,6 +27,8 @@ from graphcap_data_client.models import (
     BatchCreateBodyConfig,
     BatchRetryFailedResponse200,
     BatchStatisticsResponse200,
+    Caption,
+    CaptionPage,
     Health,
     ItemStatus,
     Job,
@@ -90,7 +93,9 @@ def test_imports_the_fixture_workspace(client: Client | AuthenticatedClient) -> 
 def test_a_dataset_job_runs_to_completion_with_its_captions(
     client: Client | AuthenticatedClient, bridge: Bridge
 ) -> None:
-    job = create(client, type_=JobType.DATASET_PERSPECTIVE, dataset_name=DATASET, perspectives=PERSPECTIVES, user_id="py")
+    job = create(
+        client, type_=JobType.DATASET_PERSPECTIVE, dataset_name=DATASET, perspectives=PERSPECTIVES, user_id="py"
+    )
     assert job.status in {JobStatus.PENDING, JobStatus.RUNNING}
     assert job.total_images == len(IMAGES) * len(PERSPECTIVES)
 
@@ -109,6 +114,23 @@ def test_a_dataset_job_runs_to_completion_with_its_captions(
         assert item.caption_id is not None and item.result is not None
         name = item.image_path.rsplit("/", 1)[-1]
         assert item.result.to_dict() == expected[item.perspective][name], (item.image_path, item.perspective)
+
+    # The captions are stored: one per item, found by the item's captionId and by the job.
+    first = page.items[0]
+    caption = captions_get.sync(first.caption_id, client=client)  # type: ignore[arg-type]
+    assert isinstance(caption, Caption)
+    assert (caption.job_id, caption.item_id, caption.image_path, caption.perspective) == (
+        job.job_id,
+        first.item_id,
+        first.image_path,
+        first.perspective,
+    )
+    assert caption.result.to_dict() == first.result.to_dict()  # type: ignore[union-attr]
+    assert caption.provider == "gemini" and caption.model == "gemini-2.0-flash-exp"
+    by_job = captions_list.sync(client=client, job_id=job.job_id, limit=100)
+    assert isinstance(by_job, CaptionPage)
+    assert by_job.total == 14
+    assert {c.caption_id for c in by_job.items} == {i.caption_id for i in page.items}
 
     # The status endpoint filters its page of items; the list filters by perspective.
     detail = batch_status.sync(job.job_id, client=client, item_status=[ItemStatus.COMPLETED], limit=5)
