@@ -72,6 +72,11 @@ const envSchema = z.object({
   API_TOKEN: token,
   /** Bearer token of the internal item-update endpoint; when set, the API token is refused there. */
   INTERNAL_TOKEN: token,
+  /**
+   * Bearer token that opens reads only (GETs, the event streams, tRPC queries and subscriptions);
+   * anything that changes state is refused with 403. Needs API_TOKEN, which writes.
+   */
+  API_READ_TOKEN: token,
   /** /metrics needs a token (API or internal) too. */
   METRICS_REQUIRE_TOKEN: bool.default(false),
   /** /docs and /openapi.json need a token too. */
@@ -131,7 +136,14 @@ const envSchema = z.object({
       .max(200)
       .default(() => `${os.hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`),
   ),
-}).refine((c) => c.RETRY_MAX_MS >= c.RETRY_BASE_MS, { path: ['RETRY_MAX_MS'], message: 'must be at least RETRY_BASE_MS' });
+})
+  .refine((c) => c.RETRY_MAX_MS >= c.RETRY_BASE_MS, { path: ['RETRY_MAX_MS'], message: 'must be at least RETRY_BASE_MS' })
+  // A read token alone would leave a service nobody can change; the same value twice would be ambiguous.
+  .refine((c) => !c.API_READ_TOKEN || Boolean(c.API_TOKEN), { path: ['API_READ_TOKEN'], message: 'needs API_TOKEN too (writes need the full token)' })
+  .refine((c) => !c.API_READ_TOKEN || (c.API_READ_TOKEN !== c.API_TOKEN && c.API_READ_TOKEN !== c.INTERNAL_TOKEN), {
+    path: ['API_READ_TOKEN'],
+    message: 'must differ from API_TOKEN and INTERNAL_TOKEN',
+  });
 
 export type Config = Readonly<
   Omit<z.infer<typeof envSchema>, 'WORKSPACE_PATH' | 'EMBEDDED_PG_DATA'> & {

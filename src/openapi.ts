@@ -4,6 +4,7 @@
  */
 import { generateOpenApiDocument, type OpenAPIObject } from 'trpc-to-openapi';
 import { appRouter } from './routers/index.js';
+import type { Meta } from './trpc.js';
 
 export const API_VERSION = '0.1.0';
 
@@ -79,7 +80,7 @@ const TAG_DESCRIPTIONS: Record<string, string> = {
   datasets: 'Datasets (folders of images) and their membership.',
   perspectives: 'Perspectives: the ways an image is described (art critic, graph caption, storytelling ...).',
   captions: 'Captions: the structured result of one perspective on one image.',
-  operations: 'Health of the service (always open, no token).',
+  operations: 'Health of the service, and what a token allows (always open, no token needed).',
 };
 
 const BEARER = 'bearerAuth';
@@ -88,7 +89,8 @@ const bearerScheme = {
   scheme: 'bearer',
   description:
     'Needed only when the service is started with API_TOKEN or INTERNAL_TOKEN (then every /api request needs one; ' +
-    'the internal item endpoint needs INTERNAL_TOKEN when that is set). A service without tokens is open.',
+    'the internal item endpoint needs INTERNAL_TOKEN when that is set). API_READ_TOKEN opens reads only: ' +
+    'changes answer 403 to it. A service without tokens is open. GET /api/access says what a token allows.',
 };
 /**
  * The bearer token is optional: `{}` is the anonymous alternative of an open service. It is set once
@@ -136,6 +138,23 @@ const healthSchema = {
 };
 
 type Response = { description?: string; content?: Record<string, unknown> };
+
+/**
+ * `method path` of every operation that changes state, which the read-only token may not call: the
+ * mutations, less those marked readsOnly (src/trpc.ts applies the same rule).
+ */
+function writeOperations(): Set<string> {
+  const writes = new Set<string>();
+  for (const procedure of Object.values(appRouter._def.procedures)) {
+    const def = (procedure as { _def: { type: string; meta?: Meta } })._def;
+    const openapi = def.meta?.openapi;
+    if (def.type === 'mutation' && openapi && !def.meta?.readsOnly) writes.add(`${openapi.method.toLowerCase()} ${openapi.path}`);
+  }
+  return writes;
+}
+
+/** Paths under /api that answer without a token (src/http/auth.ts). */
+const OPEN_PATHS = new Set(['/api/access']);
 type Operation = {
   tags?: string[];
   security?: unknown[];
@@ -167,13 +186,19 @@ export function buildOpenApiDocument(): OpenAPIObject {
   type Schemas = NonNullable<OpenAPIObject['components']>['schemas'];
   doc.components = { ...doc.components, schemas: { ...schemas, Problem: problemSchema, Health: healthSchema } as Schemas };
   const tags: string[] = [];
+  const writes = writeOperations();
   for (const [path, operations] of Object.entries(doc.paths ?? {})) {
-    for (const operation of Object.values(operations as Record<string, Operation>)) {
+    for (const [method, operation] of Object.entries(operations as Record<string, Operation>)) {
       for (const tag of operation.tags ?? []) if (!tags.includes(tag)) tags.push(tag);
       const responses = (operation.responses ??= {});
       if (path.startsWith('/api/')) {
         delete operation.security;
-        responses['401'] ??= { description: 'Missing or wrong bearer token, when the service is started with a token' };
+        if (!OPEN_PATHS.has(path)) {
+          responses['401'] ??= { description: 'Missing or wrong bearer token, when the service is started with a token' };
+        }
+      }
+      if (writes.has(`${method} ${path}`)) {
+        responses['403'] ??= { description: 'The read-only token (API_READ_TOKEN) may not change anything: this needs the API token' };
       }
       for (const [status, response] of Object.entries(responses)) {
         if (Number(status) >= 400 && path.startsWith('/api/')) {

@@ -8,7 +8,7 @@ import { ZodError } from 'zod';
 import type { Config } from './config.js';
 import type { Db } from './db/client.js';
 import { InvalidInputError, toTRPCError, type FieldError } from './errors.js';
-import type { Scope } from './http/auth.js';
+import { accessOf, type Scope } from './http/auth.js';
 import type { EventHub } from './jobs/event-hub.js';
 import type { Logger } from './logger.js';
 
@@ -31,9 +31,15 @@ export interface ErrorData {
   errors: FieldError[];
 }
 
+/** Procedure meta: trpc-to-openapi's, plus what the access check needs to know. */
+export type Meta = OpenApiMeta<{
+  /** A mutation that changes nothing (a POST only for its body, like analyze-images): reads may call it. */
+  readsOnly?: boolean;
+}>;
+
 const t = initTRPC
   .context<Context>()
-  .meta<OpenApiMeta>()
+  .meta<Meta>()
   .create({
     // Never put stack traces in error bodies, whatever NODE_ENV says; the log has them.
     isDev: false,
@@ -69,9 +75,26 @@ const domainErrors = t.middleware(async ({ next }) => {
   return result;
 });
 
+/**
+ * The access rule of both faces (what a token allows: src/http/auth.ts): with a token configured,
+ * nothing without one; queries and subscriptions with any token; changes (every mutation but those
+ * marked `readsOnly`) only with the API or internal token, so the read token gets FORBIDDEN.
+ * The HTTP gate refuses tokenless requests before they get here; this holds for in-process callers too.
+ */
+const accessRule = t.middleware(({ ctx, type, meta, next }) => {
+  const access = accessOf(ctx.scope, ctx.config);
+  if (!access.read) throw new TRPCError({ code: 'UNAUTHORIZED', message: 'this endpoint needs a bearer token' });
+  if (type === 'mutation' && !meta?.readsOnly && !access.write) {
+    throw new TRPCError({ code: 'FORBIDDEN', message: 'this token can only read; changes need the API token' });
+  }
+  return next();
+});
+
 export const router = t.router;
 export const createCallerFactory = t.createCallerFactory;
-export const publicProcedure = t.procedure.use(domainErrors);
+/** For the few procedures anyone may call, whatever their token (the access endpoint). */
+export const openProcedure = t.procedure.use(domainErrors);
+export const publicProcedure = openProcedure.use(accessRule);
 
 /** For internal endpoints (item updates by executors): with INTERNAL_TOKEN set, only that token. */
 export const internalProcedure = publicProcedure.use(({ ctx, next }) => {

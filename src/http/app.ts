@@ -18,7 +18,7 @@ import { routeLabeller, type Metrics } from '../metrics.js';
 import { appRouter } from '../routers/index.js';
 import type { Context } from '../trpc.js';
 import type { EventHub } from '../jobs/event-hub.js';
-import { apiClosed, requireToken, scopeOf } from './auth.js';
+import { apiClosed, apiGate, requireToken, scopeOf } from './auth.js';
 import { eventsRoute } from './events.js';
 import { conditionalGet } from './etag.js';
 import { problem, problemResponses, sendProblem } from './problem.js';
@@ -107,7 +107,7 @@ export function createApp(deps: AppDeps): express.Express {
     if (error.code === 'INTERNAL_SERVER_ERROR') logger.error({ err: error.cause ?? error, path }, 'procedure failed');
   };
 
-  app.use('/api', requireToken(config, apiClosed));
+  app.use('/api', apiGate(config));
   app.use(
     '/api/trpc',
     createExpressMiddleware({

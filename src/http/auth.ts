@@ -1,15 +1,19 @@
 /**
  * Access control, off by default for local use: with API_TOKEN set, /api needs
- * `Authorization: Bearer <token>`; with INTERNAL_TOKEN set, the internal item-update endpoint needs
- * that token (checked in src/trpc.ts, so both faces agree). Tokens are compared in constant time.
+ * `Authorization: Bearer <token>`; API_READ_TOKEN opens reads only; with INTERNAL_TOKEN set, the
+ * internal item-update endpoint needs that token. What a token may do is decided here and enforced
+ * in the procedure layer (src/trpc.ts), so both faces agree. Tokens are compared in constant time.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { NextFunction, Request, Response } from 'express';
 import type { Config } from '../config.js';
 import { problem, sendProblem } from './problem.js';
 
-/** What the caller's token allows: nothing special, the public API, or the internal endpoints too. */
-export type Scope = 'anonymous' | 'api' | 'internal';
+/**
+ * What the caller's token allows: nothing special, reads only (API_READ_TOKEN), the public API, or
+ * the internal endpoints too.
+ */
+export type Scope = 'anonymous' | 'read' | 'api' | 'internal';
 
 // Hashing first makes both sides the same length, so the comparison leaks neither content nor length.
 function sameSecret(given: string, expected: string): boolean {
@@ -23,12 +27,28 @@ export function scopeOf(req: Request, config: Config): Scope {
   if (!given) return 'anonymous';
   if (config.INTERNAL_TOKEN && sameSecret(given, config.INTERNAL_TOKEN)) return 'internal';
   if (config.API_TOKEN && sameSecret(given, config.API_TOKEN)) return 'api';
+  if (config.API_READ_TOKEN && sameSecret(given, config.API_READ_TOKEN)) return 'read';
   return 'anonymous';
+}
+
+/** The API is closed when any token is configured. */
+export const apiClosed = (config: Config) => Boolean(config.API_TOKEN ?? config.INTERNAL_TOKEN ?? config.API_READ_TOKEN);
+
+/** What a caller may do with the public API: `tokenRequired` says whether the service wants a token at all. */
+export interface Access {
+  tokenRequired: boolean;
+  read: boolean;
+  write: boolean;
+}
+
+export function accessOf(scope: Scope, config: Config): Access {
+  if (!apiClosed(config)) return { tokenRequired: false, read: true, write: true };
+  return { tokenRequired: true, read: scope !== 'anonymous', write: scope === 'api' || scope === 'internal' };
 }
 
 /**
  * Refuses requests without a valid token when `required` says one is needed. Any configured token
- * (API or internal) opens the API.
+ * (read, API or internal) passes: what it may do is the procedure layer's call.
  */
 export function requireToken(config: Config, required: (config: Config) => boolean) {
   return (req: Request, res: Response, next: NextFunction) => {
@@ -39,5 +59,18 @@ export function requireToken(config: Config, required: (config: Config) => boole
   };
 }
 
-/** The API is closed when any token is configured. */
-export const apiClosed = (config: Config) => Boolean(config.API_TOKEN ?? config.INTERNAL_TOKEN);
+/**
+ * Paths under /api that answer without a token: the access endpoint (REST and tRPC) tells a caller,
+ * a board page say, whether it needs a token and what the one it has allows. A tRPC batch that
+ * names it with other procedures is not one of these paths.
+ */
+const OPEN_API_PATHS = new Set(['/access', '/trpc/access']);
+
+/** The gate of /api: a token when one is configured, except on the open paths. */
+export function apiGate(config: Config) {
+  const gate = requireToken(config, apiClosed);
+  return (req: Request, res: Response, next: NextFunction) => {
+    if (req.method === 'GET' && OPEN_API_PATHS.has(req.path)) return next();
+    gate(req, res, next);
+  };
+}

@@ -192,6 +192,8 @@ export const batchRouter = router({
 
   analyzeImages: publicProcedure
     .meta({
+      // A POST for its body only: it changes nothing, so the read token may call it.
+      readsOnly: true,
       openapi: {
         method: 'POST',
         path: `${BASE}/analyze-images`,

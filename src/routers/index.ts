@@ -3,6 +3,7 @@
  * the REST endpoints and the OpenAPI document are generated from the same procedures.
  */
 import { createCallerFactory, router } from '../trpc.js';
+import { accessQuery } from './access.js';
 import { batchRouter } from './batch.js';
 import { captionsRouter } from './captions.js';
 import { datasetsRouter } from './datasets.js';
@@ -18,6 +19,7 @@ export const appRouter = router({
   datasets: datasetsRouter,
   perspectives: perspectivesRouter,
   captions: captionsRouter,
+  access: accessQuery,
 });
 
 export type AppRouter = typeof appRouter;

@@ -657,6 +657,26 @@ export interface paths {
         patch: operations["captions-update"];
         trace?: never;
     };
+    "/api/access": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * What the caller’s token allows
+         * @description Open to every caller, with or without a token. An open service (no tokens configured) allows everything; otherwise API_READ_TOKEN reads and API_TOKEN (or INTERNAL_TOKEN) also writes. A missing or unknown token reads nothing.
+         */
+        get: operations["access"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/perspectives/batch/events": {
         parameters: {
             query?: never;
@@ -1226,6 +1246,22 @@ export interface components {
              */
             createdAt: string;
         };
+        /**
+         * @description What the caller’s bearer token allows.
+         * @example {
+         *       "tokenRequired": true,
+         *       "read": true,
+         *       "write": false
+         *     }
+         */
+        Access: {
+            /** @description Whether the service wants a bearer token (API_TOKEN is set); false = open. */
+            tokenRequired: boolean;
+            /** @description Whether this caller may read: queries, GETs, the event streams. */
+            read: boolean;
+            /** @description Whether this caller may change state (create, pause, cancel ...): the API token, or an open service. */
+            write: boolean;
+        };
         /** @description RFC 9457 problem details. Every REST error has this shape. */
         Problem: {
             /**
@@ -1370,6 +1406,15 @@ export interface operations {
             };
             /** @description Missing or wrong bearer token, when the service is started with a token */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The read-only token (API_READ_TOKEN) may not change anything: this needs the API token */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1570,6 +1615,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The read-only token (API_READ_TOKEN) may not change anything: this needs the API token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Job not found */
             404: {
                 headers: {
@@ -1638,6 +1692,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The read-only token (API_READ_TOKEN) may not change anything: this needs the API token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Job not found */
             404: {
                 headers: {
@@ -1699,6 +1762,15 @@ export interface operations {
             };
             /** @description Missing or wrong bearer token, when the service is started with a token */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The read-only token (API_READ_TOKEN) may not change anything: this needs the API token */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1790,6 +1862,15 @@ export interface operations {
             };
             /** @description Missing or wrong bearer token, when the service is started with a token */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The read-only token (API_READ_TOKEN) may not change anything: this needs the API token */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1946,6 +2027,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The read-only token (API_READ_TOKEN) may not change anything: this needs the API token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Job not found */
             404: {
                 headers: {
@@ -2007,6 +2097,15 @@ export interface operations {
             };
             /** @description Missing or wrong bearer token, when the service is started with a token */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The read-only token (API_READ_TOKEN) may not change anything: this needs the API token */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2079,6 +2178,15 @@ export interface operations {
             };
             /** @description Missing or wrong bearer token, when the service is started with a token */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The read-only token (API_READ_TOKEN) may not change anything: this needs the API token */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2248,6 +2356,15 @@ export interface operations {
             };
             /** @description Missing or wrong token (the internal token when INTERNAL_TOKEN is set) */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The read-only token (API_READ_TOKEN) may not change anything: this needs the API token */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2480,6 +2597,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The read-only token (API_READ_TOKEN) may not change anything: this needs the API token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Unexpected error */
             500: {
                 headers: {
@@ -2595,6 +2721,15 @@ export interface operations {
             };
             /** @description Missing or wrong bearer token, when the service is started with a token */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The read-only token (API_READ_TOKEN) may not change anything: this needs the API token */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2725,6 +2860,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The read-only token (API_READ_TOKEN) may not change anything: this needs the API token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Job not found */
             404: {
                 headers: {
@@ -2793,6 +2937,15 @@ export interface operations {
             };
             /** @description Missing or wrong bearer token, when the service is started with a token */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The read-only token (API_READ_TOKEN) may not change anything: this needs the API token */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2996,6 +3149,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The read-only token (API_READ_TOKEN) may not change anything: this needs the API token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Not allowed in the job’s current state */
             409: {
                 headers: {
@@ -3126,6 +3288,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The read-only token (API_READ_TOKEN) may not change anything: this needs the API token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Job not found */
             404: {
                 headers: {
@@ -3194,6 +3365,15 @@ export interface operations {
             };
             /** @description Missing or wrong bearer token, when the service is started with a token */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The read-only token (API_READ_TOKEN) may not change anything: this needs the API token */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3355,6 +3535,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The read-only token (API_READ_TOKEN) may not change anything: this needs the API token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Job not found */
             404: {
                 headers: {
@@ -3409,6 +3598,15 @@ export interface operations {
             };
             /** @description Missing or wrong bearer token, when the service is started with a token */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The read-only token (API_READ_TOKEN) may not change anything: this needs the API token */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3568,6 +3766,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The read-only token (API_READ_TOKEN) may not change anything: this needs the API token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Not allowed in the job’s current state */
             409: {
                 headers: {
@@ -3691,6 +3898,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The read-only token (API_READ_TOKEN) may not change anything: this needs the API token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Job not found */
             404: {
                 headers: {
@@ -3772,6 +3988,15 @@ export interface operations {
             };
             /** @description Missing or wrong bearer token, when the service is started with a token */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The read-only token (API_READ_TOKEN) may not change anything: this needs the API token */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4145,6 +4370,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The read-only token (API_READ_TOKEN) may not change anything: this needs the API token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Unexpected error */
             500: {
                 headers: {
@@ -4259,6 +4493,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The read-only token (API_READ_TOKEN) may not change anything: this needs the API token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Job not found */
             404: {
                 headers: {
@@ -4329,6 +4572,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The read-only token (API_READ_TOKEN) may not change anything: this needs the API token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Job not found */
             404: {
                 headers: {
@@ -4336,6 +4588,35 @@ export interface operations {
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    access: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The caller’s capabilities. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Access"];
                 };
             };
             /** @description Unexpected error */
