@@ -61,6 +61,8 @@ export interface JobRow {
   completedAt: DbTime | null;
   /** Seconds until a running job is estimated to finish, from its recent throughput; null when unknown or not running. */
   etaSeconds: number | null;
+  /** A running job's recent throughput (the rate its ETA uses); null when unknown or not running. */
+  itemsPerSecond: number | null;
 }
 
 /** Jobs that still have work: they hold a queue position (a paused one keeps its own). */
@@ -72,18 +74,23 @@ export const PROGRESS_SQL = sql.raw(
 );
 
 /**
- * The ETA of a running job, from the row alone (no item scan): items left over the recent rate.
- * The rate blends the current window's items per second with the last full window's, moving to
- * the current one as the window fills (a minute); before any full window, the current one alone.
+ * A running job's recent items per second, from the row alone (no item scan): the current window's
+ * rate blended with the last full window's, moving to the current one as the window fills (a
+ * minute); before any full window, the current one alone. Null unless running with an item finished.
  */
+const ITEMS_PER_SECOND = `(
+  select case when j.recent_items_per_second is null
+                then case when j.rate_window_items > 0 then j.rate_window_items / w.secs end
+              else least(w.secs / 60, 1) * (j.rate_window_items / w.secs)
+                   + (1 - least(w.secs / 60, 1)) * j.recent_items_per_second end
+  from (select greatest(extract(epoch from now() - coalesce(j.rate_window_started_at, j.started_at))::float8, 0.001) as secs) w
+  where j.status = 'running')`;
+
+/** The ETA of a running job: the items it has left over its recent rate (ITEMS_PER_SECOND). */
 const ETA_SECONDS = sql.raw(`(
   select case when r.rate > 0 then ceil(greatest(r.remaining, 0) / r.rate)::int end
   from (select j.total_images - j.processed_images - j.failed_images - j.cancelled_images as remaining,
-               case when j.recent_items_per_second is null
-                      then case when j.rate_window_items > 0 then j.rate_window_items / w.secs end
-                    else least(w.secs / 60, 1) * (j.rate_window_items / w.secs)
-                         + (1 - least(w.secs / 60, 1)) * j.recent_items_per_second end as rate
-        from (select greatest(extract(epoch from now() - coalesce(j.rate_window_started_at, j.started_at))::float8, 0.001) as secs) w) r
+               ${ITEMS_PER_SECOND} as rate) r
   where j.status = 'running')`);
 
 const JOB_COLUMNS = sql`
@@ -93,6 +100,7 @@ const JOB_COLUMNS = sql`
   j.failed_images as "failedImages", j.cancelled_images as "cancelledImages", j.progress, j.error,
   j.archived, j.archive_date as "archiveDate", j.created_at as "createdAt", j.updated_at as "updatedAt",
   j.started_at as "startedAt", j.completed_at as "completedAt", ${ETA_SECONDS} as "etaSeconds",
+  ${sql.raw(ITEMS_PER_SECOND)} as "itemsPerSecond",
   case when j.status in ${ACTIVE} and not j.archived then (
     select count(*) + 1 from job_queue.caption_jobs q
     where q.status in ${ACTIVE} and not q.archived

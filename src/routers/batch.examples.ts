@@ -34,6 +34,7 @@ export const jobExample = {
   completedAt: null,
   etaSeconds: 48,
   estimatedCompletionAt: '2026-11-28T12:01:29.000Z',
+  itemsPerSecond: 0.167,
 };
 
 export const itemExample = {
@@ -70,7 +71,7 @@ export const reorderOutputExample = {
   ],
 };
 
-export const retryFailedExample = { retried: 1, job: { ...jobExample, status: 'pending', failedImages: 0, progress: 43, etaSeconds: null, estimatedCompletionAt: null } };
+export const retryFailedExample = { retried: 1, job: { ...jobExample, status: 'pending', failedImages: 0, progress: 43, etaSeconds: null, estimatedCompletionAt: null, itemsPerSecond: null } };
 
 export const analyzeInputExample = { datasetName: 'os_img', perspectives: ['art_critic', 'storytelling'], missingLimit: 10 };
 export const analyzeOutputExample = {

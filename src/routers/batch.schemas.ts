@@ -143,6 +143,11 @@ export const job = z
       .nullable()
       .describe('Seconds until a running job is estimated to finish, from its recent throughput; null when unknown or not running.'),
     estimatedCompletionAt: timestamp.nullable().describe('When a running job is estimated to finish (now + etaSeconds); null when unknown.'),
+    itemsPerSecond: z
+      .number()
+      .min(0)
+      .nullable()
+      .describe('A running job’s recent throughput in items per second (the rate its ETA uses); null when unknown or not running.'),
   })
   .meta({ id: 'Job', description: 'A caption job with its counters, progress and timings.', examples: [jobExample] });
 
@@ -157,6 +162,7 @@ export function toJob(row: JobRow): z.infer<typeof job> {
     startedAt: isoOrNull(row.startedAt),
     completedAt: isoOrNull(row.completedAt),
     estimatedCompletionAt: row.etaSeconds === null ? null : new Date(Date.now() + row.etaSeconds * 1000).toISOString(),
+    itemsPerSecond: row.itemsPerSecond === null ? null : Math.round(row.itemsPerSecond * 1000) / 1000,
   };
 }
 

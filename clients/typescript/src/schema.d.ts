@@ -772,7 +772,8 @@ export interface components {
          *       "startedAt": "2026-11-28T12:00:01.000Z",
          *       "completedAt": null,
          *       "etaSeconds": 48,
-         *       "estimatedCompletionAt": "2026-11-28T12:01:29.000Z"
+         *       "estimatedCompletionAt": "2026-11-28T12:01:29.000Z",
+         *       "itemsPerSecond": 0.167
          *     }
          */
         Job: {
@@ -832,6 +833,8 @@ export interface components {
             etaSeconds: number | null;
             /** @description When a running job is estimated to finish (now + etaSeconds); null when unknown. */
             estimatedCompletionAt: string | null;
+            /** @description A running job’s recent throughput in items per second (the rate its ETA uses); null when unknown or not running. */
+            itemsPerSecond: number | null;
         };
         /**
          * @description A page of jobs.
@@ -871,7 +874,8 @@ export interface components {
          *           "startedAt": "2026-11-28T12:00:01.000Z",
          *           "completedAt": null,
          *           "etaSeconds": 48,
-         *           "estimatedCompletionAt": "2026-11-28T12:01:29.000Z"
+         *           "estimatedCompletionAt": "2026-11-28T12:01:29.000Z",
+         *           "itemsPerSecond": 0.167
          *         }
          *       ],
          *       "total": 1,
@@ -923,7 +927,8 @@ export interface components {
          *         "startedAt": "2026-11-28T12:00:01.000Z",
          *         "completedAt": null,
          *         "etaSeconds": 48,
-         *         "estimatedCompletionAt": "2026-11-28T12:01:29.000Z"
+         *         "estimatedCompletionAt": "2026-11-28T12:01:29.000Z",
+         *         "itemsPerSecond": 0.167
          *       },
          *       "items": {
          *         "items": [

@@ -54,6 +54,8 @@ class Job:
             when unknown or not running.
         estimated_completion_at (datetime.datetime | None): When a running job is estimated to finish (now +
             etaSeconds); null when unknown.
+        items_per_second (float | None): A running job’s recent throughput in items per second (the rate its ETA uses);
+            null when unknown or not running.
     """
 
     job_id: UUID
@@ -81,6 +83,7 @@ class Job:
     completed_at: datetime.datetime | None
     eta_seconds: int | None
     estimated_completion_at: datetime.datetime | None
+    items_per_second: float | None
 
     def to_dict(self) -> dict[str, Any]:
         job_id = str(self.job_id)
@@ -161,6 +164,9 @@ class Job:
         else:
             estimated_completion_at = self.estimated_completion_at
 
+        items_per_second: float | None
+        items_per_second = self.items_per_second
+
         field_dict: dict[str, Any] = {}
 
         field_dict.update(
@@ -190,6 +196,7 @@ class Job:
                 "completedAt": completed_at,
                 "etaSeconds": eta_seconds,
                 "estimatedCompletionAt": estimated_completion_at,
+                "itemsPerSecond": items_per_second,
             }
         )
 
@@ -345,6 +352,13 @@ class Job:
 
         estimated_completion_at = _parse_estimated_completion_at(d.pop("estimatedCompletionAt"))
 
+        def _parse_items_per_second(data: object) -> float | None:
+            if data is None:
+                return data
+            return cast(float | None, data)
+
+        items_per_second = _parse_items_per_second(d.pop("itemsPerSecond"))
+
         job = cls(
             job_id=job_id,
             type_=type_,
@@ -371,6 +385,7 @@ class Job:
             completed_at=completed_at,
             eta_seconds=eta_seconds,
             estimated_completion_at=estimated_completion_at,
+            items_per_second=items_per_second,
         )
 
         return job
