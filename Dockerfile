@@ -6,7 +6,9 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
+COPY scripts/copy-build-assets.ts ./scripts/
 COPY src ./src
+# tsc, then the files it does not emit (migrations, the queue board's page) into dist/.
 RUN npm run build
 
 # The stand-in Inference Bridge (test/stand-ins/bridge.ts), for docker compose demos; needs dev dependencies.

@@ -23,7 +23,8 @@ beforeAll(async () => {
   workspace = await copyWorkspace();
   const build = path.join(app, 'build');
   await run('npx', ['tsc', '-p', 'tsconfig.build.json', '--outDir', build], { cwd: ROOT });
-  await cp(path.join(ROOT, 'src/db/migrations'), path.join(build, 'src/db/migrations'), { recursive: true });
+  // The rest of `npm run build`: the files tsc does not emit (migrations, the queue board's page).
+  await run('node', ['--import', 'tsx', 'scripts/copy-build-assets.ts', build], { cwd: ROOT });
   for (const file of ['package.json', 'package-lock.json']) await cp(path.join(ROOT, file), path.join(app, file));
   await cp(build, path.join(app, 'dist'), { recursive: true });
   await run('npm', ['ci', '--omit=dev', '--no-audit', '--no-fund'], { cwd: app, maxBuffer: 1 << 24 });
@@ -57,6 +58,10 @@ describe('the production build', () => {
       const status = await api(service.url, 'GET', `/api/perspectives/batch/status/${created.body.jobId}`);
       expect(status.body.job.totalImages).toBe(7);
       expect((await fetch(`${service.url}/docs/`)).status).toBe(200);
+      const board = await fetch(`${service.url}/board`);
+      expect(board.status).toBe(200);
+      expect(await board.text()).toContain('<script type="module" src="board.js">');
+      for (const asset of ['board.js', 'board.css']) expect((await fetch(`${service.url}/board/${asset}`)).status, asset).toBe(200);
       expect(await (await fetch(`${service.url}/metrics`)).text()).toContain('graphcap_jobs{status="pending"} 1');
       const problem = await api(service.url, 'GET', '/api/perspectives/batch/status/not-a-uuid');
       expect(problem.status).toBe(400);

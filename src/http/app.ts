@@ -19,6 +19,7 @@ import { appRouter } from '../routers/index.js';
 import type { Context } from '../trpc.js';
 import type { EventHub } from '../jobs/event-hub.js';
 import { apiClosed, apiGate, requireToken, scopeOf } from './auth.js';
+import { boardRoute } from './board.js';
 import { eventsRoute } from './events.js';
 import { conditionalGet } from './etag.js';
 import { problem, problemResponses, sendProblem } from './problem.js';
@@ -94,6 +95,8 @@ export function createApp(deps: AppDeps): express.Express {
       swaggerOptions: { validatorUrl: null, displayRequestDuration: true, tryItOutEnabled: false },
     }),
   );
+  // The live queue board: a static page over the public API (src/http/board.ts).
+  app.use('/board', boardRoute());
 
   const createContext = ({ req }: { req: IncomingMessage }): Context => ({
     db: deps.db,
