@@ -124,14 +124,18 @@ function coalesced(run, gapMs) {
   return schedule;
 }
 
-/** One coalesced refresher per key (job id). */
+/** One coalesced refresher per key (job id); `forgetAllBut` drops those of jobs no longer shown. */
 function keyed(run, gapMs) {
   const refreshers = new Map();
-  return (key) => {
-    let refresh = refreshers.get(key);
-    if (!refresh) refreshers.set(key, (refresh = coalesced(() => run(key), gapMs)));
-    refresh();
+  const refresh = (key) => {
+    let one = refreshers.get(key);
+    if (!one) refreshers.set(key, (one = coalesced(() => run(key), gapMs)));
+    one();
   };
+  refresh.forgetAllBut = (keep) => {
+    for (const key of refreshers.keys()) if (!keep.has(key)) refreshers.delete(key);
+  };
+  return refresh;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -152,12 +156,13 @@ async function loadQueue() {
   const jobs = new Map();
   for (const job of [...queue.items, ...finished.items]) jobs.set(job.jobId, job);
   state.jobs = jobs;
-  state.queue = queue.items.map((j) => j.jobId);
-  state.queueTotal = queue.total;
-  // A job that finished between the two reads can be in both: it belongs with the finished ones.
   state.finished = finished.items.map((j) => j.jobId);
-  state.queue = state.queue.filter((id) => !state.finished.includes(id));
+  // A job that finished between the two reads can be in both: it belongs with the finished ones.
+  state.queue = queue.items.map((j) => j.jobId).filter((id) => !state.finished.includes(id));
+  state.queueTotal = queue.total;
   for (const id of state.failed.keys()) if (!jobs.has(id)) state.failed.delete(id);
+  refreshJob.forgetAllBut(jobs);
+  refreshFailed.forgetAllBut(jobs);
   for (const job of jobs.values()) if (failedItemsStale(job)) refreshFailed(job.jobId);
   render();
 }
@@ -255,7 +260,8 @@ async function followEvents(signal) {
     }
     if (signal.aborted) return;
     setConnection('reconnecting');
-    await sleep(serverDelay ?? delay, signal);
+    // The server's `retry:` at least; longer after each failed attempt in a row.
+    await sleep(Math.max(serverDelay ?? 0, delay), signal);
     delay = Math.min(delay * 2, RECONNECT_MAX_MS);
   }
 }
