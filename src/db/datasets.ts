@@ -1,5 +1,5 @@
 /** Datasets and their membership (an image may belong to several datasets). */
-import { and, eq, inArray, sql, type SQL } from 'drizzle-orm';
+import { and, eq, sql, type SQL } from 'drizzle-orm';
 import { ConflictError, InvalidInputError, NotFoundError, type FieldError } from '../errors.js';
 import type { Db, DbTime } from './client.js';
 import { deleteImagesIn, touchDatasets } from './images.js';
@@ -48,19 +48,20 @@ export async function listFolderFedDatasetNames(db: Db): Promise<string[]> {
   return rows.map((r) => r.name);
 }
 
+/** One array parameter, however many ids (a parameter per row would stop at 65,535). */
 export async function addDatasetMembers(db: Db, datasetId: string, imageIds: string[]): Promise<void> {
   if (imageIds.length === 0) return;
-  await db
-    .insert(datasetImages)
-    .values(imageIds.map((imageId) => ({ datasetId, imageId })))
-    .onConflictDoNothing();
+  await db.execute(sql`
+    insert into core_schema.dataset_images (dataset_id, image_id)
+    select ${datasetId}, unnest(${pgArray(imageIds)}::uuid[])
+    on conflict do nothing`);
 }
 
 export async function removeDatasetMembers(db: Db, datasetId: string, imageIds: string[]): Promise<void> {
   if (imageIds.length === 0) return;
-  await db
-    .delete(datasetImages)
-    .where(and(eq(datasetImages.datasetId, datasetId), inArray(datasetImages.imageId, imageIds)));
+  await db.execute(sql`
+    delete from core_schema.dataset_images
+    where dataset_id = ${datasetId} and image_id = any(${pgArray(imageIds)}::uuid[])`);
 }
 
 // ---------------------------------------------------------------------------------------------

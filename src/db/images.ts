@@ -2,7 +2,7 @@
  * Images: registered files of the workspace (path relative to it, format, size, dimensions, content
  * hash). Lookups by path for the queue and the import; list, get, create, update, delete for the API.
  */
-import { inArray, sql, type SQL } from 'drizzle-orm';
+import { sql, type SQL } from 'drizzle-orm';
 import { ConflictError, InvalidInputError, NotFoundError } from '../errors.js';
 import type { Db, DbTime } from './client.js';
 import { pgArray } from './jobs.js';
@@ -19,6 +19,10 @@ export interface ImageUpsert {
   contentHash: string;
 }
 
+/**
+ * The registered images among `paths`. One array parameter, not drizzle's inArray (a parameter per
+ * path): PostgreSQL takes at most 65,535 parameters, so a 100,000-file dataset failed its import.
+ */
 export async function findImagesByPath(db: Db, paths: string[]) {
   if (paths.length === 0) return [];
   return db
@@ -30,7 +34,7 @@ export async function findImagesByPath(db: Db, paths: string[]) {
       contentHash: images.contentHash,
     })
     .from(images)
-    .where(inArray(images.path, paths));
+    .where(sql`${images.path} = any(${pgArray(paths)}::text[])`);
 }
 
 /** Inserts or refreshes an image by path; returns its id. */

@@ -2,11 +2,13 @@
  * Workspace import: the fixture's 7 images with their true metadata, the perspective library with a
  * disabled module, and re-imports that notice exactly what changed on disk.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { chmod, copyFile, mkdir, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { deflateSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { addDatasetMembers, removeDatasetMembers } from '../../src/db/datasets.js';
+import { findImagesByPath } from '../../src/db/images.js';
 import { createJob, finishItem, IMAGES, itemIds } from '../helpers/fixtures.js';
 import { getOk, headerDimensions, qs } from '../helpers/data.js';
 import { api, startTestService, type TestService } from '../helpers/service.js';
@@ -313,5 +315,20 @@ describe('re-importing after changes on disk', () => {
     });
     const members = await getOk(svc.url, `/api/datasets/${extra.datasetId}/images`);
     expect(members.items.map((i: { path: string }) => i.path)).toEqual([other.path]);
+  });
+
+  it('looks up, adds and removes more images at once than PostgreSQL takes parameters (65,535)', async () => {
+    const many = 70_000;
+    const paths = Array.from({ length: many }, (_, i) => `datasets/os_img/missing-${i}.jpg`);
+    const found = await findImagesByPath(svc.db, [...paths, IMAGES[0]]);
+    expect(found.map((r) => r.path)).toEqual([IMAGES[0]]);
+    const dataset = await osImg();
+    const members = await getOk(svc.url, `/api/datasets/${dataset.datasetId}/images${qs({ limit: 100 })}`);
+    const ids: string[] = members.items.map((i: { imageId: string }) => i.imageId);
+    await addDatasetMembers(svc.db, dataset.datasetId, Array.from({ length: many }, (_, i) => ids[i % ids.length]!));
+    await removeDatasetMembers(svc.db, dataset.datasetId, [...Array.from({ length: many }, () => randomUUID()), ids[0]!]);
+    expect((await osImg()).imageCount).toBe(ids.length - 1);
+    await addDatasetMembers(svc.db, dataset.datasetId, [ids[0]!]);
+    expect((await osImg()).imageCount).toBe(ids.length);
   });
 });
