@@ -64,17 +64,17 @@ const SIZES = {
   memoryItems: num('memory-items', 'BENCH_MEMORY_ITEMS', 100_000, 2_000),
   memoryRuns: num('memory-runs', 'BENCH_MEMORY_RUNS', 1, 1),
   pollIntervalMs: num('poll-interval', 'BENCH_POLL_INTERVAL_MS', 1000, 1000),
-  apiSeconds: num('api-seconds', 'BENCH_API_SECONDS', 10, 2),
+  apiSeconds: num('api-seconds', 'BENCH_API_SECONDS', 10, 1.5),
   apiConnections: num('api-connections', 'BENCH_API_CONNECTIONS', 10, 10),
   /** Finished items (each with its caption) seeded into the history database. */
   historyItems: num('history-items', 'BENCH_HISTORY_ITEMS', 1_000_000, 50_000),
   /** Items per seeded finished job. */
   historyJobItems: num('history-job-items', 'BENCH_HISTORY_JOB_ITEMS', 4_000, 4_000),
   /** Items of the job timed on the fresh and on the history database. */
-  historyThroughputItems: num('history-throughput-items', 'BENCH_HISTORY_THROUGHPUT_ITEMS', 4_000, 300),
+  historyThroughputItems: num('history-throughput-items', 'BENCH_HISTORY_THROUGHPUT_ITEMS', 4_000, 200),
   historyConcurrency: num('history-concurrency', 'BENCH_HISTORY_CONCURRENCY', 16, 16),
   scaleReplicas: list('replicas', 'BENCH_REPLICAS', '1,2,3'),
-  scaleItems: num('scale-items', 'BENCH_SCALE_ITEMS', 3_000, 300),
+  scaleItems: num('scale-items', 'BENCH_SCALE_ITEMS', 3_000, 200),
   /** MAX_CONCURRENT_ITEMS of every replica in the scale-out part (MAX_CONCURRENT_JOBS is 1 there). */
   scaleCap: num('scale-cap', 'BENCH_SCALE_CAP', 8, 8),
   scaleLatencyMs: num('scale-latency', 'BENCH_SCALE_LATENCY_MS', 50, 50),
@@ -129,7 +129,7 @@ function runCommand(command: string, args: string[]): Promise<void> {
  * transpileModule; `npx tsc --noEmit -p .` typechecks it), where its `../src/db/*.js` imports are
  * the service's compiled query functions: the baseline runs compiled too.
  */
-async function build(): Promise<void> {
+async function build(): Promise<number> {
   const started = performance.now();
   await runCommand('npm', ['run', '--silent', 'build']);
   const source = await readFile(path.join(ROOT, 'bench/raw-api.ts'), 'utf8');
@@ -139,7 +139,9 @@ async function build(): Promise<void> {
   });
   await mkdir(path.join(ROOT, 'dist/bench'), { recursive: true });
   await writeFile(path.join(ROOT, 'dist/bench/raw-api.js'), outputText);
-  log(`build: npm run build (+ bench/raw-api.ts) in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  const seconds = (performance.now() - started) / 1000;
+  log(`build: npm run build (+ bench/raw-api.ts) in ${seconds.toFixed(1)} s`);
+  return seconds;
 }
 
 /** The commit measured, and the files changed on top of it (others may be editing the checkout). */
@@ -211,12 +213,72 @@ async function api<T = any>(s: Service, method: string, route: string, body?: un
 const createJob = (s: Service, body: Record<string, unknown>) =>
   api<{ jobId: string }>(s, 'POST', '/api/perspectives/batch/create', { perspectives: [PERSPECTIVE], config: CONFIG, ...body });
 
-async function waitForJob(s: Service, jobId: string, everyMs = 50): Promise<any> {
+async function waitForJob(s: Service, jobId: string, everyMs = 50, db?: pg.Pool): Promise<any> {
+  const stalled = stallGuard(`job ${jobId}`, db);
   for (;;) {
     const { job } = await api(s, 'GET', `/api/perspectives/batch/status/${jobId}`);
     if (!['pending', 'running'].includes(job.status)) return job;
+    await stalled(job.processedImages + job.failedImages + job.cancelledImages);
     await sleep(everyMs);
   }
+}
+
+/** Seconds a job may go without an item finishing before the bench gives up on it (a hung queue). */
+const STALL_SECONDS = Number(process.env.BENCH_STALL_SECONDS ?? 120);
+
+/**
+ * A check to call with a job's finished-item count on every poll: it throws, describing the queue
+ * (from `db` when given), once the count has not moved for STALL_SECONDS, so that a queue the
+ * service left stuck ends the bench with a reason instead of hanging it.
+ */
+function stallGuard(what: string, db?: pg.Pool): (done: number) => Promise<void> {
+  let last = -1;
+  let since = Date.now();
+  return async (done) => {
+    if (done !== last) {
+      last = done;
+      since = Date.now();
+      return;
+    }
+    if (Date.now() - since < STALL_SECONDS * 1000) return;
+    throw new Error(`${what}: no item finished for ${STALL_SECONDS} s (${done} finished)${db ? `; unfinished jobs:\n${await describeQueue(db)}` : ''}`);
+  };
+}
+
+/**
+ * Anomalies the bench saw in the service (not figures): printed under the table and kept in the JSON.
+ * So far: a job left unfinished in a database when a part starts (a cancelled job that went back
+ * to running holds a MAX_CONCURRENT_JOBS slot for good, and the next job would wait for ever).
+ */
+const anomalies: string[] = [];
+
+/**
+ * Before a part: every job in the database must be finished. One that is not is an anomaly; it is
+ * reported and marked cancelled, with its unfinished items, so that the part measures its own job.
+ */
+async function ensureIdleQueue(db: pg.Pool, where: string): Promise<void> {
+  const { rows } = await db.query(`select count(*)::int as n from job_queue.caption_jobs where status in ('pending', 'running', 'paused')`);
+  if (rows[0].n === 0) return;
+  const state = await describeQueue(db);
+  anomalies.push(`${where}: ${rows[0].n} job(s) left unfinished by an earlier part, cancelled by the bench:\n${state}`);
+  log(`ANOMALY ${anomalies[anomalies.length - 1]}`);
+  await db.query(
+    `with j as (update job_queue.caption_jobs set status = 'cancelled', completed_at = coalesce(completed_at, now()), updated_at = now()
+                where status in ('pending', 'running', 'paused') returning job_id)
+     update job_queue.job_items i set status = 'cancelled', lease_owner = null, lease_expires_at = null, updated_at = now()
+     from j where i.job_id = j.job_id and i.status in ('pending', 'running')`,
+  );
+}
+
+/** The jobs not finished (or not marked so), with their counters: what a stuck queue looks like. */
+async function describeQueue(db: pg.Pool): Promise<string> {
+  const { rows } = await db.query(
+    `select job_id, status, total_images, processed_images, failed_images, cancelled_images, error, created_at, started_at, completed_at,
+            (select json_object_agg(status, n) from (select status, count(*) as n from job_queue.job_items i
+               where i.job_id = j.job_id group by status) c) as items
+     from job_queue.caption_jobs j where status in ('pending', 'running', 'paused') order by created_at`,
+  );
+  return rows.map((r) => `  ${JSON.stringify(r)}`).join('\n') || '  (none)';
 }
 
 function readProcStatus(pid: number): Promise<{ rssKb: number; hwmKb: number }> {
@@ -469,16 +531,24 @@ async function serviceThroughput(
   const { jobId } = await createJob(s, { type: 'DATASET_PERSPECTIVE', datasetName: dataset });
   // Polled in the database, not through the API, so that the bench's own commits are known exactly.
   let polls = 0;
-  let job: { status: string } | undefined;
-  for (;;) {
-    polls += 1;
-    const { rows } = await db.query(`select status from job_queue.caption_jobs where job_id = $1`, [jobId]);
-    job = rows[0];
-    if (!job || !['pending', 'running'].includes(job.status)) break;
-    await sleep(100);
+  let job: { status: string; done: number } | undefined;
+  const stalled = stallGuard(`throughput job ${jobId}`, db);
+  try {
+    for (;;) {
+      polls += 1;
+      const { rows } = await db.query(
+        `select status, processed_images + failed_images + cancelled_images as done from job_queue.caption_jobs where job_id = $1`,
+        [jobId],
+      );
+      job = rows[0];
+      if (!job || !['pending', 'running'].includes(job.status)) break;
+      await stalled(job.done);
+      await sleep(100);
+    }
+  } finally {
+    sampling = false;
+    await sampler;
   }
-  sampling = false;
-  await sampler;
   if (job?.status !== 'completed') throw new Error(`throughput job ended ${job?.status}`);
   const { rows } = await db.query(
     `select count(*)::int as n, extract(epoch from max(completed_at)) * 1000 as last from job_queue.job_items where job_id = $1`,
@@ -757,24 +827,44 @@ async function completedByReplica(s: Service): Promise<number> {
 
 /**
  * Items/s of one job over `dataset`, from just before the create call to the last item's
- * completed_at, polled in the database; no diagnostics (the scale-out part: several replicas).
+ * completed_at, polled in the database every 25 ms; no CPU or commit figures (the scale-out part:
+ * several replicas). Beside it, the mean number of the job's items `running` in the database
+ * (claimed and not yet recorded) over the samples taken while the job ran.
  */
-async function jobThroughput(s: Service, db: pg.Pool, dataset: string): Promise<{ itemsPerSecond: number; jobId: string; items: number }> {
+async function jobThroughput(
+  s: Service,
+  db: pg.Pool,
+  dataset: string,
+): Promise<{ itemsPerSecond: number; jobId: string; items: number; meanRunning: number }> {
   const started = Date.now();
   const { jobId } = await createJob(s, { type: 'DATASET_PERSPECTIVE', datasetName: dataset });
+  const running: number[] = [];
+  const stalled = stallGuard(`job ${jobId}`, db);
   for (;;) {
-    const { rows } = await db.query(`select status from job_queue.caption_jobs where job_id = $1`, [jobId]);
+    const { rows } = await db.query(
+      `select status, processed_images + failed_images + cancelled_images as done,
+              (select count(*)::int from job_queue.job_items i where i.job_id = j.job_id and i.status = 'running') as running
+       from job_queue.caption_jobs j where job_id = $1`,
+      [jobId],
+    );
     const status = rows[0]?.status as string | undefined;
     if (status === 'completed') break;
     if (!status || !['pending', 'running'].includes(status)) throw new Error(`job ended ${status}`);
-    await sleep(100);
+    if (status === 'running') running.push(rows[0].running as number);
+    await stalled(rows[0].done as number);
+    await sleep(25);
   }
   const { rows } = await db.query(
     `select count(*)::int as n, extract(epoch from max(completed_at)) * 1000 as last from job_queue.job_items where job_id = $1`,
     [jobId],
   );
   const n = rows[0].n as number;
-  return { itemsPerSecond: (n * 1000) / (Number(rows[0].last) - started), jobId, items: n };
+  return {
+    itemsPerSecond: (n * 1000) / (Number(rows[0].last) - started),
+    jobId,
+    items: n,
+    meanRunning: running.reduce((a, b) => a + b, 0) / Math.max(1, running.length),
+  };
 }
 
 /**
@@ -811,7 +901,8 @@ async function main(): Promise<void> {
   log(`mode ${quick ? 'quick' : 'full'}, service ${fromSource ? 'from source (tsx)' : 'from dist/ (production build)'}: ${JSON.stringify(SIZES)}${only ? ` only ${only.join(',')}` : ''}`);
   const source = sourceState();
   if (source.changed.length) log(`measuring ${source.commit} plus uncommitted changes in: ${source.changed.join(', ')}`);
-  if (!fromSource) await build();
+  const buildSeconds = fromSource ? 0 : await build();
+  const setupStarted = performance.now();
   const database = await startDatabase();
   log(`database: ${database.kind}`);
   // bench_small: distinct images for the latency jobs, the create and the API's 1,000-item job (a
@@ -837,7 +928,7 @@ async function main(): Promise<void> {
   };
   const perRun: Record<string, number[]> = {};
   const add = (key: string, value: number) => (perRun[key] ??= []).push(value);
-  const setup: Record<string, unknown> = {};
+  const setup: Record<string, unknown> = { buildSeconds: Math.round(buildSeconds * 10) / 10 };
   const services: Service[] = [];
   const pools: pg.Pool[] = [];
   const pool = (url: string) => {
@@ -885,7 +976,17 @@ async function main(): Promise<void> {
     }
     const historyDbs = wants('history') ? { fresh: pool(urls.fresh!), history: pool(urls.history!) } : undefined;
     const scaleDb = wants('scaleout') ? pool(urls.scale!) : undefined;
+    const memoryDb = wants('memory') ? pool(urls.memory!) : undefined;
 
+    const partSeconds: Record<string, number> = {};
+    setup.partSeconds = partSeconds;
+    let partStarted = setupStarted;
+    /** Charges the time since the last call to `part`. */
+    const charge = (part: string) => {
+      partSeconds[part] = Math.round(((partSeconds[part] ?? 0) + (performance.now() - partStarted) / 1000) * 10) / 10;
+      partStarted = performance.now();
+    };
+    charge('setup (build excluded)');
     for (let run = 1; run <= SIZES.runs; run += 1) {
       // Parts measured in pairs (service and baseline, fresh and history, replica counts) swap
       // their order every other run, so a drift of the machine's load does not favour one side.
@@ -893,6 +994,7 @@ async function main(): Promise<void> {
 
       if (wants('throughput')) {
         for (const c of SIZES.concurrencies) {
+          await ensureIdleQueue(db, `run ${run}, throughput c=${c}`);
           const profileDir = flag('cpu-prof') && run === 1 ? await mkdtemp(path.join(os.tmpdir(), 'graphcap-bench-prof-')) : undefined;
           const s = await start(
             { MAX_CONCURRENT_ITEMS: String(c), DB_POOL_SIZE: String(Math.max(10, c + 4)) },
@@ -912,11 +1014,13 @@ async function main(): Promise<void> {
         }
       }
 
+      charge('throughput');
       if (flag('explain') && run === 1 && perRun[`throughput_c${SIZES.concurrencies[0]}`]) {
         await explainClaim(db, 'fresh', 'bench_throughput');
       }
 
       if (wants('latency') || wants('create')) {
+        await ensureIdleQueue(db, `run ${run}, latency and create`);
         const s = await start({ MAX_CONCURRENT_ITEMS: '1' });
         if (wants('latency')) {
           // Create response → first bridge call, on an idle service; one 1-item job at a time.
@@ -925,7 +1029,7 @@ async function main(): Promise<void> {
             bridge.reset();
             const { jobId } = await createJob(s, { type: 'MULTI_PERSPECTIVE', imagePaths: [FIXTURE_IMAGE] });
             const created = Date.now();
-            await waitForJob(s, jobId, 10);
+            await waitForJob(s, jobId, 10, db);
             const call = bridge.calls[0];
             if (!call) throw new Error('no bridge call for a latency job');
             firstCall.push(call.at - created);
@@ -934,7 +1038,7 @@ async function main(): Promise<void> {
           bridge.reset();
           const images = smallImages(SIZES.latencySamples + 1);
           const { jobId } = await createJob(s, { type: 'MULTI_PERSPECTIVE', imagePaths: images });
-          await waitForJob(s, jobId, 50);
+          await waitForJob(s, jobId, 50, db);
           const calls = [...bridge.calls].sort((a, b) => a.at - b.at);
           const gaps = calls.slice(1).map((call, i) => call.at - (calls[i]!.endedAt ?? calls[i]!.at));
           bridge.reset();
@@ -956,10 +1060,12 @@ async function main(): Promise<void> {
         await stop(s);
       }
 
+      charge('latency, create');
       if (wants('api')) {
         // GET /status of a 1,000-item job and GET /list under autocannon: the service (API only)
         // and a bare express + pg process running the same query functions (bench/raw-api.ts),
         // both up at once and loaded one at a time, route by route.
+        await ensureIdleQueue(db, `run ${run}, api`);
         const s = await start({ DISPATCHER_ENABLED: 'false' });
         const raw = await startRawApi(urls.main!);
         try {
@@ -990,12 +1096,14 @@ async function main(): Promise<void> {
         }
       }
 
+      charge('api');
       if (historyDbs) {
         // The same job (c = historyConcurrency) on a fresh copy of the database and on the copy
         // with the seeded history; then GET /status of that job, one connection, on each.
         const measured: Partial<Record<'fresh' | 'history', { ips: number; status: LoadResult }>> = {};
         for (const which of forward ? (['fresh', 'history'] as const) : (['history', 'fresh'] as const)) {
           const c = SIZES.historyConcurrency;
+          await ensureIdleQueue(historyDbs[which], `run ${run}, ${which}`);
           const s = await start({ DATABASE_URL: urls[which]!, MAX_CONCURRENT_ITEMS: String(c), DB_POOL_SIZE: String(Math.max(10, c + 4)) });
           try {
             const t = await serviceThroughput(s, historyDbs[which], 'bench_history');
@@ -1020,12 +1128,14 @@ async function main(): Promise<void> {
         add('history_status_ratio', measured.fresh!.status.mean / measured.history!.status.mean);
       }
 
+      charge('history');
       if (scaleDb) {
         // Replicas of the service on one database, the bridge taking scaleLatencyMs per call, one
         // job: at most scaleCap items of it may be in flight across all replicas together.
         bridge.set({ latencyMs: SIZES.scaleLatencyMs });
         try {
           for (const r of forward ? SIZES.scaleReplicas : [...SIZES.scaleReplicas].reverse()) {
+            await ensureIdleQueue(scaleDb, `run ${run}, scale-out ${r}`);
             const replicas = await Promise.all(
               Array.from({ length: r }, (_, i) =>
                 start({ DATABASE_URL: urls.scale!, MAX_CONCURRENT_ITEMS: String(SIZES.scaleCap), MAX_CONCURRENT_JOBS: '1', REPLICA_ID: `bench-replica-${i + 1}` }),
@@ -1044,10 +1154,12 @@ async function main(): Promise<void> {
               add(`scale_r${r}_ips`, t.itemsPerSecond);
               add(`scale_r${r}_inflight`, stats.maxInFlight);
               add(`scale_r${r}_mean_inflight`, meanInFlight);
+              add(`scale_r${r}_mean_running`, t.meanRunning);
               add(`scale_r${r}_busiest`, Math.max(...shares) / t.items);
               log(
                 `run ${run} scale-out ${r} replica(s): ${t.itemsPerSecond.toFixed(0)} items/s, max ${stats.maxInFlight} calls in flight ` +
-                  `(mean ${meanInFlight.toFixed(1)}), ${stats.duplicateInFlight} duplicate calls, items per replica ${shares.join(' / ')}`,
+                  `(mean ${meanInFlight.toFixed(1)}; running in the database: mean ${t.meanRunning.toFixed(1)}), ` +
+                  `${stats.duplicateInFlight} duplicate calls, items per replica ${shares.join(' / ')}`,
               );
               if (stats.duplicateInFlight > 0) throw new Error(`scale-out: ${stats.duplicateInFlight} items were called twice at once`);
             } finally {
@@ -1060,7 +1172,9 @@ async function main(): Promise<void> {
         }
       }
 
-      if (wants('memory') && run <= SIZES.memoryRuns) {
+      charge('scaleout');
+      if (memoryDb && run <= SIZES.memoryRuns) {
+        await ensureIdleQueue(memoryDb, `run ${run}, memory`);
         const s = await start({ DATABASE_URL: urls.memory!, MAX_CONCURRENT_ITEMS: '16', DB_POOL_SIZE: '20' });
         const pid = s.child.pid!;
         const idle = await readProcStatus(pid);
@@ -1068,7 +1182,7 @@ async function main(): Promise<void> {
         let peakRss = 0;
         const sampler = setInterval(() => void readProcStatus(pid).then((p) => (peakRss = Math.max(peakRss, p.rssKb || 0))), 100);
         const { jobId } = await createJob(s, { type: 'DATASET_PERSPECTIVE', datasetName: 'bench_memory' });
-        const job = await waitForJob(s, jobId, 500);
+        const job = await waitForJob(s, jobId, 500, memoryDb);
         clearInterval(sampler);
         const { hwmKb } = await readProcStatus(pid);
         await stop(s);
@@ -1077,6 +1191,7 @@ async function main(): Promise<void> {
         add('peak_rss_mb', mb);
         log(`run ${run} memory: peak RSS ${mb.toFixed(0)} MB over ${SIZES.memoryItems} items`);
       }
+      charge('memory');
     }
   } catch (error) {
     for (const s of services) log(`service output:\n${s.output().slice(-4000)}`);
@@ -1147,7 +1262,8 @@ async function main(): Promise<void> {
     // The worst run, not the median: the cap must hold in every run.
     const most = (v: number[]) => Math.max(...v);
     fig(`scale_r${r}_inflight`, `  max calls in flight at the bridge (all runs), ${r} replica${r > 1 ? 's' : ''}`, '', `≤ ${SIZES.scaleCap} (cap)`, (v) => v <= SIZES.scaleCap, most);
-    fig(`scale_r${r}_mean_inflight`, `  mean calls in flight, ${r} replica${r > 1 ? 's' : ''}`, '');
+    fig(`scale_r${r}_mean_inflight`, `  mean calls in flight at the bridge, ${r} replica${r > 1 ? 's' : ''}`, '');
+    fig(`scale_r${r}_mean_running`, `  mean items running in the database, ${r} replica${r > 1 ? 's' : ''}`, '');
     if (r > 1) fig(`scale_r${r}_busiest`, `  share of the items on the busiest replica, ${r} replicas`, '');
   }
   fig('idle_rss_mb', 'RSS of the idle service before that job', 'MB');
@@ -1179,7 +1295,12 @@ async function main(): Promise<void> {
     `${machine.cpus} × ${machine.cpuModel}, ${machine.memoryGb} GB, node ${machine.node}, ${machine.database}, ` +
     `${Math.round(durationSeconds)} s, load average at the end ${machine.loadAverage.join(' ')}, ` +
     `commit ${source.commit}${source.changed.length ? ` plus uncommitted changes to ${source.changed.length} file(s)` : ''}`;
-  process.stdout.write(`\n${table}\n\n${summary}\n`);
+  const time = Object.entries({ build: setup.buildSeconds, ...(setup.partSeconds as Record<string, number>) })
+    .filter(([, seconds]) => Number(seconds) > 0)
+    .map(([part, seconds]) => `${part} ${seconds} s`)
+    .join(', ');
+  process.stdout.write(`\n${table}\n\n${summary}\ntime by part: ${time}\n`);
+  if (anomalies.length) process.stdout.write(`\nANOMALIES (the service's, not the bench's; see above in the log):\n${anomalies.join('\n')}\n`);
 
   const report = {
     at: new Date().toISOString(),
@@ -1190,6 +1311,7 @@ async function main(): Promise<void> {
     machine,
     setup,
     figures,
+    anomalies,
     durationSeconds,
   };
   const dir = path.join(ROOT, 'bench', 'results');
