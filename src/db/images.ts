@@ -37,6 +37,9 @@ export async function findImagesByPath(db: Db, paths: string[]) {
     .where(sql`${images.path} = any(${pgArray(paths)}::text[])`);
 }
 
+/** Advisory lock: shared by transactions that write job items, exclusive for image deletions. */
+export const IMAGE_DELETE_LOCK = 7_245_002;
+
 /** Inserts or refreshes an image by path; returns its id. */
 export async function upsertImage(db: Db, image: ImageUpsert): Promise<string> {
   const { path: _path, ...changes } = image;
@@ -190,13 +193,18 @@ export async function deleteImage(db: Db, id: string): Promise<void> {
  * Finished items (live or archived) keep their `image_path`; their image_id becomes null.
  *
  * Lock order, the same as the dispatcher's recording and restore (items, then the image): the
- * items that reference the images first, then the images; then a last check for active items,
- * since a job created meanwhile must have finished inserting its items (its foreign-key check
- * holds the image row) before we get the image lock.
+ * advisory IMAGE_DELETE_LOCK first, which waits for every transaction writing job items to end
+ * (job_items' reference check holds it shared instead of locking each image row), then the items
+ * that reference the images, then the images; then the check for active items, which therefore
+ * sees every job created meanwhile.
  */
 export async function deleteImagesIn(tx: Db, ids: string[]): Promise<number> {
   if (ids.length === 0) return 0;
   const idArray = sql`${pgArray(ids)}::uuid[]`;
+  // Writers of job items hold this lock shared until they commit (the reference check of
+  // job_items, migration 0006, instead of a foreign key's row lock per item); the delete trigger
+  // takes it too, but the count of active items below must already see their items.
+  await tx.execute(sql`select pg_advisory_xact_lock(${IMAGE_DELETE_LOCK})`);
   await tx.execute(sql`select 1 from job_queue.job_items where image_id = any(${idArray}) order by id for update`);
   await tx.execute(sql`select 1 from job_queue.job_archives where image_id = any(${idArray}) order by id for update`);
   const { rows: locked } = await tx.execute<{ id: string }>(

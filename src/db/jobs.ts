@@ -11,7 +11,6 @@ import { ConflictError, InvalidInputError, NotFoundError, type FieldError } from
 import { toWorkspaceRelative, workspacePathProblem } from '../workspace.js';
 import type { Db, DbTime } from './client.js';
 import { findDataset } from './datasets.js';
-import { findImagesByPath } from './images.js';
 import { findPerspectivesByName } from './perspectives.js';
 import { FINISHED_JOB_STATUSES, type JobStatus, type JobType } from './schema.js';
 
@@ -161,22 +160,21 @@ export async function createJob(db: Db, input: CreateJobInput, limits: CreateJob
 
   let source: ImageSource | undefined;
   let imageCount = 0;
+  // The stored form of each given path (undefined when it is refused), computed once.
+  let normalised: (string | undefined)[] = [];
   if (input.imagePaths) {
-    const paths: string[] = [];
-    input.imagePaths.forEach((p, i) => {
+    normalised = input.imagePaths.map((p, i) => {
       const problem = workspacePathProblem(p);
-      if (problem) errors.push({ path: `imagePaths.${i}`, message: problem });
-      else paths.push(toWorkspaceRelative(p));
+      if (!problem) return toWorkspaceRelative(p);
+      errors.push({ path: `imagePaths.${i}`, message: problem });
+      return undefined;
     });
-    const unique = [...new Set(paths)];
-    const known = new Set((await findImagesByPath(db, unique)).map((r) => r.path));
-    input.imagePaths.forEach((p, i) => {
-      if (!workspacePathProblem(p) && !known.has(toWorkspaceRelative(p))) {
-        errors.push({ path: `imagePaths.${i}`, message: `unknown image ${JSON.stringify(p)} (not registered; sync its dataset first)` });
-      }
-    });
+    const unique = [...new Set(normalised.filter((p) => p !== undefined))];
     source = { kind: 'paths', paths: unique };
-    imageCount = known.size;
+    // Whether every path is a registered image is checked by the item insert itself, which looks
+    // them all up anyway (a 10,000-path create spent ~40 ms fetching and mapping 10,000 rows here
+    // first); so this is the count when all are known, and the create is refused otherwise.
+    imageCount = unique.length;
   } else {
     const dataset = await findDataset(db, { id: input.datasetId, name: input.datasetName });
     if (!dataset) {
@@ -202,6 +200,18 @@ export async function createJob(db: Db, input: CreateJobInput, limits: CreateJob
     });
   }
 
+  const unknownImages = async (tx: Db) => {
+    if (source?.kind !== 'paths') return;
+    const unknown = new Set(await findUnknownImagePaths(tx, source.paths));
+    normalised.forEach((p, i) => {
+      if (p !== undefined && unknown.has(p)) {
+        errors.push({ path: `imagePaths.${i}`, message: `unknown image ${JSON.stringify(input.imagePaths![i])} (not registered; sync its dataset first)` });
+      }
+    });
+  };
+  // A refused create names every failing field, unknown images too; so does one over the limit
+  // that has unknown images (they, not the size, are what is wrong with it).
+  if (errors.length > 0 || imageCount * perspectiveNames.length > limits.maxItems) await unknownImages(db);
   if (errors.length > 0) throw new InvalidInputError(summarise(errors), errors);
   if (imageCount * perspectiveNames.length > limits.maxItems) {
     throw new InvalidInputError(
@@ -236,14 +246,23 @@ export async function createJob(db: Db, input: CreateJobInput, limits: CreateJob
                 and not exists (select 1 from job_queue.job_items q where q.image_id = i.id and q.perspective = p.name
                                 and q.status in ('pending', 'running'))`
         : sql``;
-    const result = await tx.execute(sql`
-      insert into job_queue.job_items (job_id, image_id, image_path, perspective)
-      select ${jobId}, i.id, i.path, p.name
-      from ${images} i
-      cross join unnest(${pgArray(perspectiveNames)}::text[], ${pgArray(ids)}::uuid[]) with ordinality as p(name, id, ord)
-      ${onlyMissing}
-      order by i.path, p.ord`);
-    const total = result.rowCount ?? 0;
+    const { rows: counted } = await tx.execute<{ images: number; items: number }>(sql`
+      with i as ${images},
+      inserted as (
+        insert into job_queue.job_items (job_id, image_id, image_path, perspective)
+        select ${jobId}, i.id, i.path, p.name
+        from i
+        cross join unnest(${pgArray(perspectiveNames)}::text[], ${pgArray(ids)}::uuid[]) with ordinality as p(name, id, ord)
+        ${onlyMissing}
+        order by i.path, p.ord
+        returning 1)
+      select (select count(*) from i) as images, (select count(*) from inserted) as items`);
+    if (source!.kind === 'paths' && counted[0]!.images < source!.paths.length) {
+      // Some paths are not registered images: refused, and the transaction (job row and all) rolls back.
+      await unknownImages(tx);
+      throw new InvalidInputError(summarise(errors), errors);
+    }
+    const total = counted[0]!.items;
     if (total === 0) {
       throw new InvalidInputError(
         input.type === 'BACKFILL'
@@ -261,6 +280,14 @@ export async function createJob(db: Db, input: CreateJobInput, limits: CreateJob
     await notifyWork(tx);
     return getJob(tx, jobId);
   });
+}
+
+/** The stored paths among `paths` that are no registered image (normally none: no rows come back). */
+async function findUnknownImagePaths(db: Db, paths: string[]): Promise<string[]> {
+  const { rows } = await db.execute<{ path: string }>(sql`
+    select p.path from unnest(${pgArray(paths)}::text[]) as p(path)
+    where not exists (select 1 from core_schema.images i where i.path = p.path)`);
+  return rows.map((r) => r.path);
 }
 
 async function findJobByIdempotencyKey(db: Db, key: string): Promise<JobRow | undefined> {

@@ -16,6 +16,7 @@ async function tableCounts() {
     jobs: await countRows(svc.db, 'job_queue.caption_jobs'),
     items: await countRows(svc.db, 'job_queue.job_items'),
     deps: await countRows(svc.db, 'job_queue.job_dependencies'),
+    events: await countRows(svc.db, 'job_queue.outbox'),
   };
 }
 
@@ -143,6 +144,19 @@ describe('create: refused input writes nothing', () => {
     expect(dataset.errors).toEqual([{ path: 'datasetName', message: 'unknown dataset "no-such-set"' }]);
   });
 
+  it('names unknown images when they are the only fault (found by the item insert, which is rolled back)', async () => {
+    const missing = 'datasets/os_img/missing.jpg';
+    const problem = await expectRefused({ ...valid, imagePaths: [IMAGES[0], missing, IMAGES[1], 'datasets\\os_img\\missing.jpg', 'datasets/os_img/gone.jpg'] });
+    expect(problem.errors).toEqual([
+      { path: 'imagePaths.1', message: expect.stringContaining(`unknown image "${missing}"`) },
+      { path: 'imagePaths.3', message: expect.stringContaining('unknown image "datasets\\\\os_img\\\\missing.jpg"') },
+      { path: 'imagePaths.4', message: expect.stringContaining('unknown image "datasets/os_img/gone.jpg"') },
+    ]);
+    // The same paths, registered, make a job: normalised and de-duplicated.
+    const job = await createJob(svc.url, { ...valid, imagePaths: [IMAGES[0], `./${IMAGES[0]}`, IMAGES[1].replaceAll('/', '\\')] });
+    expect(job.totalImages).toBe(2);
+  });
+
   it('refuses paths that leave the workspace', async () => {
     for (const bad of ['../etc/passwd', '/etc/passwd', 'datasets/../../x.jpg', 'C:\\windows\\x.jpg', 'datasets/os_img/\0x.jpg']) {
       const problem = await expectRefused({ ...valid, imagePaths: [bad] });
@@ -224,6 +238,15 @@ describe('create: a big job is one insert', () => {
       });
       expect(response.status).toBe(400);
       expect(response.body.detail).toMatch(/7 items, more than the limit of 5/);
+      // Over the limit with unknown images: the images are what is wrong.
+      const unknown = await api(small.url, 'POST', CREATE, {
+        type: 'MULTI_PERSPECTIVE',
+        imagePaths: [...IMAGES, 'datasets/os_img/missing.jpg'],
+        perspectives: ['art_critic'],
+        config: CONFIG,
+      });
+      expect(unknown.status).toBe(400);
+      expect(unknown.body.errors).toEqual([{ path: `imagePaths.${IMAGES.length}`, message: expect.stringContaining('unknown image') }]);
       expect(await countRows(small.db, 'job_queue.caption_jobs')).toBe(0);
     } finally {
       await small.close();
