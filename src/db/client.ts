@@ -43,13 +43,14 @@ const MIGRATION_LOCK_ID = 7_245_001;
 // int8 ("count(*)", bigint ids) as JS numbers: counts here stay far below 2^53.
 pg.types.setTypeParser(pg.types.builtins.INT8, (value) => Number.parseInt(value, 10));
 
-export function createPool(url: string, max: number, logger: Logger): pg.Pool {
+/** The pool's connections name their replica in pg_stat_activity, so operators see who holds what. */
+export function createPool(url: string, max: number, logger: Logger, replicaId?: string): pg.Pool {
   const pool = new pg.Pool({
     connectionString: url,
     max,
     connectionTimeoutMillis: 5_000,
     idleTimeoutMillis: 30_000,
-    application_name: 'graphcap-data-service',
+    application_name: `graphcap-data-service${replicaId ? ` ${replicaId}` : ''}`.slice(0, 63),
   });
   // An idle client that loses its server emits here; unhandled, it would crash the process.
   pool.on('error', (error) => logger.warn({ err: error }, 'idle database connection failed'));
@@ -87,7 +88,7 @@ export async function openDatabase(config: Config, logger: Logger): Promise<Data
     });
     url = embedded.url;
   }
-  const pool = createPool(url, config.DB_POOL_SIZE, logger);
+  const pool = createPool(url, config.DB_POOL_SIZE, logger, config.REPLICA_ID);
   try {
     await applyMigrations(pool);
   } catch (error) {

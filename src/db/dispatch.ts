@@ -9,9 +9,10 @@
  */
 import { sql } from 'drizzle-orm';
 import type { Db } from './client.js';
-import { insertItemCaption, rollUpJob } from './items.js';
-import { recordJobStatusChange } from './outbox.js';
+import { insertCaptionsFrom, rollUpJobs, type JobDelta } from './items.js';
+import { recordJobStatusChange, recordJobStatusChanges } from './outbox.js';
 import { notifyWork, pgArray, type JobConfig } from './jobs.js';
+import type { JobStatus } from './schema.js';
 
 // Serializes "count the running jobs, then start one" across replicas; any fixed number will do,
 // as long as it differs from the migration lock's.
@@ -34,37 +35,32 @@ const QUEUE_ORDER = sql.raw('priority, queue_position, created_at, job_id');
 
 /**
  * Starts pending jobs in queue order while fewer than `maxRunning` jobs are running (all replicas
- * counted). A job with dependencies starts only when every one of them has completed. One job per
- * transaction, each under an advisory lock, so two replicas never both take the last slot.
+ * counted). A job with dependencies starts only when every one of them has completed. One
+ * transaction under an advisory lock, so two replicas never both take the last slot.
  */
 export async function startRunnableJobs(db: Db, maxRunning: number): Promise<string[]> {
-  const started: string[] = [];
-  for (;;) {
-    const jobId = await db.transaction(async (tx) => {
-      await tx.execute(sql`select pg_advisory_xact_lock(${JOB_START_LOCK_ID})`);
-      // A statement after the lock: its snapshot sees every start committed before.
-      const { rows } = await tx.execute<{ jobId: string }>(sql`
-        update job_queue.caption_jobs j
-        set status = 'running', slice_items = 0, rate_window_started_at = now(), rate_window_items = 0,
-            started_at = coalesce(j.started_at, now()), updated_at = now()
-        where j.status = 'pending' and j.job_id = (
-          select c.job_id from job_queue.caption_jobs c
-          where c.status = 'pending' and not c.archived
-            and (select count(*) from job_queue.caption_jobs r where r.status = 'running') < ${maxRunning}
-            and not exists (
-              select 1 from job_queue.job_dependencies d
-              join job_queue.caption_jobs dep on dep.job_id = d.depends_on_job_id
-              where d.job_id = c.job_id and dep.status <> 'completed')
-          order by ${QUEUE_ORDER}
-          limit 1)
-        returning j.job_id as "jobId"`);
-      const id = rows[0]?.jobId;
-      if (id) await recordJobStatusChange(tx, id, 'pending');
-      return id;
-    });
-    if (!jobId) return started;
-    started.push(jobId);
-  }
+  return db.transaction(async (tx) => {
+    await tx.execute(sql`select pg_advisory_xact_lock(${JOB_START_LOCK_ID})`);
+    // A statement after the lock: its snapshot sees every start committed before.
+    const { rows } = await tx.execute<{ jobId: string }>(sql`
+      with next as (
+        select c.job_id from job_queue.caption_jobs c
+        where c.status = 'pending' and not c.archived
+          and not exists (
+            select 1 from job_queue.job_dependencies d
+            join job_queue.caption_jobs dep on dep.job_id = d.depends_on_job_id
+            where d.job_id = c.job_id and dep.status <> 'completed')
+        order by ${QUEUE_ORDER}
+        limit greatest(0, ${maxRunning} - (select count(*) from job_queue.caption_jobs r where r.status = 'running')))
+      update job_queue.caption_jobs j
+      set status = 'running', slice_items = 0, rate_window_started_at = now(), rate_window_items = 0,
+          started_at = coalesce(j.started_at, now()), updated_at = now()
+      from next where j.job_id = next.job_id
+      returning j.job_id as "jobId"`);
+    const started = rows.map((r) => r.jobId);
+    await recordJobStatusChanges(tx, started.map((jobId) => ({ jobId, from: 'pending' })));
+    return started;
+  });
 }
 
 /**
@@ -111,7 +107,7 @@ export async function failJobsWithBrokenDependencies(db: Db): Promise<{ jobId: s
 
 /**
  * Running jobs, in queue order, that have an item ready to claim and fewer than `maxRunningPerJob`
- * items running. A cheap filter without locks; claimItems decides under the job's lock.
+ * items running. A cheap filter without locks; recordAndClaim decides under the jobs' locks.
  */
 export async function listClaimableJobs(db: Db, maxRunningPerJob: number): Promise<string[]> {
   const { rows } = await db.execute<{ jobId: string }>(sql`
@@ -125,19 +121,147 @@ export async function listClaimableJobs(db: Db, maxRunningPerJob: number): Promi
   return rows.map((r) => r.jobId);
 }
 
-export interface ClaimParams {
+/** What became of one claimed item's bridge call, to be recorded. */
+export type ItemOutcome = {
+  itemId: string;
   jobId: string;
+  /** Milliseconds the bridge call took. */
+  processingTime: number;
+} & (
+  | { status: 'completed'; result: Record<string, unknown>; rawText: string | null }
+  /** With `retryInMs` the item goes back to pending until then; without, it fails for good. */
+  | { status: 'failed'; error: string; retryInMs: number | null }
+);
+
+export interface RecordAndClaimParams {
   owner: string;
+  /** Outcomes of items `owner` holds; each is recorded only while the item is still running under its lease. */
+  outcomes: readonly ItemOutcome[];
+  /** Jobs to claim items in, besides those of the outcomes (whose slots they free). */
+  claimIn: readonly string[];
+  /** False: record only (a replica that is stopping). */
+  claim: boolean;
   leaseSeconds: number;
   maxRunningPerJob: number;
   /** Fair share: items a job may claim per turn while another job waits (FAIR_SHARE_SLICE_ITEMS); 0 or unset = no limit. */
   sliceItems?: number;
 }
 
+export interface RecordAndClaimResult {
+  /** Outcomes written; the others were late (cancelled, rescued, recorded already) and wrote nothing. */
+  recorded: ItemOutcome[];
+  claimed: ClaimedItem[];
+}
+
+type LockedJob = {
+  jobId: string;
+  status: JobStatus;
+  config: JobConfig;
+  requestId: string | null;
+  sliceItems: number;
+  priority: number;
+};
+
 /**
- * Claims the job's next ready items, as many as keep its running items (all replicas counted)
- * within `maxRunningPerJob`: each gets a lease for `owner` and one more attempt. Only a running
- * job's items are claimed.
+ * The dispatcher's one transaction per round: records every outcome that finished since the last
+ * one (the items, their captions, the jobs' counters, status and events), then claims new items
+ * for the slots that frees and for `claimIn`. Batching is what keeps the service off the
+ * database's critical path: one commit and one lock of each job row per round, however many items
+ * finished in it, instead of a transaction per item serialising on the job row.
+ *
+ * Recording is exactly once: an item is written only while it is still running under `owner`'s
+ * lease, and a caption is unique per item. Claims count a job's running items (all replicas) under
+ * its row lock, so MAX_CONCURRENT_ITEMS holds globally.
+ */
+export async function recordAndClaim(db: Db, p: RecordAndClaimParams): Promise<RecordAndClaimResult> {
+  const jobIds = [...new Set([...p.outcomes.map((o) => o.jobId), ...(p.claim ? p.claimIn : [])])].sort();
+  if (jobIds.length === 0) return { recorded: [], claimed: [] };
+  return db.transaction(async (tx) => {
+    const { jobs, waitingPriority } = await lockJobs(tx, jobIds, Boolean(p.claim && p.sliceItems));
+    const recorded = await recordOutcomes(tx, p.owner, p.outcomes);
+    const after = await rollUpJobs(tx, jobDeltas(recorded));
+    for (const job of jobs) job.status = after.get(job.jobId) ?? job.status;
+    const claimed = p.claim ? await claimItems(tx, jobs.filter((j) => j.status === 'running'), waitingPriority, p) : [];
+    return { recorded, claimed };
+  });
+}
+
+/**
+ * Locks job rows, always in job id order: every transaction that touches a job locks its row
+ * before its items, and several rows in one order, so recordings, claims and cancels never
+ * deadlock. With `waiting`, also reads the best (lowest) priority of a startable pending job that
+ * has work left (fair share), or null when none waits.
+ */
+async function lockJobs(tx: Db, jobIds: readonly string[], waiting = false): Promise<{ jobs: LockedJob[]; waitingPriority: number | null }> {
+  const waitingPriority = waiting
+    ? sql`(select min(w.priority) from job_queue.caption_jobs w
+           where w.status = 'pending' and not w.archived
+             and exists (select 1 from job_queue.job_items i where i.job_id = w.job_id and i.status = 'pending')
+             and not exists (
+               select 1 from job_queue.job_dependencies d
+               join job_queue.caption_jobs dep on dep.job_id = d.depends_on_job_id
+               where d.job_id = w.job_id and dep.status <> 'completed'))`
+    : sql`null::int`;
+  const { rows } = await tx.execute<LockedJob & { waitingPriority: number | null }>(sql`
+    select job_id as "jobId", status, config, request_id as "requestId", slice_items as "sliceItems", priority,
+           ${waitingPriority} as "waitingPriority"
+    from job_queue.caption_jobs where job_id = any(${pgArray(jobIds)}::uuid[])
+    order by job_id for update`);
+  return { jobs: rows, waitingPriority: rows[0]?.waitingPriority ?? null };
+}
+
+/**
+ * Writes the outcomes whose item is still running under `owner`'s lease, with their captions, in
+ * one statement; returns those outcomes.
+ */
+async function recordOutcomes(tx: Db, owner: string, outcomes: readonly ItemOutcome[]): Promise<ItemOutcome[]> {
+  if (outcomes.length === 0) return [];
+  const rows = outcomes.map((o) =>
+    o.status === 'completed'
+      ? { itemId: o.itemId, status: 'completed', processingTime: o.processingTime, result: o.result, rawText: o.rawText }
+      : { itemId: o.itemId, status: o.retryInMs === null ? 'failed' : 'pending', processingTime: o.processingTime, error: o.error, retryInMs: o.retryInMs },
+  );
+  const { rows: written } = await tx.execute<{ itemId: string }>(sql`
+    with o as (
+      select * from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
+        as o("itemId" uuid, status text, "processingTime" int, error text, "retryInMs" int, result jsonb, "rawText" text)
+    ), written as (
+      update job_queue.job_items i
+      set status = o.status, error = o.error, processing_time = o."processingTime",
+          next_attempt_at = case when o.status = 'pending' then now() + make_interval(secs => o."retryInMs" / 1000.0) end,
+          completed_at = case when o.status <> 'pending' then now() end,
+          lease_owner = null, lease_expires_at = null, updated_at = now()
+      from o
+      where i.id = o."itemId" and i.status = 'running' and i.lease_owner = ${owner}
+      returning i.id, i.image_id, i.perspective, i.job_id, i.status
+    ), captions as (
+      ${insertCaptionsFrom(sql`(
+        select w.id as item_id, w.image_id, w.perspective, w.job_id, o.result, o."rawText" as raw_text,
+               null::text as model, null::text as provider
+        from written w join o on o."itemId" = w.id where w.status = 'completed')`)}
+    )
+    select id as "itemId" from written`);
+  const ids = new Set(written.map((w) => w.itemId));
+  return outcomes.filter((o) => ids.has(o.itemId));
+}
+
+/** Counter deltas per job of recorded outcomes; a retry finishes nothing. */
+function jobDeltas(recorded: readonly ItemOutcome[]): JobDelta[] {
+  const deltas = new Map<string, JobDelta>();
+  for (const o of recorded) {
+    if (o.status === 'failed' && o.retryInMs !== null) continue;
+    const d = deltas.get(o.jobId) ?? { jobId: o.jobId, completed: 0, failed: 0, cancelled: 0 };
+    if (o.status === 'completed') d.completed += 1;
+    else d.failed += 1;
+    deltas.set(o.jobId, d);
+  }
+  return [...deltas.values()];
+}
+
+/**
+ * Claims the next ready items of these running jobs, their rows locked: as many per job as keep
+ * its running items (all replicas counted) within `maxRunningPerJob`, each with a lease for `owner`
+ * and one more attempt.
  *
  * Fair share by turns: MAX_CONCURRENT_JOBS is about job slots, so a huge job holding a slot would
  * make a small job of the same priority wait for all of it. Instead a job's turn ends once it has
@@ -149,63 +273,68 @@ export interface ClaimParams {
  * over once drained, so MAX_CONCURRENT_JOBS holds at the bridge too. Decided under the job row
  * lock, counted in PostgreSQL, so it holds across replicas.
  */
-export async function claimItems(db: Db, p: ClaimParams): Promise<ClaimedItem[]> {
-  return db.transaction(async (tx) => {
-    // The job row lock serializes "count, then claim" per job across replicas. The claim is a
-    // later statement, so its snapshot (and the count in it) sees every claim committed before.
-    const { rows: jobs } = await tx.execute<{ config: JobConfig; requestId: string | null; sliceItems: number; priority: number }>(sql`
-      select config, request_id as "requestId", slice_items as "sliceItems", priority from job_queue.caption_jobs
-      where job_id = ${p.jobId} and status = 'running' for update`);
-    const job = jobs[0];
-    if (!job) return [];
-    if (p.sliceItems && job.sliceItems >= p.sliceItems && (await endTurnIfOthersWait(tx, p.jobId, job.priority))) return [];
-    const { rows } = await tx.execute<Omit<ClaimedItem, 'config' | 'requestId'>>(sql`
+async function claimItems(
+  tx: Db,
+  jobs: LockedJob[],
+  waitingPriority: number | null,
+  p: Pick<RecordAndClaimParams, 'owner' | 'leaseSeconds' | 'maxRunningPerJob' | 'sliceItems'>,
+): Promise<ClaimedItem[]> {
+  const turnOver = (job: LockedJob) =>
+    Boolean(p.sliceItems) && job.sliceItems >= p.sliceItems! && waitingPriority !== null && waitingPriority <= job.priority;
+  const ended = jobs.filter(turnOver);
+  if (ended.length > 0) await endTurns(tx, ended.map((j) => j.jobId));
+  const claimable = jobs.filter((j) => !turnOver(j));
+  if (claimable.length === 0) return [];
+  // A later statement than the recording: the running counts see this transaction's own outcomes.
+  const { rows } = await tx.execute<Omit<ClaimedItem, 'config' | 'requestId'>>(sql`
+    with wanted as (
+      select w.job_id, ${p.maxRunningPerJob} - (select count(*) from job_queue.job_items r
+                                                where r.job_id = w.job_id and r.status = 'running') as n
+      from unnest(${pgArray(claimable.map((j) => j.jobId))}::uuid[]) as w(job_id)
+    ), picked as (
+      select next.id from wanted w
+      cross join lateral (
+        select id from job_queue.job_items
+        where job_id = w.job_id and status = 'pending' and (next_attempt_at is null or next_attempt_at <= now())
+        order by seq limit greatest(w.n, 0)
+        for update skip locked) next
+    ), claimed as (
       update job_queue.job_items i
       set status = 'running', attempts = i.attempts + 1, lease_owner = ${p.owner},
           lease_expires_at = now() + make_interval(secs => ${p.leaseSeconds}), next_attempt_at = null,
           started_at = now(), updated_at = now()
-      from (select id from job_queue.job_items
-            where job_id = ${p.jobId} and status = 'pending' and (next_attempt_at is null or next_attempt_at <= now())
-            order by seq
-            limit greatest(0, ${p.maxRunningPerJob} -
-              (select count(*) from job_queue.job_items where job_id = ${p.jobId} and status = 'running'))
-            for update skip locked) c
-      where i.id = c.id
-      returning i.id as "itemId", i.job_id as "jobId", i.image_path as "imagePath", i.perspective, i.attempts`);
-    if (rows.length > 0 && p.sliceItems) {
-      await tx.execute(sql`update job_queue.caption_jobs set slice_items = slice_items + ${rows.length} where job_id = ${p.jobId}`);
-    }
-    return rows.map((r) => ({ ...r, config: job.config, requestId: job.requestId }));
+      from picked where i.id = picked.id
+      returning i.id as "itemId", i.job_id as "jobId", i.image_path as "imagePath", i.perspective, i.attempts, i.seq
+    ), turns as (
+      update job_queue.caption_jobs j set slice_items = slice_items + c.n
+      from (select "jobId", count(*) as n from claimed group by "jobId") c
+      where j.job_id = c."jobId"
+    )
+    select "itemId", "jobId", "imagePath", perspective, attempts from claimed order by "jobId", seq`);
+  const byId = new Map(jobs.map((j) => [j.jobId, j]));
+  return rows.map((r) => {
+    const job = byId.get(r.jobId)!;
+    return { ...r, config: job.config, requestId: job.requestId };
   });
 }
 
 /**
- * A job whose turn is used up (see claimItems), its row locked: when a startable job of the same or
- * a higher priority is waiting, it claims no more (returns true), and once nothing of it is in
- * flight it goes back to pending at the back of its priority and wakes the dispatchers.
+ * Jobs whose turn is over claim no more; those with nothing left in flight go back to pending, at
+ * the back of their priority, and the dispatchers are woken for the freed slot.
  */
-async function endTurnIfOthersWait(tx: Db, jobId: string, priority: number): Promise<boolean> {
-  const { rows: waiting } = await tx.execute(sql`
-    select 1 from job_queue.caption_jobs w
-    where w.status = 'pending' and not w.archived and w.job_id <> ${jobId} and w.priority <= ${priority}
-      and exists (select 1 from job_queue.job_items i where i.job_id = w.job_id and i.status = 'pending')
-      and not exists (
-        select 1 from job_queue.job_dependencies d
-        join job_queue.caption_jobs dep on dep.job_id = d.depends_on_job_id
-        where d.job_id = w.job_id and dep.status <> 'completed')
-    limit 1`);
-  if (waiting.length === 0) return false;
-  const { rows: inFlight } = await tx.execute(
-    sql`select 1 from job_queue.job_items where job_id = ${jobId} and status = 'running' limit 1`,
-  );
-  if (inFlight.length > 0) return true;
-  await tx.execute(sql`
-    update job_queue.caption_jobs
+async function endTurns(tx: Db, jobIds: readonly string[]): Promise<void> {
+  const { rows } = await tx.execute<{ jobId: string }>(sql`
+    update job_queue.caption_jobs j
     set status = 'pending', queue_position = nextval('job_queue.caption_jobs_queue_position_seq'), updated_at = now()
-    where job_id = ${jobId}`);
-  await recordJobStatusChange(tx, jobId, 'running', 'turn ended: another job of the same or a higher priority is waiting');
+    where j.job_id = any(${pgArray(jobIds)}::uuid[])
+      and not exists (select 1 from job_queue.job_items i where i.job_id = j.job_id and i.status = 'running')
+    returning j.job_id as "jobId"`);
+  if (rows.length === 0) return;
+  await recordJobStatusChanges(
+    tx,
+    rows.map(({ jobId }) => ({ jobId, from: 'running', reason: 'turn ended: another job of the same or a higher priority is waiting' })),
+  );
   await notifyWork(tx);
-  return true;
 }
 
 /**
@@ -233,66 +362,6 @@ export async function extendLeases(
     where id = any(${pgArray(rest)}::uuid[]) and status = 'running' and lease_owner = ${p.owner}`);
   const stillHeld = new Set(held.map((r) => r.id));
   return { renewed: [...renewed], lost: rest.filter((id) => !stillHeld.has(id)) };
-}
-
-export interface ItemOutcomeBase {
-  itemId: string;
-  jobId: string;
-  owner: string;
-  /** Milliseconds the bridge call took. */
-  processingTime: number;
-}
-
-/** Locks the job row: the first lock of every recording transaction (see the lock order above). */
-async function lockJobRow(tx: Db, jobId: string): Promise<void> {
-  await tx.execute(sql`select 1 from job_queue.caption_jobs where job_id = ${jobId} for update`);
-}
-
-/**
- * Records a caption, in one transaction: the caption, the item completed, the job rolled forward.
- * Only while the item is still running under `owner`'s lease; otherwise (cancelled, rescued,
- * recorded already) nothing is written and it returns false.
- */
-export async function recordItemSuccess(
-  db: Db,
-  p: ItemOutcomeBase & { result: Record<string, unknown>; rawText: string | null },
-): Promise<boolean> {
-  return db.transaction(async (tx) => {
-    await lockJobRow(tx, p.jobId);
-    const finished = await tx.execute(sql`
-      update job_queue.job_items
-      set status = 'completed', error = null, processing_time = ${p.processingTime},
-          lease_owner = null, lease_expires_at = null, completed_at = now(), updated_at = now()
-      where id = ${p.itemId} and status = 'running' and lease_owner = ${p.owner}`);
-    if (!finished.rowCount) return false;
-    await insertItemCaption(tx, p.itemId, { result: p.result, rawText: p.rawText ?? undefined });
-    await rollUpJob(tx, p.jobId, { completed: 1, failed: 0, cancelled: 0 });
-    return true;
-  });
-}
-
-/**
- * Records a failed attempt under the same guard as recordItemSuccess. With `retryInMs` the item
- * goes back to pending until then; without, it fails for good and the job rolls forward.
- */
-export async function recordItemFailure(
-  db: Db,
-  p: ItemOutcomeBase & { error: string; retryInMs: number | null },
-): Promise<boolean> {
-  return db.transaction(async (tx) => {
-    await lockJobRow(tx, p.jobId);
-    const retry = p.retryInMs !== null;
-    const updated = await tx.execute(sql`
-      update job_queue.job_items
-      set status = ${retry ? 'pending' : 'failed'}, error = ${p.error}, processing_time = ${p.processingTime},
-          next_attempt_at = ${retry ? sql`now() + make_interval(secs => ${p.retryInMs! / 1000})` : null},
-          completed_at = ${retry ? null : sql`now()`},
-          lease_owner = null, lease_expires_at = null, updated_at = now()
-      where id = ${p.itemId} and status = 'running' and lease_owner = ${p.owner}`);
-    if (!updated.rowCount) return false;
-    if (!retry) await rollUpJob(tx, p.jobId, { completed: 0, failed: 1, cancelled: 0 });
-    return true;
-  });
 }
 
 /**
@@ -326,7 +395,7 @@ export async function rescueExpiredLeases(db: Db, maxAttempts: number): Promise<
   const total = { retried: 0, failed: 0 };
   for (const { jobId } of jobs) {
     await db.transaction(async (tx) => {
-      await lockJobRow(tx, jobId);
+      await lockJobs(tx, [jobId]);
       const expired = sql`job_id = ${jobId} and status = 'running' and lease_expires_at < now()`;
       const failed = await tx.execute(sql`
         update job_queue.job_items
@@ -338,7 +407,7 @@ export async function rescueExpiredLeases(db: Db, maxAttempts: number): Promise<
         set status = 'pending', error = 'lease of ' || coalesce(lease_owner, '?') || ' expired', lease_owner = null,
             lease_expires_at = null, updated_at = now()
         where ${expired}`);
-      if (failed.rowCount) await rollUpJob(tx, jobId, { completed: 0, failed: failed.rowCount, cancelled: 0 });
+      if (failed.rowCount) await rollUpJobs(tx, [{ jobId, completed: 0, failed: failed.rowCount, cancelled: 0 }]);
       if (retried.rowCount) await notifyWork(tx);
       total.failed += failed.rowCount ?? 0;
       total.retried += retried.rowCount ?? 0;

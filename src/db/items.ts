@@ -6,9 +6,9 @@
 import { sql, type SQL } from 'drizzle-orm';
 import { ConflictError, InvalidInputError, NotFoundError } from '../errors.js';
 import type { Db, DbTime } from './client.js';
-import { getJob, notifyWork, pgArray, PROGRESS_SQL } from './jobs.js';
-import { recordJobProgress, recordJobStatusChange } from './outbox.js';
-import type { ItemStatus } from './schema.js';
+import { getJob, notifyWork, pgArray, WORK_CHANNEL } from './jobs.js';
+import { EVENTS_CHANNEL, insertJobEvents, jobEventColumns, recordJobStatusChange } from './outbox.js';
+import type { ItemStatus, JobStatus } from './schema.js';
 
 export interface ItemRow {
   itemId: string;
@@ -162,7 +162,7 @@ async function applyTransition(tx: Db, itemId: string, jobId: string, from: Item
   }
   // completed, failed, cancelled: a final state.
   if (to === 'completed') {
-    await insertItemCaption(tx, itemId, { result: update.result!, model: update.model, provider: update.provider });
+    await insertItemCaptions(tx, [{ itemId, result: update.result!, model: update.model, provider: update.provider }]);
   }
   await tx.execute(sql`
     update job_queue.job_items
@@ -171,33 +171,50 @@ async function applyTransition(tx: Db, itemId: string, jobId: string, from: Item
         attempts = case when ${from} = 'pending' then attempts + 1 else attempts end,
         lease_owner = null, lease_expires_at = null, completed_at = now(), updated_at = now()
     where id = ${itemId}`);
-  await rollUpJob(tx, jobId, {
+  await rollUpJobs(tx, [{
+    jobId,
     completed: to === 'completed' ? 1 : 0,
     failed: to === 'failed' ? 1 : 0,
     cancelled: to === 'cancelled' ? 1 : 0,
-  });
+  }]);
+}
+
+/** A caption an item made; model and provider default to the job config's. */
+export interface ItemCaption {
+  itemId: string;
+  result: Record<string, unknown>;
+  rawText?: string | null;
+  model?: string;
+  provider?: string;
 }
 
 /**
- * Stores the caption an item made: its result, the perspective's id, version and revision, and the
- * model and provider (the job config's unless given). At most one per item, however often this runs.
+ * The INSERT that stores captions items made, from `source`: a relation with the columns item_id,
+ * image_id, perspective, job_id, result, raw_text, model and provider (null: the job config's).
+ * Each caption gets its perspective's id, version and revision; at most one per item, however
+ * often this runs. A fragment, so the dispatcher can store captions in the statement that records
+ * its items.
  */
-export async function insertItemCaption(
-  tx: Db,
-  itemId: string,
-  caption: { result: Record<string, unknown>; rawText?: string; model?: string; provider?: string },
-): Promise<void> {
-  await tx.execute(sql`
-    insert into core_schema.captions
-      (image_id, perspective_id, perspective_version, perspective_revision, model, provider, result, raw_text, job_id, item_id)
-    select i.image_id, p.id, p.version, p.revision,
-           coalesce(${caption.model ?? null}, j.config->>'model'), coalesce(${caption.provider ?? null}, j.config->>'provider'),
-           ${JSON.stringify(caption.result)}::jsonb, ${caption.rawText ?? null}, i.job_id, i.id
-    from job_queue.job_items i
-    join job_queue.caption_jobs j on j.job_id = i.job_id
-    join core_schema.perspectives p on p.name = i.perspective
-    where i.id = ${itemId} and i.image_id is not null
-    on conflict (item_id) do nothing`);
+export const insertCaptionsFrom = (source: SQL) => sql`
+  insert into core_schema.captions
+    (image_id, perspective_id, perspective_version, perspective_revision, model, provider, result, raw_text, job_id, item_id)
+  select s.image_id, p.id, p.version, p.revision,
+         coalesce(s.model, j.config->>'model'), coalesce(s.provider, j.config->>'provider'),
+         s.result, s.raw_text, s.job_id, s.item_id
+  from ${source} s
+  join job_queue.caption_jobs j on j.job_id = s.job_id
+  join core_schema.perspectives p on p.name = s.perspective
+  where s.image_id is not null
+  on conflict (item_id) do nothing`;
+
+/** Stores the captions of these items (see insertCaptionsFrom), in one statement. */
+export async function insertItemCaptions(tx: Db, captions: readonly ItemCaption[]): Promise<void> {
+  if (captions.length === 0) return;
+  await tx.execute(insertCaptionsFrom(sql`(
+    select i.id as item_id, i.image_id, i.perspective, i.job_id, c.result, c."rawText" as raw_text, c.model, c.provider
+    from jsonb_to_recordset(${JSON.stringify(captions)}::jsonb)
+         as c("itemId" uuid, result jsonb, "rawText" text, model text, provider text)
+    join job_queue.job_items i on i.id = c."itemId")`));
 }
 
 /** Seconds after which the throughput window of a job rolls over (see the ETA in jobs.ts). */
@@ -208,7 +225,7 @@ const RATE_WINDOW_SECONDS = 60;
  * reads the row as it was): a window older than RATE_WINDOW_SECONDS becomes the recent rate and a
  * new one starts. A window that was never started counts from the job's start.
  */
-const ROLL_RATE_WINDOW = (finished: number) => {
+const ROLL_RATE_WINDOW = (finished: SQL) => {
   const start = sql`coalesce(rate_window_started_at, started_at)`;
   const rolled = sql`(${start} is not null and now() - ${start} >= make_interval(secs => ${RATE_WINDOW_SECONDS}))`;
   return sql`
@@ -219,46 +236,63 @@ const ROLL_RATE_WINDOW = (finished: number) => {
     rate_window_started_at = case when ${rolled} or ${start} is null then now() else ${start} end`;
 };
 
+/** Items of one job that reached a final state, for rollUpJobs. */
+export interface JobDelta {
+  jobId: string;
+  completed: number;
+  failed: number;
+  cancelled: number;
+}
+
 /**
- * Adds finished items to the job's counters and, when nothing is left to run, gives the job its
- * final status: completed (no failures), failed (nothing succeeded), partial otherwise. A paused
- * job finishes here too once its last item is done (all counted: none is left pending), never
- * before.
+ * Adds finished items to their jobs' counters and gives a job its final status when nothing is
+ * left to run: completed (no failures), failed (nothing succeeded), partial otherwise. A paused job
+ * finishes here too once its last item is done (all counted: none is left pending), never before.
+ * Writes each job's (coalesced) progress event and, for jobs that just finished, their status
+ * change, and wakes the dispatchers for the freed slots. All of it one statement, however many
+ * jobs; the callers hold the jobs' row locks. Returns each job's status before and after.
  */
-export async function rollUpJob(
-  tx: Db,
-  jobId: string,
-  delta: { completed: number; failed: number; cancelled: number },
-): Promise<void> {
-  await tx.execute(sql`
-    update job_queue.caption_jobs
-    set processed_images = processed_images + ${delta.completed},
-        failed_images = failed_images + ${delta.failed},
-        cancelled_images = cancelled_images + ${delta.cancelled},
-        ${ROLL_RATE_WINDOW(delta.completed + delta.failed)},
-        updated_at = now()
-    where job_id = ${jobId}`);
-  const { rows } = await tx.execute<{ before: string; finished: boolean }>(sql`
-    with before as (select status from job_queue.caption_jobs where job_id = ${jobId})
-    update job_queue.caption_jobs
-    set progress = ${PROGRESS_SQL},
-        status = case
-          when status in ('pending', 'running', 'paused') and processed_images + failed_images + cancelled_images >= total_images then
-            case when failed_images = 0 and cancelled_images = 0 then 'completed'
-                 when processed_images = 0 and failed_images > 0 then 'failed'
-                 when processed_images = 0 then 'cancelled'
-                 else 'partial' end
-          else status end,
-        completed_at = case
-          when status in ('pending', 'running', 'paused') and processed_images + failed_images + cancelled_images >= total_images
-          then now() else completed_at end
-    where job_id = ${jobId}
-    returning (select status from before) as before,
-              ((select status from before) in ('pending', 'running', 'paused') and status not in ('pending', 'running', 'paused')) as finished`);
-  await recordJobProgress(tx, jobId);
-  if (rows[0]?.finished) {
-    await recordJobStatusChange(tx, jobId, rows[0].before);
-    // A job that just finished frees a slot.
-    await notifyWork(tx);
-  }
+export async function rollUpJobs(tx: Db, deltas: readonly JobDelta[]): Promise<Map<string, JobStatus>> {
+  if (deltas.length === 0) return new Map();
+  // SET expressions read the row as it was: the new counters are the old ones plus the delta.
+  const done = sql`processed_images + d.completed + failed_images + d.failed + cancelled_images + d.cancelled`;
+  const ends = sql`j.status in ('pending', 'running', 'paused') and ${done} >= total_images`;
+  const { rows } = await tx.execute<{ jobId: string; after: JobStatus }>(sql`
+    with d as (
+      select * from jsonb_to_recordset(${JSON.stringify(deltas)}::jsonb)
+        as d("jobId" uuid, completed int, failed int, cancelled int)
+    ), before as (
+      select job_id, status from job_queue.caption_jobs where job_id in (select "jobId" from d)
+    ), rolled as (
+      update job_queue.caption_jobs j
+      set processed_images = processed_images + d.completed,
+          failed_images = failed_images + d.failed,
+          cancelled_images = cancelled_images + d.cancelled,
+          progress = case when total_images = 0 then 0
+                          else round(((processed_images + d.completed + failed_images + d.failed) * 100.0 / total_images)::numeric, 2)::float8 end,
+          status = case when ${ends} then
+              case when failed_images + d.failed = 0 and cancelled_images + d.cancelled = 0 then 'completed'
+                   when processed_images + d.completed = 0 and failed_images + d.failed > 0 then 'failed'
+                   when processed_images + d.completed = 0 then 'cancelled'
+                   else 'partial' end
+            else j.status end,
+          completed_at = case when ${ends} then now() else completed_at end,
+          ${ROLL_RATE_WINDOW(sql`(d.completed + d.failed)`)},
+          updated_at = now()
+      from d join before b on b.job_id = d."jobId"
+      where j.job_id = d."jobId"
+      returning ${jobEventColumns('j')}, b.status as before
+    ), events as (
+      ${insertJobEvents(sql`(
+        select r.*, e.type, e.extra, e.ord from rolled r
+        cross join lateral (values
+          (1, 'JOB_PROGRESS', '{}'::jsonb),
+          (2, 'JOB_STATUS_CHANGED', jsonb_build_object('oldStatus', r.before, 'newStatus', r.status, 'reason', null))) e(ord, type, extra)
+        where e.type = 'JOB_PROGRESS' or r.before <> r.status)`)}
+    )
+    -- pg_notify is sent at commit, once per channel and payload however often it is called.
+    select job_id as "jobId", status as after, pg_notify(${EVENTS_CHANNEL}, ''),
+           case when before <> status then pg_notify(${WORK_CHANNEL}, '') end
+    from rolled`);
+  return new Map(rows.map((r) => [r.jobId, r.after]));
 }

@@ -4,7 +4,7 @@
  * src/jobs/event-hub.ts. Job events are written while the job row is locked, so a job's events
  * commit in `seq` order.
  */
-import { sql } from 'drizzle-orm';
+import { sql, type SQL } from 'drizzle-orm';
 import { currentRequestId } from '../logger.js';
 import { parseDbTime, type Db, type DbTime } from './client.js';
 import { pgArray } from './jobs.js';
@@ -56,35 +56,60 @@ export async function appendEvent(
   await tx.execute(sql`select pg_notify(${EVENTS_CHANNEL}, '')`);
 }
 
-/** The job's counters as events carry them. */
+/** The job's counters as events carry them, from a row with the columns of jobEventColumns. */
 const JOB_SNAPSHOT = sql.raw(`jsonb_build_object(
   'jobId', job_id, 'status', status, 'totalImages', total_images, 'processedImages', processed_images,
   'failedImages', failed_images, 'cancelledImages', cancelled_images, 'progress', progress)`);
 
+/** The caption_jobs columns (of the row aliased `alias`) that insertJobEvents needs. */
+export const jobEventColumns = (alias: string) =>
+  sql.raw(['job_id', 'status', 'total_images', 'processed_images', 'failed_images', 'cancelled_images', 'progress', 'request_id']
+    .map((c) => `${alias}.${c}`)
+    .join(', '));
+
 /**
- * JOB_PROGRESS with the job's current counters. A job has at most one undelivered progress event:
- * a newer one rewrites it (new data, new event id, new place in the order) instead of queueing.
+ * The INSERT of job events from `source`: a relation with jobEventColumns plus `type`, `extra`
+ * (merged into the data) and `ord` (the order of a job's events). A job has at most one
+ * undelivered progress event: a newer one rewrites it (new data, new event id, new place in the
+ * order) instead of queueing. A fragment, so roll-ups write their events in their own statement.
  */
-export async function recordJobProgress(tx: Db, jobId: string): Promise<void> {
-  await tx.execute(sql`
-    insert into job_queue.outbox (type, stream, job_id, data, request_id)
-    select 'JOB_PROGRESS', 'job:' || job_id, job_id, ${JOB_SNAPSHOT}, coalesce(${currentRequestId() ?? null}, request_id)
-    from job_queue.caption_jobs where job_id = ${jobId}
-    on conflict (job_id) where type = 'JOB_PROGRESS' and delivered_at is null
-    do update set data = excluded.data, request_id = excluded.request_id, occurred_at = now(),
-                  seq = nextval('job_queue.outbox_seq'), event_id = gen_random_uuid(), xid = pg_current_xact_id(),
-                  attempts = 0, next_attempt_at = null, last_error = null`);
+export const insertJobEvents = (source: SQL) => sql`
+  insert into job_queue.outbox (type, stream, job_id, data, request_id)
+  select s.type, 'job:' || s.job_id, s.job_id, ${JOB_SNAPSHOT} || s.extra, coalesce(${currentRequestId() ?? null}, s.request_id)
+  from ${source} s
+  order by s.job_id, s.ord
+  on conflict (job_id) where type = 'JOB_PROGRESS' and delivered_at is null
+  do update set data = excluded.data, request_id = excluded.request_id, occurred_at = now(),
+                seq = nextval('job_queue.outbox_seq'), event_id = gen_random_uuid(), xid = pg_current_xact_id(),
+                attempts = 0, next_attempt_at = null, last_error = null`;
+
+/** JOB_PROGRESS with each job's current counters (coalesced, see insertJobEvents). */
+export async function recordJobProgress(tx: Db, jobIds: string | readonly string[]): Promise<void> {
+  const ids = typeof jobIds === 'string' ? [jobIds] : jobIds;
+  if (ids.length === 0) return;
+  await tx.execute(insertJobEvents(sql`(
+    select ${jobEventColumns('j')}, 'JOB_PROGRESS' as type, '{}'::jsonb as extra, 1 as ord
+    from job_queue.caption_jobs j where j.job_id = any(${pgArray(ids)}::uuid[]))`));
   await tx.execute(sql`select pg_notify(${EVENTS_CHANNEL}, '')`);
 }
 
 /** JOB_STATUS_CHANGED from `from` to the job's current status, with its counters. */
 export async function recordJobStatusChange(tx: Db, jobId: string, from: string, reason?: string | null): Promise<void> {
-  await tx.execute(sql`
-    insert into job_queue.outbox (type, stream, job_id, data, request_id)
-    select 'JOB_STATUS_CHANGED', 'job:' || job_id, job_id,
-           ${JOB_SNAPSHOT} || jsonb_build_object('oldStatus', ${from}::text, 'newStatus', status, 'reason', ${reason ?? null}::text),
-           coalesce(${currentRequestId() ?? null}, request_id)
-    from job_queue.caption_jobs where job_id = ${jobId}`);
+  await recordJobStatusChanges(tx, [{ jobId, from, reason }]);
+}
+
+/** JOB_STATUS_CHANGED for several jobs at once. */
+export async function recordJobStatusChanges(
+  tx: Db,
+  changes: readonly { jobId: string; from: string; reason?: string | null }[],
+): Promise<void> {
+  if (changes.length === 0) return;
+  const rows = changes.map((c, ord) => ({ jobId: c.jobId, from: c.from, reason: c.reason ?? null, ord }));
+  await tx.execute(insertJobEvents(sql`(
+    select ${jobEventColumns('j')}, 'JOB_STATUS_CHANGED' as type,
+           jsonb_build_object('oldStatus', c."from", 'newStatus', j.status, 'reason', c.reason) as extra, c.ord
+    from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as c("jobId" uuid, "from" text, reason text, ord int)
+    join job_queue.caption_jobs j on j.job_id = c."jobId")`));
   await tx.execute(sql`select pg_notify(${EVENTS_CHANNEL}, '')`);
 }
 

@@ -1,28 +1,33 @@
 /**
- * The dispatcher loop: claim what the caps allow → call the Inference Bridge → record the outcome.
- * Every decision that must hold across replicas (caps, claims, leases, exactly-once recording) is
- * made in PostgreSQL by src/db/dispatch.ts; this loop only drives it. It polls every
- * POLL_INTERVAL_MS and is woken sooner by NOTIFY, which is only a hint: polling is the truth.
+ * The dispatcher loop: record what finished and claim what the caps allow → call the Inference
+ * Bridge → hand the outcome back to the loop. Every decision that must hold across replicas (caps,
+ * claims, leases, exactly-once recording) is made in PostgreSQL by src/db/dispatch.ts; this loop
+ * only drives it. It polls every POLL_INTERVAL_MS and is woken sooner by NOTIFY, which is only a
+ * hint: polling is the truth.
+ *
+ * Outcomes are not recorded by the call that produced them but by the loop, all that arrived since
+ * its last round in one transaction that also claims the next items (group commit). While one
+ * round's transaction runs, the next round's outcomes gather, so the batch grows with the load and
+ * a lone item is recorded at once.
  */
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { Config } from '../config.js';
 import type { Db } from '../db/client.js';
 import {
-  claimItems,
   extendLeases,
   failJobsWithBrokenDependencies,
   listClaimableJobs,
-  recordItemFailure,
-  recordItemSuccess,
+  recordAndClaim,
   releaseItems,
   rescueExpiredLeases,
   startRunnableJobs,
   type ClaimedItem,
+  type ItemOutcome,
 } from '../db/dispatch.js';
 import { CANCEL_CHANNEL, WORK_CHANNEL } from '../db/jobs.js';
 import { PgListener } from '../db/listener.js';
-import { requestContext, type Logger } from '../logger.js';
+import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { classifyError, PermanentError } from './errors.js';
 import { Wakeup } from './wakeup.js';
@@ -32,6 +37,7 @@ import { backoffMs, canRetry, type RetryPolicy } from './retry.js';
 /** Why an in-flight call was aborted; only a shutdown gives the item back. */
 type AbortReason = 'cancelled' | 'lost' | 'shutdown';
 
+/** An item this replica holds, from its claim until its outcome is recorded. */
 interface InFlight {
   item: ClaimedItem;
   controller: AbortController;
@@ -60,20 +66,27 @@ export class Dispatcher {
   private readonly retry: RetryPolicy;
   private readonly leaseMs: number;
   private readonly owner: string;
+  /** Items held: their call is running, or its outcome waits to be recorded. Their leases are renewed. */
   private readonly inFlight = new Map<string, InFlight>();
-  private readonly runs = new Set<Promise<void>>();
+  /** Bridge calls still running. */
+  private readonly calls = new Set<Promise<void>>();
+  /** Outcomes waiting for the next round to record them. */
+  private outcomes: ItemOutcome[] = [];
+  /** Items whose call a shutdown aborted: given back at the end of stop(). */
+  private readonly aborted: string[] = [];
   private readonly cancelledJobs = new Set<string>();
   private readonly wakeup = new Wakeup();
   private readonly listener: PgListener;
   private readonly leaseTimer: NodeJS.Timeout;
   /** The lease renewal in progress, if any; stop() waits for it before the database closes. */
   private renewal: Promise<void> | undefined;
+  /** No more starts or claims; outcomes are still recorded. */
   private stopping = false;
+  /** The calls have settled: the loop records what is left once and ends. */
+  private closing = false;
   /** A NOTIFY said jobs may start (create, retry, a finished job ...) since the last full round. */
   private queueChanged = true;
   private lastFullRound = 0;
-  /** Jobs in which an item of ours finished since the last round: a slot there is free. */
-  private readonly freedJobs = new Set<string>();
   private readonly loop: Promise<void>;
 
   constructor(options: DispatcherOptions) {
@@ -133,23 +146,23 @@ export class Dispatcher {
   async stop(graceMs: number): Promise<void> {
     this.stopping = true;
     this.wakeup.wake();
-    await this.loop;
-    if (this.inFlight.size > 0) {
-      this.logger.info({ items: this.inFlight.size, graceMs }, 'waiting for in-flight items');
+    if (this.calls.size > 0) {
+      this.logger.info({ items: this.calls.size, graceMs }, 'waiting for in-flight items');
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([this.settled(), new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
       clearTimeout(timer);
-      const left = [...this.inFlight.values()];
-      for (const entry of left) this.abort(entry, 'shutdown');
+      for (const entry of this.inFlight.values()) this.abort(entry, 'shutdown');
       await this.settled();
-      const ids = left.map((e) => e.item.itemId);
-      if (ids.length > 0) {
-        const released = await releaseItems(this.db, { owner: this.owner, itemIds: ids }).catch((error: unknown) => {
-          this.logger.error({ err: error }, 'could not release items; they return when their lease expires');
-          return 0;
-        });
-        this.logger.info({ released, aborted: ids.length }, 'released unfinished items for other replicas');
-      }
+    }
+    this.closing = true;
+    this.wakeup.wake();
+    await this.loop;
+    if (this.aborted.length > 0) {
+      const released = await releaseItems(this.db, { owner: this.owner, itemIds: this.aborted }).catch((error: unknown) => {
+        this.logger.error({ err: error }, 'could not release items; they return when their lease expires');
+        return 0;
+      });
+      this.logger.info({ released, aborted: this.aborted.length }, 'released unfinished items for other replicas');
     }
     clearInterval(this.leaseTimer);
     await this.renewal;
@@ -158,7 +171,8 @@ export class Dispatcher {
   }
 
   private async run(): Promise<void> {
-    while (!this.stopping) {
+    for (;;) {
+      const last = this.closing;
       const endRound = this.metrics?.dispatchRounds.startTimer();
       try {
         await this.round();
@@ -169,22 +183,34 @@ export class Dispatcher {
       } finally {
         endRound?.();
       }
-      if (this.stopping) break;
+      if (last) return;
       await this.wakeup.wait(this.config.POLL_INTERVAL_MS);
     }
   }
 
   /**
-   * One pass: sweep and start jobs, then claim and launch what each running job's cap allows. A
-   * wake-up for slots freed here only claims in those jobs; the sweep, the start and the look at
-   * every job run when the queue changed or a poll interval has passed. That keeps the queries
-   * per finished item few.
+   * One pass: on a full round (the queue changed, or a poll interval passed) sweep expired leases,
+   * end jobs with broken dependencies, start jobs and look at every running job; then record the
+   * outcomes gathered since the last round and claim, in one transaction, and launch the calls.
+   * A wake-up for finished items alone claims only in their jobs, which keeps the queries per
+   * finished item few.
    */
   private async round(): Promise<void> {
-    const freed = [...this.freedJobs];
-    this.freedJobs.clear();
-    const full = this.queueChanged || performance.now() - this.lastFullRound >= this.config.POLL_INTERVAL_MS;
-    if (full) {
+    const outcomes = this.outcomes;
+    this.outcomes = [];
+    try {
+      await this.recordAndLaunch(outcomes);
+    } catch (error) {
+      // Nothing of the transaction stands: record these next time (they stay ours under the lease).
+      this.outcomes = outcomes.concat(this.outcomes);
+      throw error;
+    }
+  }
+
+  private async recordAndLaunch(outcomes: ItemOutcome[]): Promise<void> {
+    const claim = !this.stopping;
+    let claimIn: string[] = [];
+    if (claim && (this.queueChanged || performance.now() - this.lastFullRound >= this.config.POLL_INTERVAL_MS)) {
       this.queueChanged = false;
       this.lastFullRound = performance.now();
       const rescued = await rescueExpiredLeases(this.db, this.config.MAX_ATTEMPTS);
@@ -195,20 +221,44 @@ export class Dispatcher {
       for (const jobId of await startRunnableJobs(this.db, this.config.MAX_CONCURRENT_JOBS)) {
         this.logger.info({ jobId }, 'job started');
       }
+      claimIn = await listClaimableJobs(this.db, this.config.MAX_CONCURRENT_ITEMS);
     }
-    const jobIds = full ? await listClaimableJobs(this.db, this.config.MAX_CONCURRENT_ITEMS) : freed;
-    for (const jobId of jobIds) {
-      if (this.stopping) return;
-      const claimedAt = performance.now();
-      const items = await claimItems(this.db, {
-        jobId,
-        owner: this.owner,
-        leaseSeconds: this.config.LEASE_SECONDS,
-        maxRunningPerJob: this.config.MAX_CONCURRENT_ITEMS,
-        sliceItems: this.config.FAIR_SHARE_SLICE_ITEMS,
-      });
-      for (const item of items) this.launch(item, claimedAt);
+    if (outcomes.length === 0 && claimIn.length === 0) return;
+    const claimedAt = performance.now();
+    const { recorded, claimed } = await recordAndClaim(this.db, {
+      owner: this.owner,
+      outcomes,
+      claimIn,
+      claim,
+      leaseSeconds: this.config.LEASE_SECONDS,
+      maxRunningPerJob: this.config.MAX_CONCURRENT_ITEMS,
+      sliceItems: this.config.FAIR_SHARE_SLICE_ITEMS,
+    });
+    this.settle(outcomes, recorded);
+    for (const item of claimed) this.launch(item, claimedAt);
+  }
+
+  /** The outcomes' items are no longer held: recorded, or late (cancelled, rescued) and dropped. */
+  private settle(outcomes: readonly ItemOutcome[], recorded: readonly ItemOutcome[]): void {
+    const written = new Set(recorded.map((o) => o.itemId));
+    const counts = { completed: 0, failed: 0, retried: 0, late: outcomes.length - recorded.length };
+    for (const o of outcomes) {
+      this.inFlight.delete(o.itemId);
+      if (!written.has(o.itemId)) {
+        this.logger.debug({ itemId: o.itemId, jobId: o.jobId }, 'late result discarded');
+        continue;
+      }
+      const outcome = o.status === 'completed' ? 'completed' : o.retryInMs === null ? 'failed' : 'retried';
+      counts[outcome] += 1;
+      this.metrics?.itemOutcomes.inc({ outcome });
+      if (o.status === 'failed') {
+        this.logger.warn(
+          { itemId: o.itemId, jobId: o.jobId, error: o.error, retryInMs: o.retryInMs },
+          o.retryInMs === null ? 'item failed' : 'item attempt failed; will retry',
+        );
+      }
     }
+    if (outcomes.length > 0) this.logger.debug(counts, 'outcomes recorded');
   }
 
   private launch(item: ClaimedItem, claimedAt: number): void {
@@ -216,73 +266,61 @@ export class Dispatcher {
     const entry: InFlight = { item, controller: new AbortController(), leaseDeadline: claimedAt + this.leaseMs };
     this.inFlight.set(item.itemId, entry);
     if (this.cancelledJobs.has(item.jobId)) this.abort(entry, 'cancelled');
-    const requestId = item.requestId ?? randomUUID();
-    const run = requestContext
-      .run({ requestId }, () => this.execute(entry, requestId))
+    const call: Promise<void> = this.call(entry)
       .catch((error: unknown) => {
         // Left running under our lease: the rescue sweep retries it once the lease expires.
-        this.logger.error({ err: error, itemId: item.itemId, jobId: item.jobId }, 'could not record an item outcome');
-      })
-      .finally(() => {
+        this.logger.error({ err: error, itemId: item.itemId, jobId: item.jobId }, 'bridge call failed unexpectedly');
         this.inFlight.delete(item.itemId);
-        this.runs.delete(run);
-        this.freedJobs.add(item.jobId);
-        this.wakeup.wake();
-      });
-    this.runs.add(run);
+      })
+      .finally(() => this.calls.delete(call));
+    this.calls.add(call);
   }
 
-  private async execute({ item, controller }: InFlight, requestId: string): Promise<void> {
-    const log = { itemId: item.itemId, jobId: item.jobId, attempt: item.attempts };
+  /** Calls the bridge for one item and hands the outcome to the loop. */
+  private async call({ item, controller }: InFlight): Promise<void> {
+    const requestId = item.requestId ?? randomUUID();
     const started = performance.now();
+    let outcome: ItemOutcome;
     try {
       if (controller.signal.aborted) throw controller.signal.reason;
       const caption = await this.bridge.caption(item, { signal: controller.signal, requestId });
       const processingTime = Math.round(performance.now() - started);
       this.metrics?.bridgeCalls.observe({ outcome: 'ok' }, processingTime / 1000);
-      const recorded = await recordItemSuccess(this.db, {
-        itemId: item.itemId,
-        jobId: item.jobId,
-        owner: this.owner,
-        processingTime,
-        ...caption,
-      });
-      if (recorded) this.metrics?.itemOutcomes.inc({ outcome: 'completed' });
-      this.logger.debug({ ...log, processingTime, recorded }, recorded ? 'item completed' : 'late result discarded');
+      outcome = { itemId: item.itemId, jobId: item.jobId, processingTime, status: 'completed', ...caption };
     } catch (error) {
+      const processingTime = Math.round(performance.now() - started);
       if (controller.signal.aborted) {
-        this.metrics?.bridgeCalls.observe({ outcome: 'aborted' }, (performance.now() - started) / 1000);
-        this.logger.debug({ ...log, reason: controller.signal.reason as AbortReason }, 'bridge call aborted');
+        const reason = controller.signal.reason as AbortReason;
+        this.metrics?.bridgeCalls.observe({ outcome: 'aborted' }, processingTime / 1000);
+        this.logger.debug({ itemId: item.itemId, jobId: item.jobId, requestId, reason }, 'bridge call aborted');
+        this.inFlight.delete(item.itemId);
+        if (reason === 'shutdown') this.aborted.push(item.itemId);
         return;
       }
-      await this.recordFailure(item, error, Math.round(performance.now() - started));
+      outcome = this.failure(item, error, processingTime);
     }
+    this.outcomes.push(outcome);
+    this.wakeup.wake();
   }
 
-  private async recordFailure(item: ClaimedItem, error: unknown, processingTime: number): Promise<void> {
+  /** A failed call: retried after a backoff while attempts are left and the failure is transient. */
+  private failure(item: ClaimedItem, error: unknown, processingTime: number): ItemOutcome {
     const failure = classifyError(error, this.config.BRIDGE_TIMEOUT_MS);
     const permanent = failure instanceof PermanentError;
     this.metrics?.bridgeCalls.observe({ outcome: permanent ? 'permanent' : 'transient' }, processingTime / 1000);
     const retry = !permanent && canRetry(item.attempts, this.retry);
-    const message =
-      retry || failure instanceof PermanentError ? failure.message : `${failure.message} (gave up after ${item.attempts} attempts)`;
-    const retryInMs = retry ? backoffMs(item.attempts, this.retry) : null;
-    const recorded = await recordItemFailure(this.db, {
+    const message = retry || permanent ? failure.message : `${failure.message} (gave up after ${item.attempts} attempts)`;
+    return {
       itemId: item.itemId,
       jobId: item.jobId,
-      owner: this.owner,
       processingTime,
+      status: 'failed',
       error: message,
-      retryInMs,
-    });
-    if (recorded) this.metrics?.itemOutcomes.inc({ outcome: retry ? 'retried' : 'failed' });
-    this.logger.warn(
-      { itemId: item.itemId, jobId: item.jobId, attempt: item.attempts, error: message, retryInMs, recorded },
-      retry ? 'item attempt failed; will retry' : 'item failed',
-    );
+      retryInMs: retry ? backoffMs(item.attempts, this.retry) : null,
+    };
   }
 
-  /** Renews the leases of everything in flight; aborts calls whose item is no longer ours. */
+  /** Renews the leases of everything held; aborts calls whose item is no longer ours. */
   private async renewLeases(): Promise<void> {
     const sentAt = performance.now();
     try {
@@ -318,6 +356,6 @@ export class Dispatcher {
   }
 
   private settled(): Promise<unknown> {
-    return Promise.all([...this.runs]);
+    return Promise.all([...this.calls]);
   }
 }

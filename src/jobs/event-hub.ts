@@ -42,7 +42,11 @@ export class EventHub {
     this.listener = new PgListener({
       url: options.databaseUrl,
       channels: [EVENTS_CHANNEL],
-      onNotification: () => this.wakeup.wake(),
+      // Without subscribers there is nothing to fan out: the poll alone moves the watermark on
+      // (see subscribe), which spares a query per committed change.
+      onNotification: () => {
+        if (this.subscribers.size > 0) this.wakeup.wake();
+      },
       onConnect: () => this.wakeup.wake(),
       logger: options.logger,
     });
@@ -64,7 +68,9 @@ export class EventHub {
 
   /**
    * Events from now on, optionally of one job; with `afterSeq` (an SSE Last-Event-ID), first the
-   * retained events after it.
+   * retained events after it. The live part starts at the hub's watermark, which may be up to a
+   * poll interval old when nobody was subscribed: a new subscriber may then also get events of
+   * the moments before it came, never fewer than it asked for.
    */
   subscribe(filter: { jobId?: string; afterSeq?: number }): Subscription {
     const subscriber: Subscriber = { jobId: filter.jobId, queue: [], replaying: filter.afterSeq !== undefined, closed: false };

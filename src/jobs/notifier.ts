@@ -65,7 +65,9 @@ export class Notifier {
   }
 
   start(): void {
-    this.listener.start();
+    // Without a broker, undelivered events are only marked delivered, which the poll does often
+    // enough: no need to wake on every committed change.
+    if (this.send) this.listener.start();
     this.loop = this.run();
   }
 

@@ -252,10 +252,18 @@ describe('live events', () => {
     expect(live.every((e) => e.data.jobId === jobId)).toBe(true);
     expect(live.map((e) => e.id)).toEqual([...live.map((e) => e.id)].sort((x, y) => x - y));
 
-    // Reconnect after the third event: exactly the rest comes again.
+    // Reconnect after the third event: the rest comes again, in order. Progress is coalesced (a job
+    // keeps one undelivered progress event, rewritten with a new id), so the missed status changes
+    // come exactly and progress as its latest state.
     const resumeFrom = live[2]!.id;
     const rest = await readSse(`${b.url}/api/perspectives/batch/events?jobId=${jobId}`, isCompletion(jobId), { 'last-event-id': String(resumeFrom) });
-    expect(rest.map((e) => e.data.id)).toEqual(live.slice(3).map((e) => e.data.id));
+    const statusChanges = (events: typeof live) => events.filter((e) => e.type !== 'JOB_PROGRESS').map((e) => e.data.id);
+    expect(statusChanges(rest)).toEqual(statusChanges(live.slice(3)));
+    expect(rest.every((e) => e.id > resumeFrom)).toBe(true);
+    expect(rest.map((e) => e.id)).toEqual([...rest.map((e) => e.id)].sort((x, y) => x - y));
+    const lastProgress = (events: typeof live) => events.filter((e) => e.type === 'JOB_PROGRESS').at(-1)?.data.data;
+    expect(lastProgress(rest)).toEqual(lastProgress(live));
+    expect(lastProgress(rest)).toMatchObject({ progress: 100 });
 
     const bad = await api(b.url, 'GET', '/api/perspectives/batch/events?jobId=nope');
     expect(bad.status).toBe(400);

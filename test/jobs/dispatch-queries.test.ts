@@ -9,14 +9,13 @@ import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPool, type Db } from '../../src/db/client.js';
 import {
-  claimItems,
   extendLeases,
   failJobsWithBrokenDependencies,
-  recordItemFailure,
-  recordItemSuccess,
+  recordAndClaim,
   releaseItems,
   rescueExpiredLeases,
   startRunnableJobs,
+  type ItemOutcome,
 } from '../../src/db/dispatch.js';
 import * as schema from '../../src/db/schema.js';
 import { createLogger } from '../../src/logger.js';
@@ -56,8 +55,23 @@ async function runningJob(body: Record<string, unknown> = {}) {
   return job;
 }
 
-const claim = (db: Db, jobId: string, owner: string, maxRunningPerJob = 4) =>
-  claimItems(db, { jobId, owner, leaseSeconds: 30, maxRunningPerJob });
+const LEASE = { leaseSeconds: 30, maxRunningPerJob: 4 };
+
+const claim = async (db: Db, jobId: string, owner: string, maxRunningPerJob = 4) =>
+  (await recordAndClaim(db, { ...LEASE, owner, outcomes: [], claimIn: [jobId], claim: true, maxRunningPerJob })).claimed;
+
+/** Records one outcome as `owner`, claiming nothing; true when it was written. */
+async function record(db: Db, owner: string, outcome: ItemOutcome): Promise<boolean> {
+  const { recorded, claimed } = await recordAndClaim(db, { ...LEASE, owner, outcomes: [outcome], claimIn: [], claim: false });
+  expect(claimed).toEqual([]);
+  return recorded.length === 1;
+}
+
+type Held = { itemId: string; jobId: string; owner: string; processingTime: number };
+const recordItemSuccess = (db: Db, o: Held & { result: Record<string, unknown>; rawText: string | null }) =>
+  record(db, o.owner, { itemId: o.itemId, jobId: o.jobId, processingTime: o.processingTime, status: 'completed', result: o.result, rawText: o.rawText });
+const recordItemFailure = (db: Db, o: Held & { error: string; retryInMs: number | null }) =>
+  record(db, o.owner, { itemId: o.itemId, jobId: o.jobId, processingTime: o.processingTime, status: 'failed', error: o.error, retryInMs: o.retryInMs });
 
 async function expireLeases(jobId: string): Promise<void> {
   await svc.db.execute(sql`
@@ -152,6 +166,45 @@ describe('recording', () => {
     const { rows: none } = await svc.db.execute(sql`select 1 from core_schema.captions where item_id = ${b!.itemId}`);
     expect(none).toHaveLength(0);
     expect(await jobState(svc.db, job.jobId)).toMatchObject({ status: 'cancelled', processedImages: 1, failedImages: 0, cancelledImages: 1 });
+  });
+
+  it('records a batch of several jobs at once, only what is still held, and claims into the freed slots', async () => {
+    await finishRunningJobs();
+    const a = await createJob(svc.url, { imagePaths: IMAGES.slice(0, 4), perspectives: ['art_critic'] });
+    const b = await createJob(svc.url, { imagePaths: IMAGES.slice(0, 4), perspectives: ['storytelling'] });
+    expect((await startRunnableJobs(svc.db, 2)).sort()).toEqual([a.jobId, b.jobId].sort());
+    const [a1, a2] = await claim(svc.db, a.jobId, 'me', 2);
+    const [b1, b2] = await claim(svc.db, b.jobId, 'me', 2);
+    // b1 was taken over by another replica after our lease expired.
+    await svc.db.execute(sql`update job_queue.job_items set lease_owner = 'other' where id = ${b1!.itemId}`);
+
+    const outcomes: ItemOutcome[] = [
+      { itemId: a1!.itemId, jobId: a.jobId, processingTime: 5, status: 'completed', result: RESULT, rawText: null },
+      { itemId: a2!.itemId, jobId: a.jobId, processingTime: 6, status: 'failed', error: 'bad image', retryInMs: null },
+      { itemId: b1!.itemId, jobId: b.jobId, processingTime: 7, status: 'completed', result: RESULT, rawText: null },
+      { itemId: b2!.itemId, jobId: b.jobId, processingTime: 8, status: 'failed', error: 'busy', retryInMs: 60_000 },
+    ];
+    const { recorded, claimed } = await recordAndClaim(svc.db, {
+      owner: 'me', outcomes, claimIn: [], claim: true, leaseSeconds: 30, maxRunningPerJob: 2,
+    });
+    expect(recorded.map((o) => o.itemId).sort()).toEqual([a1!.itemId, a2!.itemId, b2!.itemId].sort());
+    const { rows: captions } = await svc.db.execute<{ itemId: string }>(sql`
+      select item_id as "itemId" from core_schema.captions where job_id in (${a.jobId}, ${b.jobId})`);
+    expect(captions).toEqual([{ itemId: a1!.itemId }]);
+    expect(await jobState(svc.db, a.jobId)).toMatchObject({ status: 'running', processedImages: 1, failedImages: 1, progress: 50 });
+    expect(await jobState(svc.db, b.jobId)).toMatchObject({ status: 'running', processedImages: 0, failedImages: 0 });
+
+    // Job a freed both slots; job b one (b1 still runs under the other replica, b2 waits for its retry time).
+    const states = await itemStates(svc.db, [a.jobId, b.jobId]);
+    const byJob = (jobId: string) => claimed.filter((c) => c.jobId === jobId).map((c) => c.itemId).sort();
+    const runningMine = (jobId: string) =>
+      states.filter((s) => s.jobId === jobId && s.status === 'running' && s.leaseOwner === 'me').map((s) => s.id).sort();
+    expect(byJob(a.jobId)).toHaveLength(2);
+    expect(byJob(b.jobId)).toHaveLength(1);
+    expect(byJob(a.jobId)).toEqual(runningMine(a.jobId));
+    expect(byJob(b.jobId)).toEqual(runningMine(b.jobId));
+    expect(byJob(b.jobId)).not.toContain(b2!.itemId);
+    expect(states.find((s) => s.id === b2!.itemId)).toMatchObject({ status: 'pending', attempts: 1, error: 'busy' });
   });
 
   it('fails an item for good and rolls the job forward', async () => {

@@ -56,7 +56,7 @@ beforeAll(async () => {
     BRIDGE_TIMEOUT_MS: '10000',
     SHUTDOWN_GRACE_SECONDS: '1',
     DB_POOL_SIZE: '4',
-    // Debug: each replica logs every item it records, so the test can count who did what.
+    // Debug: each replica logs what it records in every round, so the test can count who did what.
     LOG_LEVEL: 'debug',
   });
   const started = await Promise.all(['replica-a', 'replica-b', 'replica-c'].map((id) => startProcess(env(id))));
@@ -69,9 +69,23 @@ afterAll(async () => {
   await svc?.close();
 });
 
-/** Items recorded by a replica, from its debug log. */
+/** Items a replica recorded as completed, from its debug log (one line per recording round). */
 function recordedBy(id: string): number {
-  return (replicas.get(id)!.output().match(/"msg":"item completed"/g) ?? []).length;
+  return replicas
+    .get(id)!
+    .output()
+    .split('\n')
+    .filter((line) => line.includes('"msg":"outcomes recorded"'))
+    .reduce((sum, line) => sum + (JSON.parse(line) as { completed: number }).completed, 0);
+}
+
+/** Waits until none of a dead replica's database sessions is left, so nothing of it can still commit. */
+async function sessionsGone(id: string): Promise<void> {
+  await waitFor(`the sessions of ${id} to end`, async () => {
+    const { rows } = await svc.db.execute(sql`
+      select 1 from pg_stat_activity where application_name = ${`graphcap-data-service ${id}`}`);
+    return rows.length === 0;
+  });
 }
 
 async function runningItemsOf(owner: string, jobId: string): Promise<string[]> {
@@ -136,6 +150,8 @@ describe('three replicas on one database', () => {
     const victim = await busiestReplica(job.jobId);
     await stopProcess(replicas.get(victim)!, 'SIGKILL');
     replicas.delete(victim);
+    // A transaction it had sent its COMMIT for may still land after the process is gone.
+    await sessionsGone(victim);
     // What it held when it died (read before its leases can expire, two seconds or more from now).
     const held = await runningItemsOf(victim, job.jobId);
     expect(held.length).toBeGreaterThan(0);
@@ -145,9 +161,10 @@ describe('three replicas on one database', () => {
     await expectExactlyOnce([job.jobId], 120);
     const items = new Map((await itemStates(svc.db, [job.jobId])).map((i) => [i.id, i]));
     for (const id of held) {
-      // Claimed by the dead replica, then again by another after the lease expired.
+      // Claimed by the dead replica, then again by another after the lease expired. (The dead one may
+      // have died between its claim and its call, so the bridge saw at least the second call.)
       expect(items.get(id)!.attempts).toBeGreaterThanOrEqual(2);
-      expect(bridge.calls.filter((c) => c.itemId === id).length).toBeGreaterThanOrEqual(2);
+      expect(bridge.calls.filter((c) => c.itemId === id).length).toBeGreaterThanOrEqual(1);
     }
     expect(bridge.getStats().duplicateInFlight).toBe(0);
   }, 120_000);
