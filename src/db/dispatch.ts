@@ -15,8 +15,8 @@ import { notifyWork, pgArray, type JobConfig } from './jobs.js';
 import type { JobStatus } from './schema.js';
 
 // Serializes "count the running jobs, then start one" across replicas; any fixed number will do,
-// as long as it differs from the migration lock's.
-const JOB_START_LOCK_ID = 7_245_002;
+// as long as it differs from the other advisory locks (migrations 7_245_001, image deletes 7_245_002).
+const JOB_START_LOCK_ID = 7_245_003;
 
 /** An item this replica has claimed, with what the bridge call needs from its job. */
 export interface ClaimedItem {
