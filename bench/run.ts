@@ -712,9 +712,9 @@ async function explainClaim(db: pg.Pool, label: string, dataset: string): Promis
 }
 
 /**
- * `--cpu-prof`: the service of run 1's throughput jobs runs under `node --cpu-prof`; this prints
- * its self time by package (or src/ file) and its top functions. The whole life of the process is
- * in it (start-up included), so compare shares, not totals.
+ * `--cpu-prof`: run 1's throughput services and its API service run under `node --cpu-prof`; this
+ * prints self time by package (or file of dist/ or src/) and the top functions. The whole life of
+ * the process is in it (start-up included, and idle time as "(idle)"), so compare shares, not totals.
  */
 async function summariseProfile(dir: string, label: string): Promise<void> {
   const files = (await readdir(dir)).filter((f) => f.endsWith('.cpuprofile'));
@@ -1066,7 +1066,8 @@ async function main(): Promise<void> {
         // and a bare express + pg process running the same query functions (bench/raw-api.ts),
         // both up at once and loaded one at a time, route by route.
         await ensureIdleQueue(db, `run ${run}, api`);
-        const s = await start({ DISPATCHER_ENABLED: 'false' });
+        const apiProfileDir = flag('cpu-prof') && run === 1 ? await mkdtemp(path.join(os.tmpdir(), 'graphcap-bench-prof-')) : undefined;
+        const s = await start({ DISPATCHER_ENABLED: 'false' }, apiProfileDir ? ['--cpu-prof', '--cpu-prof-dir', apiProfileDir] : []);
         const raw = await startRawApi(urls.main!);
         try {
           const { jobId } = await createJob(s, { type: 'MULTI_PERSPECTIVE', imagePaths: smallImages(1000) });
@@ -1094,6 +1095,7 @@ async function main(): Promise<void> {
           await raw.exited;
           await stop(s);
         }
+        if (apiProfileDir) await summariseProfile(apiProfileDir, 'API service under autocannon');
       }
 
       charge('api');
@@ -1280,10 +1282,10 @@ async function main(): Promise<void> {
   };
   const rows = figures.map((f) => [
     f.label,
-    `${fmt(f.value)} ${f.unit}`.trim(),
+    `${fmt(f.value, f.unit)} ${f.unit}`.trim(),
     f.target ?? '',
     f.met === undefined ? '' : f.met ? 'yes' : 'NO',
-    f.runs.map(fmt).join(' / '),
+    f.runs.map((v) => fmt(v, f.unit)).join(' / '),
   ]);
   const header = ['figure', 'median', 'target', 'met', 'runs'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
@@ -1330,8 +1332,10 @@ function imageName(i: number): string {
   return `img-${String(i).padStart(6, '0')}.jpg`;
 }
 
-function fmt(v: number): string {
+function fmt(v: number, unit = ''): string {
   if (!Number.isFinite(v)) return String(v);
+  // Against a 200 MB target, "200" would not say on which side it is.
+  if (unit === 'MB') return v.toFixed(1);
   if (Math.abs(v) >= 100) return v.toFixed(0);
   if (Math.abs(v) >= 10) return v.toFixed(1);
   return v.toFixed(2);
