@@ -712,7 +712,7 @@ async function explainClaim(db: pg.Pool, label: string, dataset: string): Promis
 }
 
 /**
- * `--cpu-prof`: run 1's throughput services and its API service run under `node --cpu-prof`; this
+ * `--cpu-prof`: run 1's throughput services, API service and raw API run under `node --cpu-prof`; this
  * prints self time by package (or file of dist/ or src/) and the top functions. The whole life of
  * the process is in it (start-up included, and idle time as "(idle)"), so compare shares, not totals.
  */
@@ -758,6 +758,9 @@ async function summariseProfile(dir: string, label: string): Promise<void> {
 
 interface LoadResult {
   rps: number;
+  /** 2xx answers in the measured seconds, and in the warm-up. */
+  requests: number;
+  warmupRequests: number;
   p50: number;
   p99: number;
   /** Mean latency, ms (autocannon's percentiles have 1 ms resolution, its mean does not). */
@@ -783,6 +786,7 @@ async function autocannon(url: string, connections: number, seconds: number): Pr
   // With a warm-up it prints the warm-up's result first, then the measured one.
   const lines = stdout.trim().split('\n').filter((l) => l.startsWith('{'));
   const result = JSON.parse(lines[lines.length - 1]!) as {
+    warmup?: { '2xx': number };
     duration: number;
     errors: number;
     timeouts: number;
@@ -793,12 +797,19 @@ async function autocannon(url: string, connections: number, seconds: number): Pr
   if (result.errors || result.timeouts || result.non2xx) {
     throw new Error(`autocannon ${url}: ${result.errors} errors, ${result.timeouts} timeouts, ${result.non2xx} non-2xx answers`);
   }
-  return { rps: result['2xx'] / result.duration, p50: result.latency.p50, p99: result.latency.p99, mean: result.latency.mean };
+  return {
+    rps: result['2xx'] / result.duration,
+    requests: result['2xx'],
+    warmupRequests: result.warmup?.['2xx'] ?? 0,
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    mean: result.latency.mean,
+  };
 }
 
-async function startRawApi(databaseUrl: string): Promise<Service> {
+async function startRawApi(databaseUrl: string, nodeFlags: string[] = []): Promise<Service> {
   const port = String(await freePort());
-  const child = spawn(process.execPath, RAW_API_ARGS, {
+  const child = spawn(process.execPath, [...nodeFlags, ...RAW_API_ARGS], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', DATABASE_URL: databaseUrl, PORT: port, NODE_ENV: 'production' },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -1066,17 +1077,27 @@ async function main(): Promise<void> {
         // and a bare express + pg process running the same query functions (bench/raw-api.ts),
         // both up at once and loaded one at a time, route by route.
         await ensureIdleQueue(db, `run ${run}, api`);
-        const apiProfileDir = flag('cpu-prof') && run === 1 ? await mkdtemp(path.join(os.tmpdir(), 'graphcap-bench-prof-')) : undefined;
+        const profiling = flag('cpu-prof') && run === 1;
+        const apiProfileDir = profiling ? await mkdtemp(path.join(os.tmpdir(), 'graphcap-bench-prof-')) : undefined;
+        const rawProfileDir = profiling ? await mkdtemp(path.join(os.tmpdir(), 'graphcap-bench-prof-')) : undefined;
         const s = await start({ DISPATCHER_ENABLED: 'false' }, apiProfileDir ? ['--cpu-prof', '--cpu-prof-dir', apiProfileDir] : []);
-        const raw = await startRawApi(urls.main!);
+        const raw = await startRawApi(urls.main!, rawProfileDir ? ['--cpu-prof', '--cpu-prof-dir', rawProfileDir] : []);
         try {
           const { jobId } = await createJob(s, { type: 'MULTI_PERSPECTIVE', imagePaths: smallImages(1000) });
           const routes = { status: `/api/perspectives/batch/status/${jobId}`, list: '/api/perspectives/batch/list' };
           for (const [name, route] of Object.entries(routes)) {
             const measured: Partial<Record<'service' | 'raw', LoadResult>> = {};
+            const cpuPerRequest: Partial<Record<'service' | 'raw', number>> = {};
             for (const side of forward ? (['service', 'raw'] as const) : (['raw', 'service'] as const)) {
-              measured[side] = await autocannon(`${(side === 'service' ? s : raw).url}${route}`, SIZES.apiConnections, SIZES.apiSeconds);
+              const target = side === 'service' ? s : raw;
+              const cpuBefore = await cpuMs(target.child.pid!);
+              const result = await autocannon(`${target.url}${route}`, SIZES.apiConnections, SIZES.apiSeconds);
+              // CPU of the process over warm-up and measurement, per request answered in them.
+              cpuPerRequest[side] = ((await cpuMs(target.child.pid!)) - cpuBefore) / (result.requests + result.warmupRequests);
+              measured[side] = result;
             }
+            add(`api_${name}_cpu`, cpuPerRequest.service!);
+            add(`raw_${name}_cpu`, cpuPerRequest.raw!);
             const svc = measured.service!;
             const base = measured.raw!;
             add(`api_${name}_rps`, svc.rps);
@@ -1096,6 +1117,7 @@ async function main(): Promise<void> {
           await stop(s);
         }
         if (apiProfileDir) await summariseProfile(apiProfileDir, 'API service under autocannon');
+        if (rawProfileDir) await summariseProfile(rawProfileDir, 'raw express + pg under autocannon');
       }
 
       charge('api');
@@ -1238,6 +1260,8 @@ async function main(): Promise<void> {
     fig(`raw_${name}_p50`, `  ${route}, raw p50`, 'ms');
     fig(`raw_${name}_p99`, `  ${route}, raw p99`, 'ms');
     fig(`api_${name}_ratio`, `${route}, service / raw`, '×', '≥ 0.7', (v) => v >= 0.7);
+    fig(`api_${name}_cpu`, `  ${route}, CPU per request, service`, 'ms');
+    fig(`raw_${name}_cpu`, `  ${route}, CPU per request, raw`, 'ms');
   }
   const hc = `c=${SIZES.historyConcurrency}, ${SIZES.historyThroughputItems}-item job`;
   const hist = `${SIZES.historyItems.toLocaleString('en-US')}-item history`;
