@@ -74,7 +74,7 @@ const SIZES = {
   historyThroughputItems: num('history-throughput-items', 'BENCH_HISTORY_THROUGHPUT_ITEMS', 4_000, 200),
   historyConcurrency: num('history-concurrency', 'BENCH_HISTORY_CONCURRENCY', 16, 16),
   scaleReplicas: list('replicas', 'BENCH_REPLICAS', '1,2,3'),
-  scaleItems: num('scale-items', 'BENCH_SCALE_ITEMS', 3_000, 200),
+  scaleItems: num('scale-items', 'BENCH_SCALE_ITEMS', 2_000, 200),
   /** MAX_CONCURRENT_ITEMS of every replica in the scale-out part (MAX_CONCURRENT_JOBS is 1 there). */
   scaleCap: num('scale-cap', 'BENCH_SCALE_CAP', 8, 8),
   scaleLatencyMs: num('scale-latency', 'BENCH_SCALE_LATENCY_MS', 50, 50),
