@@ -954,7 +954,8 @@ async function main(): Promise<void> {
   };
   const stop = async (s: Service) => {
     await stopService(s);
-    services.splice(services.indexOf(s), 1);
+    const i = services.indexOf(s);
+    if (i >= 0) services.splice(i, 1);
   };
 
   try {
