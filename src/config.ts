@@ -128,6 +128,18 @@ const envSchema = z.object({
   RETRY_BASE_MS: int(0, 3_600_000).default(1000),
   /** Milliseconds the retry backoff never exceeds. */
   RETRY_MAX_MS: int(0, 86_400_000).default(60_000),
+  /**
+   * Adapt dispatch to each (provider, model): an in-flight limit that halves on throttling,
+   * failures and rising latency and grows back on success, Retry-After, a circuit breaker
+   * (src/db/providers.ts); false = only the static caps.
+   */
+  ADAPTIVE_DISPATCH: bool.default(true),
+  /** Provider failures in a row (no success between) that open its circuit breaker. */
+  BREAKER_FAILURES: int(1, 1000).default(10),
+  /** Milliseconds an opened breaker waits before its first probe; doubles while probes fail. */
+  BREAKER_COOLDOWN_MS: int(10, 3_600_000).default(5_000),
+  /** Milliseconds the breaker's wait between probes never exceeds. */
+  BREAKER_MAX_COOLDOWN_MS: int(10, 86_400_000).default(120_000),
   /** This replica's name on the leases it holds; must differ between replicas. */
   REPLICA_ID: z.preprocess(
     emptyToUndefined,
@@ -138,6 +150,10 @@ const envSchema = z.object({
   ),
 })
   .refine((c) => c.RETRY_MAX_MS >= c.RETRY_BASE_MS, { path: ['RETRY_MAX_MS'], message: 'must be at least RETRY_BASE_MS' })
+  .refine((c) => c.BREAKER_MAX_COOLDOWN_MS >= c.BREAKER_COOLDOWN_MS, {
+    path: ['BREAKER_MAX_COOLDOWN_MS'],
+    message: 'must be at least BREAKER_COOLDOWN_MS',
+  })
   // A read token alone would leave a service nobody can change; the same value twice would be ambiguous.
   .refine((c) => !c.API_READ_TOKEN || Boolean(c.API_TOKEN), { path: ['API_READ_TOKEN'], message: 'needs API_TOKEN too (writes need the full token)' })
   .refine((c) => !c.API_READ_TOKEN || (c.API_READ_TOKEN !== c.API_TOKEN && c.API_READ_TOKEN !== c.INTERNAL_TOKEN), {

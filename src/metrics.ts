@@ -6,6 +6,7 @@ import type pg from 'pg';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Db } from './db/client.js';
 import { countUndelivered } from './db/outbox.js';
+import { listProviders } from './db/providers.js';
 import { getQueueDepth, type QueueDepth } from './db/statistics.js';
 
 export interface Metrics {
@@ -80,6 +81,40 @@ export function createMetrics(deps: { db: Db; pool: pg.Pool }): Metrics {
     },
   });
 
+  // Adaptive dispatch per (provider, model), as every replica sees it in the database.
+  let providersRead: ReturnType<typeof listProviders> | undefined;
+  const readProviders = () =>
+    (providersRead ??= listProviders(deps.db).finally(() => {
+      providersRead = undefined;
+    }));
+  const providerGauge = (name: string, help: string, value: (p: Awaited<ReturnType<typeof listProviders>>[number]) => number) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['provider', 'model'] as const,
+      registers: [registry],
+      async collect() {
+        const providers = await readProviders();
+        this.reset();
+        for (const p of providers) this.set({ provider: p.provider, model: p.model }, value(p));
+      },
+    });
+  providerGauge('graphcap_provider_concurrency_limit', 'Adaptive in-flight limit per provider and model (all replicas).', (p) => p.concurrencyLimit);
+  providerGauge('graphcap_provider_calls_in_flight', 'Inference Bridge calls in flight per provider and model (all replicas).', (p) => p.inFlight);
+  new Gauge({
+    name: 'graphcap_provider_breaker_state',
+    help: 'Circuit breaker per provider and model: 1 for its current state (closed, open, half-open), 0 for the others.',
+    labelNames: ['provider', 'model', 'state'] as const,
+    registers: [registry],
+    async collect() {
+      const providers = await readProviders();
+      this.reset();
+      for (const p of providers) {
+        for (const state of ['closed', 'open', 'half-open']) this.set({ provider: p.provider, model: p.model, state }, p.breaker === state ? 1 : 0);
+      }
+    },
+  });
+
   new Gauge({
     name: 'graphcap_outbox_undelivered_events',
     help: 'Events waiting for delivery to the message broker (all replicas).',
@@ -97,7 +132,7 @@ export function createMetrics(deps: { db: Db; pool: pg.Pool }): Metrics {
 
   const itemOutcomes = new Counter({
     name: 'graphcap_dispatched_items_total',
-    help: 'Items this process dispatched, by outcome: completed, failed, or retried (a transient failure).',
+    help: 'Items this process dispatched, by outcome: completed, failed, retried (a transient failure), or deferred (the provider said wait; no attempt spent).',
     labelNames: ['outcome'] as const,
     registers: [registry],
   });

@@ -12,6 +12,7 @@ import type { Db } from './client.js';
 import { insertCaptionsFrom, rollUpJobs, type JobDelta } from './items.js';
 import { recordJobStatusChange, recordJobStatusChanges } from './outbox.js';
 import { notifyWork, pgArray, type JobConfig } from './jobs.js';
+import { updateProviders, type ProviderBudget, type ProviderFeedback, type ProviderSettings } from './providers.js';
 import type { JobStatus } from './schema.js';
 
 // Serializes "count the running jobs, then start one" across replicas; any fixed number will do,
@@ -29,6 +30,8 @@ export interface ClaimedItem {
   config: JobConfig;
   /** X-Request-Id of the job's create call, if it had one. */
   requestId: string | null;
+  /** A half-open breaker's probe: its failure gives the attempt back (src/db/providers.ts). */
+  probe?: boolean;
 }
 
 const QUEUE_ORDER = sql.raw('priority, queue_position, created_at, job_id');
@@ -127,11 +130,20 @@ export type ItemOutcome = {
   jobId: string;
   /** Milliseconds the bridge call took. */
   processingTime: number;
+  /** What the call says about its provider, for adaptive dispatch; none when it never reached it. */
+  signal?: ProviderSignal;
 } & (
   | { status: 'completed'; result: Record<string, unknown>; rawText: string | null }
   /** With `retryInMs` the item goes back to pending until then; without, it fails for good. */
   | { status: 'failed'; error: string; retryInMs: number | null }
+  /** Back to pending until `retryInMs` has passed, the attempt given back: the provider said wait. */
+  | { status: 'deferred'; error: string; retryInMs: number }
 );
+
+export type ProviderSignal =
+  | { kind: 'ok'; latencyMs: number }
+  | { kind: 'throttled'; retryAfterMs: number | null }
+  | { kind: 'failed' };
 
 export interface RecordAndClaimParams {
   owner: string;
@@ -145,12 +157,16 @@ export interface RecordAndClaimParams {
   maxRunningPerJob: number;
   /** Fair share: items a job may claim per turn while another job waits (FAIR_SHARE_SLICE_ITEMS); 0 or unset = no limit. */
   sliceItems?: number;
+  /** Adaptive dispatch per (provider, model) (src/db/providers.ts); unset = the static caps only. */
+  providers?: ProviderSettings;
 }
 
 export interface RecordAndClaimResult {
   /** Outcomes written; the others were late (cancelled, rescued, recorded already) and wrote nothing. */
   recorded: ItemOutcome[];
   claimed: ClaimedItem[];
+  /** The providers' states after this round's feedback (with adaptive dispatch). */
+  providers: ProviderBudget[];
 }
 
 type LockedJob = {
@@ -175,15 +191,47 @@ type LockedJob = {
  */
 export async function recordAndClaim(db: Db, p: RecordAndClaimParams): Promise<RecordAndClaimResult> {
   const jobIds = [...new Set([...p.outcomes.map((o) => o.jobId), ...(p.claim ? p.claimIn : [])])].sort();
-  if (jobIds.length === 0) return { recorded: [], claimed: [] };
+  if (jobIds.length === 0) return { recorded: [], claimed: [], providers: [] };
   return db.transaction(async (tx) => {
     const { jobs, waitingPriority } = await lockJobs(tx, jobIds, Boolean(p.claim && p.sliceItems));
+    // Provider rows after job rows: the one lock order every round keeps.
+    const providers = p.providers ? await updateProviders(tx, providerFeedback(jobs, p.outcomes), p.providers) : [];
     const recorded = await recordOutcomes(tx, p.owner, p.outcomes);
     const after = await rollUpJobs(tx, jobDeltas(recorded));
     for (const job of jobs) job.status = after.get(job.jobId) ?? job.status;
-    const claimed = p.claim ? await claimItems(tx, jobs.filter((j) => j.status === 'running'), waitingPriority, p) : [];
-    return { recorded, claimed };
+    const claimed = p.claim ? await claimItems(tx, jobs.filter((j) => j.status === 'running'), waitingPriority, providers, p) : [];
+    return { recorded, claimed, providers };
   });
+}
+
+/** A round's feedback per (provider, model) of the jobs involved, zero for those without outcomes. */
+function providerFeedback(jobs: readonly LockedJob[], outcomes: readonly ItemOutcome[]): ProviderFeedback[] {
+  const byJob = new Map(jobs.map((j) => [j.jobId, j]));
+  const feedback = new Map<string, ProviderFeedback & { latencySum: number }>();
+  const entry = (config: JobConfig) => {
+    const key = JSON.stringify([config.provider, config.model]);
+    let f = feedback.get(key);
+    if (!f) {
+      f = { provider: config.provider, model: config.model, ok: 0, throttled: 0, failed: 0, retryAfterMs: null, latencyMs: null, latencySum: 0 };
+      feedback.set(key, f);
+    }
+    return f;
+  };
+  for (const job of jobs) entry(job.config);
+  for (const o of outcomes) {
+    const job = byJob.get(o.jobId);
+    if (!job || !o.signal) continue;
+    const f = entry(job.config);
+    if (o.signal.kind === 'ok') {
+      f.ok += 1;
+      f.latencySum += o.signal.latencyMs;
+    } else if (o.signal.kind === 'failed') f.failed += 1;
+    else {
+      f.throttled += 1;
+      f.retryAfterMs = Math.max(f.retryAfterMs ?? 0, o.signal.retryAfterMs ?? 0) || f.retryAfterMs;
+    }
+  }
+  return [...feedback.values()].map(({ latencySum, ...f }) => ({ ...f, latencyMs: f.ok > 0 ? latencySum / f.ok : null }));
 }
 
 /**
@@ -219,15 +267,23 @@ async function recordOutcomes(tx: Db, owner: string, outcomes: readonly ItemOutc
   const rows = outcomes.map((o) =>
     o.status === 'completed'
       ? { itemId: o.itemId, status: 'completed', processingTime: o.processingTime, result: o.result, rawText: o.rawText }
-      : { itemId: o.itemId, status: o.retryInMs === null ? 'failed' : 'pending', processingTime: o.processingTime, error: o.error, retryInMs: o.retryInMs },
+      : {
+          itemId: o.itemId,
+          status: o.retryInMs === null ? 'failed' : 'pending',
+          processingTime: o.processingTime,
+          error: o.error,
+          retryInMs: o.retryInMs,
+          giveBack: o.status === 'deferred',
+        },
   );
   const { rows: written } = await tx.execute<{ itemId: string }>(sql`
     with o as (
       select * from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
-        as o("itemId" uuid, status text, "processingTime" int, error text, "retryInMs" int, result jsonb, "rawText" text)
+        as o("itemId" uuid, status text, "processingTime" int, error text, "retryInMs" int, result jsonb, "rawText" text, "giveBack" boolean)
     ), written as (
       update job_queue.job_items i
       set status = o.status, error = o.error, processing_time = o."processingTime",
+          attempts = case when o."giveBack" then greatest(i.attempts - 1, 0) else i.attempts end,
           next_attempt_at = case when o.status = 'pending' then now() + make_interval(secs => o."retryInMs" / 1000.0) end,
           completed_at = case when o.status <> 'pending' then now() end,
           lease_owner = null, lease_expires_at = null, updated_at = now()
@@ -249,7 +305,7 @@ async function recordOutcomes(tx: Db, owner: string, outcomes: readonly ItemOutc
 function jobDeltas(recorded: readonly ItemOutcome[]): JobDelta[] {
   const deltas = new Map<string, JobDelta>();
   for (const o of recorded) {
-    if (o.status === 'failed' && o.retryInMs !== null) continue;
+    if (o.status === 'deferred' || (o.status === 'failed' && o.retryInMs !== null)) continue;
     const d = deltas.get(o.jobId) ?? { jobId: o.jobId, completed: 0, failed: 0, cancelled: 0 };
     if (o.status === 'completed') d.completed += 1;
     else d.failed += 1;
@@ -277,20 +333,41 @@ async function claimItems(
   tx: Db,
   jobs: LockedJob[],
   waitingPriority: number | null,
+  providers: readonly ProviderBudget[],
   p: Pick<RecordAndClaimParams, 'owner' | 'leaseSeconds' | 'maxRunningPerJob' | 'sliceItems'>,
 ): Promise<ClaimedItem[]> {
   const turnOver = (job: LockedJob) =>
     Boolean(p.sliceItems) && job.sliceItems >= p.sliceItems! && waitingPriority !== null && waitingPriority <= job.priority;
   const ended = jobs.filter(turnOver);
   if (ended.length > 0) await endTurns(tx, ended.map((j) => j.jobId));
-  const claimable = jobs.filter((j) => !turnOver(j));
+  const budget = new Map(providers.map((b) => [JSON.stringify([b.provider, b.model]), b]));
+  const providerOf = (j: LockedJob) => budget.get(JSON.stringify([j.config.provider, j.config.model]));
+  const claimable = jobs.filter((j) => !turnOver(j) && providerOf(j)?.budget !== 0);
   if (claimable.length === 0) return [];
-  // A later statement than the recording: the running counts see this transaction's own outcomes.
+  const wanted = claimable.map((j) => ({ jobId: j.jobId, provider: j.config.provider, model: j.config.model, budget: providerOf(j)?.budget ?? null }));
+  // A later statement than the recording and the provider locks: the running counts (of the job,
+  // and of its provider across all jobs and replicas) see this transaction's own outcomes. A
+  // provider's budget goes to its jobs in queue order.
   const { rows } = await tx.execute<Omit<ClaimedItem, 'config' | 'requestId'>>(sql`
-    with wanted as (
-      select w.job_id, ${p.maxRunningPerJob} - (select count(*) from job_queue.job_items r
-                                                where r.job_id = w.job_id and r.status = 'running') as n
-      from unnest(${pgArray(claimable.map((j) => j.jobId))}::uuid[]) as w(job_id)
+    with w as (
+      select w.*, j.priority, j.queue_position, j.created_at,
+             greatest(0, ${p.maxRunningPerJob} - (select count(*) from job_queue.job_items r
+                                                  where r.job_id = w."jobId" and r.status = 'running')) as free
+      from jsonb_to_recordset(${JSON.stringify(wanted)}::jsonb) as w("jobId" uuid, provider text, model text, budget int)
+      join job_queue.caption_jobs j on j.job_id = w."jobId"
+    ), busy as (
+      select j.config->>'provider' as provider, j.config->>'model' as model, count(*) as running
+      from job_queue.job_items r join job_queue.caption_jobs j on j.job_id = r.job_id
+      where r.status = 'running' and exists (select 1 from w where w.budget is not null)
+      group by 1, 2
+    ), wanted as (
+      select w."jobId" as job_id,
+             case when w.budget is null then w.free
+                  else least(w.free, greatest(0, w.budget - coalesce(b.running, 0)
+                    - coalesce(sum(w.free) over (partition by w.provider, w.model
+                                                 order by w.priority, w.queue_position, w.created_at, w."jobId"
+                                                 rows between unbounded preceding and 1 preceding), 0))) end as n
+      from w left join busy b on b.provider = w.provider and b.model = w.model
     ), picked as (
       select next.id from wanted w
       cross join lateral (
@@ -314,7 +391,7 @@ async function claimItems(
   const byId = new Map(jobs.map((j) => [j.jobId, j]));
   return rows.map((r) => {
     const job = byId.get(r.jobId)!;
-    return { ...r, config: job.config, requestId: job.requestId };
+    return { ...r, config: job.config, requestId: job.requestId, ...(providerOf(job)?.probe ? { probe: true } : {}) };
   });
 }
 

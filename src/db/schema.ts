@@ -397,3 +397,46 @@ export const outbox = queue.table(
     index('outbox_job_seq_idx').on(t.jobId, t.seq),
   ],
 );
+
+export const BREAKER_STATES = ['closed', 'open'] as const;
+export type BreakerState = (typeof BREAKER_STATES)[number];
+
+/**
+ * What the dispatchers of every replica know about each (provider, model) the Inference Bridge
+ * calls (src/db/providers.ts): an adaptive in-flight limit (AIMD: halved on throttling and
+ * failures, grown by one per limit's worth of successes, never above the configured caps), a
+ * Retry-After block, a circuit breaker (open: no calls until `open_until`, then one probe at a
+ * time), and the latency figures that count as "slowing down". Shared here so three replicas do
+ * not each hammer a provider that is already saying 429.
+ */
+export const providerStates = queue.table(
+  'provider_states',
+  {
+    provider: text('provider').notNull(),
+    model: text('model').notNull(),
+    /** Calls in flight allowed, across replicas; fractional so additive increase can be gradual. */
+    concurrencyLimit: doublePrecision('concurrency_limit').notNull(),
+    /** No call before this (the provider's Retry-After). */
+    blockedUntil: tstz('blocked_until'),
+    breaker: text('breaker').$type<BreakerState>().notNull().default('closed'),
+    /** Provider failures since the last success. */
+    consecutiveFailures: integer('consecutive_failures').notNull().default(0),
+    /** An open breaker lets one probe through after this. */
+    openUntil: tstz('open_until'),
+    /** Times the breaker opened since it last closed: the cool-down doubles with each. */
+    openedCount: integer('opened_count').notNull().default(0),
+    /** The last decrease: at most one per second, so one burst of 429s halves the limit once. */
+    decreasedAt: tstz('decreased_at'),
+    /** Fast and slow moving averages of successful calls' latency: the fast one well ahead = rising. */
+    latencyMs: doublePrecision('latency_ms'),
+    baselineLatencyMs: doublePrecision('baseline_latency_ms'),
+    /** When the averages last took a sample: they weigh the next one by the time since. */
+    latencyAt: tstz('latency_at'),
+    updatedAt: updatedAt(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.provider, t.model] }),
+    check('provider_states_breaker_check', inList('breaker', BREAKER_STATES)),
+    check('provider_states_limit_check', sql`concurrency_limit >= 1`),
+  ],
+);

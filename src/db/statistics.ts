@@ -1,6 +1,7 @@
 /** Queue figures, computed in SQL from the job counters and a recent window of finished items. */
 import { sql } from 'drizzle-orm';
 import type { Db } from './client.js';
+import { listProviders } from './providers.js';
 import { JOB_STATUSES, type ItemStatus, type JobStatus } from './schema.js';
 
 export interface QueueStatistics {
@@ -12,6 +13,8 @@ export interface QueueStatistics {
   /** Failed share of the items finished in the window, 0 to 1; null when none finished. */
   failureRate: number | null;
   oldestPendingJobAgeSeconds: number | null;
+  /** Adaptive dispatch per (provider, model), with the calls in flight now. */
+  providers: Awaited<ReturnType<typeof listProviders>>;
   generatedAt: Date;
 }
 
@@ -68,6 +71,8 @@ export async function getStatistics(db: Db, windowMinutes = 60): Promise<QueueSt
     select extract(epoch from now() - min(created_at))::float8 as age
     from job_queue.caption_jobs where status = 'pending' and not archived`);
 
+  const providers = await listProviders(db);
+
   const sum = (counts: Record<string, number>) => Object.values(counts).reduce((a, b) => a + b, 0);
   const w = windowRows[0]!;
   const age = oldestRows[0]?.age;
@@ -82,6 +87,7 @@ export async function getStatistics(db: Db, windowMinutes = 60): Promise<QueueSt
     processingTime: { meanMs: round(w.meanMs), p95Ms: round(w.p95Ms) },
     failureRate: w.finished > 0 ? Math.round((w.failed / w.finished) * 10_000) / 10_000 : null,
     oldestPendingJobAgeSeconds: age == null ? null : Math.round(age * 1000) / 1000,
+    providers,
     generatedAt: new Date(),
   };
 }

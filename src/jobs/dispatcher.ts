@@ -27,9 +27,10 @@ import {
 } from '../db/dispatch.js';
 import { CANCEL_CHANNEL, WORK_CHANNEL } from '../db/jobs.js';
 import { PgListener } from '../db/listener.js';
+import type { ProviderBudget, ProviderSettings } from '../db/providers.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
-import { classifyError, PermanentError } from './errors.js';
+import { classifyError, PermanentError, ReplicaError, ThrottledError } from './errors.js';
 import { Wakeup } from './wakeup.js';
 import { createInferenceBridge, type InferenceBridge } from './inference.js';
 import { backoffMs, canRetry, type RetryPolicy } from './retry.js';
@@ -47,6 +48,8 @@ interface InFlight {
 
 // Cancelled job ids remembered for calls claimed just before the cancel whose NOTIFY came first.
 const REMEMBERED_CANCELS = 1000;
+
+const providerKey = (p: { provider: string; model: string }) => JSON.stringify([p.provider, p.model]);
 
 export interface DispatcherOptions {
   db: Db;
@@ -75,6 +78,14 @@ export class Dispatcher {
   /** Items whose call a shutdown aborted: given back at the end of stop(). */
   private readonly aborted: string[] = [];
   private readonly cancelledJobs = new Set<string>();
+  /** Adaptive dispatch per (provider, model), or undefined for the static caps only. */
+  private readonly providerSettings: ProviderSettings | undefined;
+  /**
+   * performance.now() before which no call goes to a provider (key: providerKey): its Retry-After
+   * or open breaker, known here the moment an answer says so, before the next round tells the
+   * database and with it the other replicas.
+   */
+  private readonly providerBlocks = new Map<string, number>();
   private readonly wakeup = new Wakeup();
   private readonly listener: PgListener;
   private readonly leaseTimer: NodeJS.Timeout;
@@ -104,6 +115,14 @@ export class Dispatcher {
     });
     this.retry = { maxAttempts: config.MAX_ATTEMPTS, baseMs: config.RETRY_BASE_MS, maxMs: config.RETRY_MAX_MS };
     this.leaseMs = config.LEASE_SECONDS * 1000;
+    this.providerSettings = config.ADAPTIVE_DISPATCH
+      ? {
+          maxLimit: config.MAX_CONCURRENT_JOBS * config.MAX_CONCURRENT_ITEMS,
+          breakerFailures: config.BREAKER_FAILURES,
+          cooldownMs: config.BREAKER_COOLDOWN_MS,
+          maxCooldownMs: config.BREAKER_MAX_COOLDOWN_MS,
+        }
+      : undefined;
     this.listener = new PgListener({
       url: options.databaseUrl,
       channels: [WORK_CHANNEL, CANCEL_CHANNEL],
@@ -133,6 +152,7 @@ export class Dispatcher {
         maxConcurrentItems: config.MAX_CONCURRENT_ITEMS,
         pollIntervalMs: config.POLL_INTERVAL_MS,
         leaseSeconds: config.LEASE_SECONDS,
+        adaptiveDispatch: config.ADAPTIVE_DISPATCH,
       },
       'dispatcher started',
     );
@@ -225,7 +245,7 @@ export class Dispatcher {
     }
     if (outcomes.length === 0 && claimIn.length === 0) return;
     const claimedAt = performance.now();
-    const { recorded, claimed } = await recordAndClaim(this.db, {
+    const { recorded, claimed, providers } = await recordAndClaim(this.db, {
       owner: this.owner,
       outcomes,
       claimIn,
@@ -233,25 +253,46 @@ export class Dispatcher {
       leaseSeconds: this.config.LEASE_SECONDS,
       maxRunningPerJob: this.config.MAX_CONCURRENT_ITEMS,
       sliceItems: this.config.FAIR_SHARE_SLICE_ITEMS,
+      providers: this.providerSettings,
     });
     this.settle(outcomes, recorded);
+    this.learn(providers);
     for (const item of claimed) this.launch(item, claimedAt);
+  }
+
+  /** Takes in the providers' states after a round: blocks to keep, changes to log. */
+  private learn(providers: readonly ProviderBudget[]): void {
+    const now = performance.now();
+    for (const p of providers) {
+      const key = providerKey(p);
+      if (p.waitMs > 0) this.providerBlocks.set(key, Math.max(this.providerBlocks.get(key) ?? 0, now + p.waitMs));
+      const at = { provider: p.provider, model: p.model, concurrencyLimit: Math.round(p.concurrencyLimit * 100) / 100 };
+      if (p.breaker !== p.previous.breaker) {
+        if (p.breaker === 'open') this.logger.warn({ ...at, consecutiveFailures: p.consecutiveFailures, probeInMs: p.waitMs }, 'circuit breaker opened: no calls to this provider until a probe succeeds');
+        else if (p.breaker === 'closed') this.logger.info(at, 'circuit breaker closed: the provider answers again');
+      }
+      if (Math.floor(p.concurrencyLimit) < Math.floor(p.previous.concurrencyLimit)) {
+        this.logger.info({ ...at, from: Math.floor(p.previous.concurrencyLimit), to: Math.floor(p.concurrencyLimit), waitMs: p.waitMs }, 'provider limit lowered');
+      }
+    }
   }
 
   /** The outcomes' items are no longer held: recorded, or late (cancelled, rescued) and dropped. */
   private settle(outcomes: readonly ItemOutcome[], recorded: readonly ItemOutcome[]): void {
     const written = new Set(recorded.map((o) => o.itemId));
-    const counts = { completed: 0, failed: 0, retried: 0, late: outcomes.length - recorded.length };
+    const counts = { completed: 0, failed: 0, retried: 0, deferred: 0, late: outcomes.length - recorded.length };
     for (const o of outcomes) {
       this.inFlight.delete(o.itemId);
       if (!written.has(o.itemId)) {
         this.logger.debug({ itemId: o.itemId, jobId: o.jobId }, 'late result discarded');
         continue;
       }
-      const outcome = o.status === 'completed' ? 'completed' : o.retryInMs === null ? 'failed' : 'retried';
+      const outcome = o.status === 'completed' || o.status === 'deferred' ? o.status : o.retryInMs === null ? 'failed' : 'retried';
       counts[outcome] += 1;
       this.metrics?.itemOutcomes.inc({ outcome });
-      if (o.status === 'failed') {
+      if (o.status === 'deferred') {
+        this.logger.debug({ itemId: o.itemId, jobId: o.jobId, error: o.error, retryInMs: o.retryInMs }, 'item deferred; attempt given back');
+      } else if (o.status === 'failed') {
         this.logger.warn(
           { itemId: o.itemId, jobId: o.jobId, error: o.error, retryInMs: o.retryInMs },
           o.retryInMs === null ? 'item failed' : 'item attempt failed; will retry',
@@ -266,6 +307,20 @@ export class Dispatcher {
     const entry: InFlight = { item, controller: new AbortController(), leaseDeadline: claimedAt + this.leaseMs };
     this.inFlight.set(item.itemId, entry);
     if (this.cancelledJobs.has(item.jobId)) this.abort(entry, 'cancelled');
+    // Claimed in a round that did not know yet what an answer since said: wait, attempt given back.
+    const blockedForMs = (this.providerBlocks.get(providerKey(item.config)) ?? 0) - performance.now();
+    if (this.providerSettings && blockedForMs > 0) {
+      this.outcomes.push({
+        itemId: item.itemId,
+        jobId: item.jobId,
+        processingTime: 0,
+        status: 'deferred',
+        error: 'not sent: the provider asked to wait',
+        retryInMs: Math.ceil(blockedForMs),
+      });
+      this.wakeup.wake();
+      return;
+    }
     const call: Promise<void> = this.call(entry)
       .catch((error: unknown) => {
         // Left running under our lease: the rescue sweep retries it once the lease expires.
@@ -286,7 +341,14 @@ export class Dispatcher {
       const caption = await this.bridge.caption(item, { signal: controller.signal, requestId });
       const processingTime = Math.round(performance.now() - started);
       this.metrics?.bridgeCalls.observe({ outcome: 'ok' }, processingTime / 1000);
-      outcome = { itemId: item.itemId, jobId: item.jobId, processingTime, status: 'completed', ...caption };
+      outcome = {
+        itemId: item.itemId,
+        jobId: item.jobId,
+        processingTime,
+        status: 'completed',
+        ...caption,
+        signal: { kind: 'ok', latencyMs: performance.now() - started },
+      };
     } catch (error) {
       const processingTime = Math.round(performance.now() - started);
       if (controller.signal.aborted) {
@@ -303,21 +365,33 @@ export class Dispatcher {
     this.wakeup.wake();
   }
 
-  /** A failed call: retried after a backoff while attempts are left and the failure is transient. */
+  /**
+   * A failed call. Permanent: the item fails. Throttled (429, 503 with Retry-After), or a failed
+   * probe of a half-open breaker: the provider's state, not the item's, so it waits without
+   * spending the attempt. Otherwise retried after a backoff while attempts are left.
+   */
   private failure(item: ClaimedItem, error: unknown, processingTime: number): ItemOutcome {
     const failure = classifyError(error, this.config.BRIDGE_TIMEOUT_MS);
     const permanent = failure instanceof PermanentError;
     this.metrics?.bridgeCalls.observe({ outcome: permanent ? 'permanent' : 'transient' }, processingTime / 1000);
+    const base = { itemId: item.itemId, jobId: item.jobId, processingTime };
+    const adaptive = this.providerSettings !== undefined;
+    if (adaptive && failure instanceof ThrottledError) {
+      const waitMs = failure.retryAfterMs ?? backoffMs(1, this.retry);
+      if (failure.retryAfterMs !== null) {
+        const key = providerKey(item.config);
+        this.providerBlocks.set(key, Math.max(this.providerBlocks.get(key) ?? 0, performance.now() + failure.retryAfterMs));
+      }
+      return { ...base, status: 'deferred', error: failure.message, retryInMs: waitMs, signal: { kind: 'throttled', retryAfterMs: failure.retryAfterMs } };
+    }
+    // Whether it speaks about the provider: this replica's own trouble (no key for the secrets) does not.
+    const signal = permanent || failure instanceof ReplicaError ? undefined : ({ kind: 'failed' } as const);
+    if (adaptive && item.probe && signal) {
+      return { ...base, status: 'deferred', error: failure.message, retryInMs: 0, signal };
+    }
     const retry = !permanent && canRetry(item.attempts, this.retry);
     const message = retry || permanent ? failure.message : `${failure.message} (gave up after ${item.attempts} attempts)`;
-    return {
-      itemId: item.itemId,
-      jobId: item.jobId,
-      processingTime,
-      status: 'failed',
-      error: message,
-      retryInMs: retry ? backoffMs(item.attempts, this.retry) : null,
-    };
+    return { ...base, status: 'failed', error: message, retryInMs: retry ? backoffMs(item.attempts, this.retry) : null, signal };
   }
 
   /** Renews the leases of everything held; aborts calls whose item is no longer ours. */

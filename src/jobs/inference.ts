@@ -8,7 +8,7 @@ import type { ClaimedItem } from '../db/dispatch.js';
 import type { JobConfig } from '../db/jobs.js';
 import { isSealed, open } from '../secrets.js';
 import { resolveInWorkspace } from '../workspace.js';
-import { classifyError, classifyStatus, PermanentError, TransientError } from './errors.js';
+import { classifyError, classifyStatus, PermanentError, ReplicaError, TransientError } from './errors.js';
 
 const CAPTION_PATH = 'perspectives/caption-from-path';
 // The part of an error body kept as the item's error.
@@ -74,7 +74,7 @@ export function createInferenceBridge(options: InferenceBridgeOptions): Inferenc
         if (signal.aborted) throw signal.reason;
         throw classifyError(error, options.timeoutMs);
       }
-      if (!response.ok) throw classifyStatus(response.status, await errorMessage(response));
+      if (!response.ok) throw classifyStatus(response.status, await errorMessage(response), response.headers.get('retry-after'));
       let answer: unknown;
       try {
         answer = await response.json();
@@ -92,11 +92,11 @@ function providerConfig(config: JobConfig, key: Buffer | undefined): unknown {
   const value: unknown = config.providerConfig;
   if (value === undefined || !isSealed(value)) return value;
   // Transient: another replica, with the right key, may run the item.
-  if (!key) throw new TransientError('the job has sealed provider secrets and this replica has no SECRETS_KEY');
+  if (!key) throw new ReplicaError('the job has sealed provider secrets and this replica has no SECRETS_KEY');
   try {
     return open(value, key);
   } catch {
-    throw new TransientError("the job's provider secrets cannot be opened with this replica's SECRETS_KEY");
+    throw new ReplicaError("the job's provider secrets cannot be opened with this replica's SECRETS_KEY");
   }
 }
 

@@ -94,6 +94,20 @@ export const statisticsExample = {
   processingTime: { meanMs: 1830, p95Ms: 4100 },
   failureRate: 0.025,
   oldestPendingJobAgeSeconds: 95,
+  providers: [
+    {
+      provider: 'gemini',
+      model: 'gemini-2.0-flash-exp',
+      concurrencyLimit: 4,
+      inFlight: 4,
+      breaker: 'closed',
+      consecutiveFailures: 0,
+      blockedUntil: null,
+      openUntil: null,
+      latencyMs: 1810.5,
+      baselineLatencyMs: 1420,
+    },
+  ],
   generatedAt: '2026-11-28T12:05:00.000Z',
 };
 

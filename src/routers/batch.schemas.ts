@@ -306,6 +306,22 @@ export const statisticsOutput = z.object({
   processingTime: z.object({ meanMs: z.number().nullable(), p95Ms: z.number().nullable() }),
   failureRate: z.number().min(0).max(1).nullable(),
   oldestPendingJobAgeSeconds: z.number().nullable(),
+  providers: z
+    .array(
+      z.object({
+        provider: z.string(),
+        model: z.string(),
+        concurrencyLimit: z.number().describe('Calls in flight allowed across replicas (adaptive; at most MAX_CONCURRENT_JOBS × MAX_CONCURRENT_ITEMS).'),
+        inFlight: z.int().describe('Calls in flight now, all replicas.'),
+        breaker: z.enum(['closed', 'open', 'half-open']).describe('open: no calls; half-open: one probe at a time.'),
+        consecutiveFailures: z.int(),
+        blockedUntil: timestamp.nullable().describe('No call before this (the provider’s Retry-After).'),
+        openUntil: timestamp.nullable().describe('An open breaker’s next probe.'),
+        latencyMs: z.number().nullable().describe('Moving average of successful calls.'),
+        baselineLatencyMs: z.number().nullable(),
+      }),
+    )
+    .describe('Adaptive dispatch per (provider, model): what each replica’s dispatcher goes by.'),
   generatedAt: timestamp,
 }).meta({ description: 'Queue figures; archived jobs are left out.', examples: [statisticsExample] });
 

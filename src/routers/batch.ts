@@ -47,7 +47,7 @@ import {
   toItem,
   toJob,
 } from './batch.schemas.js';
-import { iso } from './common.js';
+import { iso, isoOrNull } from './common.js';
 
 const BASE = '/api/perspectives/batch';
 const tags = ['batch'];
@@ -301,7 +301,7 @@ export const batchRouter = router({
         path: `${BASE}/statistics`,
         tags,
         summary: 'Queue statistics',
-        description: 'Jobs and items by status, throughput, processing time (mean, p95), failure rate, oldest pending job.',
+        description: 'Jobs and items by status, throughput, processing time (mean, p95), failure rate, oldest pending job, and the adaptive dispatch state per provider.',
         successDescription: 'Queue figures.',
         errorResponses: errors.input,
       },
@@ -310,7 +310,12 @@ export const batchRouter = router({
     .output(statisticsOutput)
     .query(async ({ ctx, input }) => {
       const stats = await getStatistics(ctx.db, input.windowMinutes);
-      return { ...stats, generatedAt: iso(stats.generatedAt) };
+      const providers = stats.providers.map((p) => ({
+        ...p,
+        blockedUntil: isoOrNull(p.blockedUntil),
+        openUntil: isoOrNull(p.openUntil),
+      }));
+      return { ...stats, providers, generatedAt: iso(stats.generatedAt) };
     }),
 
   updateItem: internalProcedure

@@ -44,9 +44,12 @@ afterAll(async () => {
   await svc?.close();
   await bridge?.close();
 });
-beforeEach(() => {
+beforeEach(async () => {
   bridge.set({ latencyMs: [5, 30], errorRate: 0, hangRate: 0, permanentFailures: {}, hangImages: [], seed: 1 });
   bridge.reset();
+  // Each test starts with what adaptive dispatch knows of the provider forgotten (a flaky bridge
+  // before would leave its limit low).
+  await svc.db.execute(sql`delete from job_queue.provider_states`);
 });
 
 const B = '/api/perspectives/batch';

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { ClaimedItem } from '../../src/db/dispatch.js';
 import { randomBytes } from 'node:crypto';
-import { classifyStatus, PermanentError, TransientError } from '../../src/jobs/errors.js';
+import { classifyStatus, parseRetryAfter, PermanentError, ThrottledError, TransientError } from '../../src/jobs/errors.js';
 import { createInferenceBridge } from '../../src/jobs/inference.js';
 import { seal } from '../../src/secrets.js';
 import { waitFor } from '../helpers/jobs.js';
@@ -143,9 +143,16 @@ describe('Inference Bridge client', () => {
     expect(bridge.calls).toHaveLength(0);
   });
 
-  it('classifies statuses: 4xx permanent, except 408, 425 and 429; 5xx transient', () => {
-    const kind = (status: number) => (classifyStatus(status, 'x') instanceof PermanentError ? 'permanent' : 'transient');
-    expect([400, 401, 403, 404, 413, 422].map(kind)).toEqual(Array(6).fill('permanent'));
-    expect([408, 425, 429, 500, 502, 503, 504].map(kind)).toEqual(Array(7).fill('transient'));
+  it('classifies statuses: 4xx permanent, except 408, 425 and 429; 5xx transient; 429 and 503 with Retry-After throttled', () => {
+    const kind = (status: number, retryAfter?: string) => {
+      const error = classifyStatus(status, 'x', retryAfter);
+      return error instanceof ThrottledError ? `throttled ${error.retryAfterMs}` : error instanceof PermanentError ? 'permanent' : 'transient';
+    };
+    expect([400, 401, 403, 404, 413, 422].map((s) => kind(s))).toEqual(Array(6).fill('permanent'));
+    expect([408, 425, 500, 502, 503, 504].map((s) => kind(s))).toEqual(Array(6).fill('transient'));
+    expect([kind(429), kind(429, '3'), kind(503, '2'), kind(503, 'soon')]).toEqual(['throttled null', 'throttled 3000', 'throttled 2000', 'transient']);
+    expect(kind(429, new Date(Date.now() + 60_000).toUTCString())).toMatch(/^throttled (5[89]|60)\d{3}$/);
+    expect(parseRetryAfter('86400')).toBe(600_000);
+    expect(parseRetryAfter(new Date(Date.now() - 5000).toUTCString())).toBe(0);
   });
 });

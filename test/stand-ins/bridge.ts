@@ -35,6 +35,11 @@ export interface BridgeSettings {
   hangImages: string[];
   /** Seed of the random choices (error, hang, latency), so a run can be repeated. */
   seed: number;
+  /** Until this Date.now(), every call is answered 429 with `Retry-After: retryAfterSeconds` (a rate-limited provider). */
+  throttleUntil: number;
+  retryAfterSeconds: number;
+  /** Until this Date.now(), every call is answered 503 without Retry-After (the provider is down). */
+  unavailableUntil: number;
 }
 
 /** The request body of caption-from-path. */
@@ -47,7 +52,7 @@ export interface CaptionRequestBody {
   [option: string]: unknown;
 }
 
-export type CallOutcome = 'in-flight' | 'ok' | 'transient' | 'permanent' | 'invalid' | 'aborted';
+export type CallOutcome = 'in-flight' | 'ok' | 'transient' | 'throttled' | 'permanent' | 'invalid' | 'aborted';
 
 export interface BridgeCall {
   /** Date.now() when the call arrived, and when it ended. */
@@ -62,6 +67,8 @@ export interface BridgeCall {
   /** Set when it was chosen to hang. */
   hung: boolean;
   outcome: CallOutcome;
+  /** The Retry-After it was answered with, in milliseconds. */
+  retryAfterMs?: number;
 }
 
 export interface BridgeStats {
@@ -77,7 +84,17 @@ export interface BridgeStats {
   outcomes: Record<CallOutcome, number>;
 }
 
-const DEFAULTS: BridgeSettings = { latencyMs: 0, errorRate: 0, hangRate: 0, permanentFailures: {}, hangImages: [], seed: 1 };
+const DEFAULTS: BridgeSettings = {
+  latencyMs: 0,
+  errorRate: 0,
+  hangRate: 0,
+  permanentFailures: {},
+  hangImages: [],
+  seed: 1,
+  throttleUntil: 0,
+  retryAfterSeconds: 1,
+  unavailableUntil: 0,
+};
 
 export class StandInBridge {
   readonly calls: BridgeCall[] = [];
@@ -205,14 +222,16 @@ export class StandInBridge {
   }
 
   private control(res: ServerResponse, text: string): void {
-    let body: Partial<BridgeSettings> & { downForMs?: number; reset?: boolean };
+    let body: Partial<BridgeSettings> & { downForMs?: number; throttleForMs?: number; unavailableForMs?: number; reset?: boolean };
     try {
       body = JSON.parse(text || '{}');
     } catch {
       return json(res, 400, { detail: 'body must be JSON' });
     }
-    const { downForMs, reset, ...settings } = body;
+    const { downForMs, throttleForMs, unavailableForMs, reset, ...settings } = body;
     this.set(settings);
+    if (throttleForMs) this.set({ throttleUntil: Date.now() + throttleForMs });
+    if (unavailableForMs) this.set({ unavailableUntil: Date.now() + unavailableForMs });
     if (reset) this.reset();
     json(res, 200, { settings: this.settings, stats: this.getStats() });
     if (downForMs) {
@@ -286,6 +305,13 @@ export class StandInBridge {
 
     const problem = await requestProblem(body);
     if (problem) return answer('invalid', 422, { detail: problem });
+    // A rate-limited or down provider answers at once.
+    if (Date.now() < this.settings.throttleUntil) {
+      call.retryAfterMs = this.settings.retryAfterSeconds * 1000;
+      res.setHeader('retry-after', String(this.settings.retryAfterSeconds));
+      return answer('throttled', 429, { detail: 'rate limit reached (stand-in bridge)' });
+    }
+    if (Date.now() < this.settings.unavailableUntil) return answer('transient', 503, { detail: 'the provider is down (stand-in bridge)' });
     const imageFile = path.basename(body.image_path);
     const roll = this.random();
     const delay = this.latency();
@@ -366,7 +392,7 @@ function emptyStats(): Omit<BridgeStats, 'inFlight'> {
     maxInFlightPerJob: {},
     maxJobsInFlight: 0,
     duplicateInFlight: 0,
-    outcomes: { 'in-flight': 0, ok: 0, transient: 0, permanent: 0, invalid: 0, aborted: 0 },
+    outcomes: { 'in-flight': 0, ok: 0, transient: 0, throttled: 0, permanent: 0, invalid: 0, aborted: 0 },
   };
 }
 

@@ -234,7 +234,7 @@ export interface paths {
         };
         /**
          * Queue statistics
-         * @description Jobs and items by status, throughput, processing time (mean, p95), failure rate, oldest pending job.
+         * @description Jobs and items by status, throughput, processing time (mean, p95), failure rate, oldest pending job, and the adaptive dispatch state per provider.
          */
         get: operations["batch-statistics"];
         put?: never;
@@ -2276,6 +2276,28 @@ export interface operations {
                         };
                         failureRate: number | null;
                         oldestPendingJobAgeSeconds: number | null;
+                        /** @description Adaptive dispatch per (provider, model): what each replica’s dispatcher goes by. */
+                        providers: {
+                            provider: string;
+                            model: string;
+                            /** @description Calls in flight allowed across replicas (adaptive; at most MAX_CONCURRENT_JOBS × MAX_CONCURRENT_ITEMS). */
+                            concurrencyLimit: number;
+                            /** @description Calls in flight now, all replicas. */
+                            inFlight: number;
+                            /**
+                             * @description open: no calls; half-open: one probe at a time.
+                             * @enum {string}
+                             */
+                            breaker: "closed" | "open" | "half-open";
+                            consecutiveFailures: number;
+                            /** @description No call before this (the provider’s Retry-After). */
+                            blockedUntil: string | null;
+                            /** @description An open breaker’s next probe. */
+                            openUntil: string | null;
+                            /** @description Moving average of successful calls. */
+                            latencyMs: number | null;
+                            baselineLatencyMs: number | null;
+                        }[];
                         /**
                          * Format: date-time
                          * @description ISO 8601 time in UTC.

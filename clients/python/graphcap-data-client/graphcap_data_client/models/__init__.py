@@ -21,6 +21,8 @@ from .batch_statistics_response_200 import BatchStatisticsResponse200
 from .batch_statistics_response_200_items import BatchStatisticsResponse200Items
 from .batch_statistics_response_200_jobs import BatchStatisticsResponse200Jobs
 from .batch_statistics_response_200_processing_time import BatchStatisticsResponse200ProcessingTime
+from .batch_statistics_response_200_providers_item import BatchStatisticsResponse200ProvidersItem
+from .batch_statistics_response_200_providers_item_breaker import BatchStatisticsResponse200ProvidersItemBreaker
 from .batch_statistics_response_200_throughput import BatchStatisticsResponse200Throughput
 from .batch_update_item_body import BatchUpdateItemBody
 from .batch_update_item_body_result import BatchUpdateItemBodyResult
@@ -114,6 +116,8 @@ __all__ = (
     "BatchStatisticsResponse200Items",
     "BatchStatisticsResponse200Jobs",
     "BatchStatisticsResponse200ProcessingTime",
+    "BatchStatisticsResponse200ProvidersItem",
+    "BatchStatisticsResponse200ProvidersItemBreaker",
     "BatchStatisticsResponse200Throughput",
     "BatchUpdateItemBody",
     "BatchUpdateItemBodyResult",

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from ..models.batch_statistics_response_200_items import BatchStatisticsResponse200Items
     from ..models.batch_statistics_response_200_jobs import BatchStatisticsResponse200Jobs
     from ..models.batch_statistics_response_200_processing_time import BatchStatisticsResponse200ProcessingTime
+    from ..models.batch_statistics_response_200_providers_item import BatchStatisticsResponse200ProvidersItem
     from ..models.batch_statistics_response_200_throughput import BatchStatisticsResponse200Throughput
 
 
@@ -28,6 +29,8 @@ class BatchStatisticsResponse200:
         processing_time (BatchStatisticsResponse200ProcessingTime):
         failure_rate (float | None):
         oldest_pending_job_age_seconds (float | None):
+        providers (list[BatchStatisticsResponse200ProvidersItem]): Adaptive dispatch per (provider, model): what each
+            replica’s dispatcher goes by.
         generated_at (datetime.datetime): ISO 8601 time in UTC.
     """
 
@@ -37,6 +40,7 @@ class BatchStatisticsResponse200:
     processing_time: BatchStatisticsResponse200ProcessingTime
     failure_rate: float | None
     oldest_pending_job_age_seconds: float | None
+    providers: list[BatchStatisticsResponse200ProvidersItem]
     generated_at: datetime.datetime
 
     def to_dict(self) -> dict[str, Any]:
@@ -54,6 +58,11 @@ class BatchStatisticsResponse200:
         oldest_pending_job_age_seconds: float | None
         oldest_pending_job_age_seconds = self.oldest_pending_job_age_seconds
 
+        providers = []
+        for providers_item_data in self.providers:
+            providers_item = providers_item_data.to_dict()
+            providers.append(providers_item)
+
         generated_at = self.generated_at.isoformat()
 
         field_dict: dict[str, Any] = {}
@@ -66,6 +75,7 @@ class BatchStatisticsResponse200:
                 "processingTime": processing_time,
                 "failureRate": failure_rate,
                 "oldestPendingJobAgeSeconds": oldest_pending_job_age_seconds,
+                "providers": providers,
                 "generatedAt": generated_at,
             }
         )
@@ -77,6 +87,7 @@ class BatchStatisticsResponse200:
         from ..models.batch_statistics_response_200_items import BatchStatisticsResponse200Items  # noqa: PLC0415
         from ..models.batch_statistics_response_200_jobs import BatchStatisticsResponse200Jobs  # noqa: PLC0415
         from ..models.batch_statistics_response_200_processing_time import BatchStatisticsResponse200ProcessingTime  # noqa: PLC0415
+        from ..models.batch_statistics_response_200_providers_item import BatchStatisticsResponse200ProvidersItem  # noqa: PLC0415
         from ..models.batch_statistics_response_200_throughput import BatchStatisticsResponse200Throughput  # noqa: PLC0415
 
         d = dict(src_dict)
@@ -102,6 +113,13 @@ class BatchStatisticsResponse200:
 
         oldest_pending_job_age_seconds = _parse_oldest_pending_job_age_seconds(d.pop("oldestPendingJobAgeSeconds"))
 
+        providers = []
+        _providers = d.pop("providers")
+        for providers_item_data in _providers:
+            providers_item = BatchStatisticsResponse200ProvidersItem.from_dict(providers_item_data)
+
+            providers.append(providers_item)
+
         generated_at = datetime.datetime.fromisoformat(d.pop("generatedAt"))
 
         batch_statistics_response_200 = cls(
@@ -111,6 +129,7 @@ class BatchStatisticsResponse200:
             processing_time=processing_time,
             failure_rate=failure_rate,
             oldest_pending_job_age_seconds=oldest_pending_job_age_seconds,
+            providers=providers,
             generated_at=generated_at,
         )
 

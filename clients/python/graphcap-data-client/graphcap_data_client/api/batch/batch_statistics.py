@@ -78,7 +78,8 @@ def sync_detailed(
 ) -> Response[BatchStatisticsResponse200 | Problem]:
     """Queue statistics
 
-     Jobs and items by status, throughput, processing time (mean, p95), failure rate, oldest pending job.
+     Jobs and items by status, throughput, processing time (mean, p95), failure rate, oldest pending job,
+    and the adaptive dispatch state per provider.
 
     Args:
         window_minutes (int | Unset): Window for throughput and timings. Default: 60.
@@ -109,7 +110,8 @@ def sync(
 ) -> BatchStatisticsResponse200 | Problem | None:
     """Queue statistics
 
-     Jobs and items by status, throughput, processing time (mean, p95), failure rate, oldest pending job.
+     Jobs and items by status, throughput, processing time (mean, p95), failure rate, oldest pending job,
+    and the adaptive dispatch state per provider.
 
     Args:
         window_minutes (int | Unset): Window for throughput and timings. Default: 60.
@@ -135,7 +137,8 @@ async def asyncio_detailed(
 ) -> Response[BatchStatisticsResponse200 | Problem]:
     """Queue statistics
 
-     Jobs and items by status, throughput, processing time (mean, p95), failure rate, oldest pending job.
+     Jobs and items by status, throughput, processing time (mean, p95), failure rate, oldest pending job,
+    and the adaptive dispatch state per provider.
 
     Args:
         window_minutes (int | Unset): Window for throughput and timings. Default: 60.
@@ -164,7 +167,8 @@ async def asyncio(
 ) -> BatchStatisticsResponse200 | Problem | None:
     """Queue statistics
 
-     Jobs and items by status, throughput, processing time (mean, p95), failure rate, oldest pending job.
+     Jobs and items by status, throughput, processing time (mean, p95), failure rate, oldest pending job,
+    and the adaptive dispatch state per provider.
 
     Args:
         window_minutes (int | Unset): Window for throughput and timings. Default: 60.
