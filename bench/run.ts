@@ -371,15 +371,27 @@ function withDatabase(url: string, name: string): string {
 /** A temp copy of the fixture workspace with one dataset per size, its images hard links of one JPEG. */
 async function makeWorkspace(datasets: Record<string, number>): Promise<string> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'graphcap-bench-ws-'));
-  await cp(FIXTURE_WORKSPACE, dir, { recursive: true });
-  const source = path.join(dir, 'bench-source.jpg');
-  await cp(path.join(FIXTURE_WORKSPACE, FIXTURE_IMAGE), source);
-  for (const [name, count] of Object.entries(datasets)) {
-    const folder = path.join(dir, 'datasets', name);
-    await mkdir(folder, { recursive: true });
-    for (let i = 0; i < count; i += 1) await link(source, path.join(folder, imageName(i)));
+  try {
+    await cp(FIXTURE_WORKSPACE, dir, { recursive: true });
+    // A file can have only so many hard links (ext4: 65,000): a new copy of the JPEG every 30,000.
+    let source = '';
+    let links = 0;
+    for (const [name, count] of Object.entries(datasets)) {
+      const folder = path.join(dir, 'datasets', name);
+      await mkdir(folder, { recursive: true });
+      for (let i = 0; i < count; i += 1, links += 1) {
+        if (links % 30_000 === 0) {
+          source = path.join(dir, `bench-source-${links / 30_000}.jpg`);
+          await cp(path.join(FIXTURE_WORKSPACE, FIXTURE_IMAGE), source);
+        }
+        await link(source, path.join(folder, imageName(i)));
+      }
+    }
+    return dir;
+  } catch (error) {
+    await rm(dir, { recursive: true, force: true });
+    throw error;
   }
-  return dir;
 }
 
 /**
@@ -925,9 +937,18 @@ async function main(): Promise<void> {
   if (wants('memory')) datasets.bench_memory = SIZES.memoryItems;
   if (wants('history')) datasets.bench_history = SIZES.historyThroughputItems;
   if (wants('scaleout')) datasets.bench_scale = SIZES.scaleItems;
-  const workspace = await makeWorkspace(datasets);
-  log(`workspace ${workspace}: ${JSON.stringify(datasets)}`);
-  const bridge = await StandInBridge.start({ latencyMs: 0 });
+  let made: string | undefined;
+  let bridge: StandInBridge;
+  try {
+    made = await makeWorkspace(datasets);
+    log(`workspace ${made}: ${JSON.stringify(datasets)}`);
+    bridge = await StandInBridge.start({ latencyMs: 0 });
+  } catch (error) {
+    if (made) await rm(made, { recursive: true, force: true });
+    await database.stop();
+    throw error;
+  }
+  const workspace = made;
   const baseEnv = {
     DATABASE_URL: database.url,
     WORKSPACE_PATH: workspace,
