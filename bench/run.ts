@@ -11,6 +11,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { cp, link, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { request } from 'node:http';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
@@ -208,6 +209,27 @@ async function api<T = any>(s: Service, method: string, route: string, body?: un
   const text = await response.text();
   if (!response.ok) throw new Error(`${method} ${route}: ${response.status} ${text.slice(0, 500)}`);
   return JSON.parse(text) as T;
+}
+
+/**
+ * A POST that may take minutes (the workspace import of the full run's 130,000 files on a busy
+ * machine): node:http, which has no headers timeout, where fetch gives up after 300 s.
+ */
+function longPost(url: string): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: 'POST' }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (text += d));
+      res.on('end', () => {
+        if ((res.statusCode ?? 0) >= 400) reject(new Error(`POST ${url}: ${res.statusCode} ${text.slice(0, 500)}`));
+        else resolve(JSON.parse(text));
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
 }
 
 const createJob = (s: Service, body: Record<string, unknown>) =>
@@ -985,7 +1007,7 @@ async function main(): Promise<void> {
     {
       const s = await start({});
       const syncStarted = performance.now();
-      const sync = await api(s, 'POST', '/api/workspace/sync');
+      const sync = await longPost(`${s.url}/api/workspace/sync`);
       log(`workspace sync ${Math.round(performance.now() - syncStarted)} ms: ${JSON.stringify(sync).slice(0, 200)}`);
       await stop(s);
     }
