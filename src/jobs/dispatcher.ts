@@ -186,7 +186,7 @@ export class Dispatcher {
     }
     clearInterval(this.leaseTimer);
     await this.renewal;
-    await this.listener.stop();
+    await Promise.all([this.listener.stop(), this.bridge.close()]);
     this.logger.info('dispatcher stopped');
   }
 
@@ -371,7 +371,7 @@ export class Dispatcher {
    * spending the attempt. Otherwise retried after a backoff while attempts are left.
    */
   private failure(item: ClaimedItem, error: unknown, processingTime: number): ItemOutcome {
-    const failure = classifyError(error, this.config.BRIDGE_TIMEOUT_MS);
+    const failure = classifyError(error);
     const permanent = failure instanceof PermanentError;
     this.metrics?.bridgeCalls.observe({ outcome: permanent ? 'permanent' : 'transient' }, processingTime / 1000);
     const base = { itemId: item.itemId, jobId: item.jobId, processingTime };

@@ -2,7 +2,6 @@
  * How a bridge call failed decides what happens to the item: a PermanentError fails it now, a
  * TransientError retries it after a backoff while it has attempts left. One place classifies.
  */
-import { TimeoutError } from 'ky';
 
 /** Retrying will not help: a bad image, an unknown perspective, a malformed request. */
 export class PermanentError extends Error {
@@ -12,6 +11,14 @@ export class PermanentError extends Error {
 /** It may work next time: the bridge or its provider is overloaded, down or slow. */
 export class TransientError extends Error {
   override name = 'TransientError';
+}
+
+/** A bridge call that took longer than BRIDGE_TIMEOUT_MS: the reason its call was aborted. */
+export class BridgeTimeoutError extends Error {
+  override name = 'BridgeTimeoutError';
+  constructor(readonly timeoutMs: number) {
+    super(`Inference Bridge did not answer within ${timeoutMs} ms`);
+  }
 }
 
 /**
@@ -61,13 +68,11 @@ export function classifyStatus(status: number, message: string, retryAfter?: str
 }
 
 /** Classifies an error thrown before any answer: timeouts and network failures are transient. */
-export function classifyError(error: unknown, timeoutMs: number): PermanentError | TransientError {
+export function classifyError(error: unknown): PermanentError | TransientError {
   if (error instanceof PermanentError || error instanceof TransientError) return error;
-  if (error instanceof TimeoutError) {
-    return new TransientError(`Inference Bridge did not answer within ${timeoutMs} ms`, { cause: error });
-  }
-  // fetch reports refused or reset connections as TypeError('fetch failed') with the system error as cause.
-  const cause = (error as { cause?: { code?: string; message?: string } } | undefined)?.cause;
-  const detail = cause?.code ?? cause?.message ?? (error instanceof Error ? error.message : String(error));
+  if (error instanceof BridgeTimeoutError) return new TransientError(error.message, { cause: error });
+  // A refused, reset or closed connection: the system's or undici's error code (ECONNREFUSED, UND_ERR_SOCKET ...).
+  const e = error as { code?: string; cause?: { code?: string; message?: string }; message?: string } | undefined;
+  const detail = e?.code ?? e?.cause?.code ?? e?.cause?.message ?? (error instanceof Error ? error.message : String(error));
   return new TransientError(`Inference Bridge unreachable: ${detail}`, { cause: error });
 }

@@ -2,13 +2,18 @@
  * The Inference Bridge client: one `caption-from-path` call per item (API.md), with a timeout, the
  * job's request id and an abort signal. Failures come out classified (src/jobs/errors.ts). It
  * never logs: the request carries the job's provider_config, which may hold secrets.
+ *
+ * It is undici's connection pool (the HTTP engine of Node's own fetch) rather than ky, the
+ * service's HTTP client elsewhere: this is the one call made per item, and on the 2-core bench
+ * machine a ky call cost 1.0-1.4 ms of CPU against 0.17-0.19 ms for the pool (client and server
+ * in one process, 4,000 calls, 8 at a time), the largest share of the service's CPU per item.
  */
-import ky from 'ky';
+import { Pool } from 'undici';
 import type { ClaimedItem } from '../db/dispatch.js';
 import type { JobConfig } from '../db/jobs.js';
 import { isSealed, open } from '../secrets.js';
 import { resolveInWorkspace } from '../workspace.js';
-import { classifyError, classifyStatus, PermanentError, ReplicaError, TransientError } from './errors.js';
+import { BridgeTimeoutError, classifyError, classifyStatus, PermanentError, ReplicaError, TransientError } from './errors.js';
 
 const CAPTION_PATH = 'perspectives/caption-from-path';
 // The part of an error body kept as the item's error.
@@ -29,6 +34,8 @@ export interface CallOptions {
 export interface InferenceBridge {
   /** Resolves with the caption; rejects with a PermanentError or TransientError, or the signal's reason once aborted. */
   caption(item: ClaimedItem, options: CallOptions): Promise<Caption>;
+  /** Closes the pooled connections. */
+  close(): Promise<void>;
 }
 
 export interface InferenceBridgeOptions {
@@ -40,7 +47,10 @@ export interface InferenceBridgeOptions {
 }
 
 export function createInferenceBridge(options: InferenceBridgeOptions): InferenceBridge {
-  const client = ky.create({ prefixUrl: options.url, timeout: options.timeoutMs, retry: 0, throwHttpErrors: false });
+  const base = new URL(options.url);
+  // Keep-alive connections to the bridge, as many as calls in flight (the caps bound them).
+  const pool = new Pool(base.origin, { connections: null, pipelining: 1 });
+  const path = `${base.pathname.replace(/\/+$/, '')}/${CAPTION_PATH}`;
 
   return {
     async caption(item, { signal, requestId }) {
@@ -48,8 +58,8 @@ export function createInferenceBridge(options: InferenceBridgeOptions): Inferenc
         throw new PermanentError(`image ${item.imagePath} cannot be read in the workspace: ${error.message}`);
       });
       const c = item.config;
-      // Options the job leaves unset are left out, so the bridge's own defaults apply.
-      const body = {
+      // Options the job leaves unset are left out (JSON drops undefined), so the bridge's own defaults apply.
+      const body = JSON.stringify({
         perspective: item.perspective,
         image_path: imagePath,
         provider: c.provider,
@@ -62,28 +72,48 @@ export function createInferenceBridge(options: InferenceBridgeOptions): Inferenc
         context: c.context,
         global_context: c.globalContext,
         resize_resolution: c.resizeResolution,
-      };
-      let response: Response;
+      });
+      if (signal.aborted) throw signal.reason;
+      // One controller for the call: the caller's abort and the timeout both end it.
+      const call = new AbortController();
+      const onAbort = () => call.abort(signal.reason);
+      signal.addEventListener('abort', onAbort, { once: true });
+      const timer = setTimeout(() => call.abort(new BridgeTimeoutError(options.timeoutMs)), options.timeoutMs);
       try {
-        response = await client.post(CAPTION_PATH, {
-          json: body,
-          signal,
-          headers: { 'x-request-id': requestId, 'x-job-id': item.jobId, 'x-item-id': item.itemId },
+        const response = await pool.request({
+          path,
+          method: 'POST',
+          headers: {
+            'content-type': 'application/json',
+            'x-request-id': requestId,
+            'x-job-id': item.jobId,
+            'x-item-id': item.itemId,
+          },
+          body,
+          signal: call.signal,
         });
+        if (response.statusCode < 200 || response.statusCode >= 300) {
+          const text = await response.body.text().catch(() => '');
+          const retryAfter = response.headers['retry-after'];
+          throw classifyStatus(response.statusCode, errorMessage(text), Array.isArray(retryAfter) ? retryAfter[0] : retryAfter);
+        }
+        let answer: unknown;
+        try {
+          answer = await response.body.json();
+        } catch (error) {
+          if (call.signal.aborted) throw error;
+          throw new TransientError(`Inference Bridge answer could not be read: ${(error as Error).message}`, { cause: error });
+        }
+        return parseCaption(answer);
       } catch (error) {
         if (signal.aborted) throw signal.reason;
-        throw classifyError(error, options.timeoutMs);
+        throw classifyError(call.signal.aborted ? call.signal.reason : error);
+      } finally {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', onAbort);
       }
-      if (!response.ok) throw classifyStatus(response.status, await errorMessage(response), response.headers.get('retry-after'));
-      let answer: unknown;
-      try {
-        answer = await response.json();
-      } catch (error) {
-        if (signal.aborted) throw signal.reason;
-        throw new TransientError(`Inference Bridge answer could not be read: ${(error as Error).message}`, { cause: error });
-      }
-      return parseCaption(answer);
     },
+    close: () => pool.close(),
   };
 }
 
@@ -101,8 +131,7 @@ function providerConfig(config: JobConfig, key: Buffer | undefined): unknown {
 }
 
 /** The bridge's reason for an error answer: FastAPI's `detail`, else `error` or `message`, else the text. */
-async function errorMessage(response: Response): Promise<string> {
-  const text = await response.text().catch(() => '');
+function errorMessage(text: string): string {
   let message = text;
   try {
     const parsed = JSON.parse(text) as Record<string, unknown>;
@@ -111,7 +140,7 @@ async function errorMessage(response: Response): Promise<string> {
   } catch {
     // not JSON: keep the text
   }
-  return (message.trim() || response.statusText || 'no message').slice(0, MAX_MESSAGE);
+  return (message.trim() || 'no message').slice(0, MAX_MESSAGE);
 }
 
 function parseCaption(body: unknown): Caption {
