@@ -9,10 +9,19 @@
  */
 import { sql } from 'drizzle-orm';
 import type { Db } from './client.js';
-import { insertCaptionsFrom, rollUpJobs, type JobDelta } from './items.js';
+import { insertCaptionsFrom, rollUpJobs, ROLL_UP_CTES, ROLL_UP_NOTIFY } from './items.js';
 import { recordJobStatusChange, recordJobStatusChanges } from './outbox.js';
 import { notifyWork, pgArray, type JobConfig } from './jobs.js';
-import { updateProviders, type ProviderBudget, type ProviderFeedback, type ProviderSettings } from './providers.js';
+import {
+  ensureProviders,
+  PROVIDER_BUDGET_JSON,
+  providerCtes,
+  providerFeedbackCte,
+  updateProviders,
+  type ProviderBudget,
+  type ProviderFeedback,
+  type ProviderSettings,
+} from './providers.js';
 import type { JobStatus } from './schema.js';
 
 // Serializes "count the running jobs, then start one" across replicas; any fixed number will do,
@@ -194,10 +203,8 @@ export async function recordAndClaim(db: Db, p: RecordAndClaimParams): Promise<R
   if (jobIds.length === 0) return { recorded: [], claimed: [], providers: [] };
   return db.transaction(async (tx) => {
     const { jobs, waitingPriority } = await lockJobs(tx, jobIds, Boolean(p.claim && p.sliceItems));
-    // Provider rows after job rows: the one lock order every round keeps.
-    const providers = p.providers ? await updateProviders(tx, providerFeedback(jobs, p.outcomes), p.providers) : [];
-    const recorded = await recordOutcomes(tx, p.owner, p.outcomes);
-    const after = await rollUpJobs(tx, jobDeltas(recorded));
+    const feedback = p.providers ? providerFeedback(jobs, p.outcomes) : [];
+    const { recorded, after, providers } = await recordRound(tx, p.owner, p.outcomes, feedback, p.providers);
     for (const job of jobs) job.status = after.get(job.jobId) ?? job.status;
     const claimed = p.claim ? await claimItems(tx, jobs.filter((j) => j.status === 'running'), waitingPriority, providers, p) : [];
     return { recorded, claimed, providers };
@@ -259,11 +266,22 @@ async function lockJobs(tx: Db, jobIds: readonly string[], waiting = false): Pro
 }
 
 /**
- * Writes the outcomes whose item is still running under `owner`'s lease, with their captions, in
- * one statement; returns those outcomes.
+ * Records a round's outcomes, in one statement after the job rows' locks: the outcomes whose item
+ * is still running under `owner`'s lease, their captions, the jobs' counters, status and events
+ * (ROLL_UP_CTES), and, with adaptive dispatch, the providers' feedback (their rows locked after
+ * the job rows, the one lock order every round keeps). One statement because on a busy machine
+ * every round trip costs milliseconds.
  */
-async function recordOutcomes(tx: Db, owner: string, outcomes: readonly ItemOutcome[]): Promise<ItemOutcome[]> {
-  if (outcomes.length === 0) return [];
+async function recordRound(
+  tx: Db,
+  owner: string,
+  outcomes: readonly ItemOutcome[],
+  feedback: readonly ProviderFeedback[],
+  settings: ProviderSettings | undefined,
+): Promise<{ recorded: ItemOutcome[]; after: Map<string, JobStatus>; providers: ProviderBudget[] }> {
+  if (outcomes.length === 0) {
+    return { recorded: [], after: new Map(), providers: settings ? await updateProviders(tx, feedback, settings) : [] };
+  }
   const rows = outcomes.map((o) =>
     o.status === 'completed'
       ? { itemId: o.itemId, status: 'completed', processingTime: o.processingTime, result: o.result, rawText: o.rawText }
@@ -276,7 +294,8 @@ async function recordOutcomes(tx: Db, owner: string, outcomes: readonly ItemOutc
           giveBack: o.status === 'deferred',
         },
   );
-  const { rows: written } = await tx.execute<{ itemId: string }>(sql`
+  const providerPart = settings ? sql`, ${providerFeedbackCte(feedback)}, ${providerCtes(settings)}` : sql``;
+  const { rows: [result] } = await tx.execute<{ recorded: string[]; jobs: { jobId: string; after: JobStatus }[]; providers: ProviderBudget[] }>(sql`
     with o as (
       select * from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
         as o("itemId" uuid, status text, "processingTime" int, error text, "retryInMs" int, result jsonb, "rawText" text, "giveBack" boolean)
@@ -295,23 +314,27 @@ async function recordOutcomes(tx: Db, owner: string, outcomes: readonly ItemOutc
         select w.id as item_id, w.image_id, w.perspective, w.job_id, o.result, o."rawText" as raw_text,
                null::text as model, null::text as provider
         from written w join o on o."itemId" = w.id where w.status = 'completed')`)}
-    )
-    select id as "itemId" from written`);
-  const ids = new Set(written.map((w) => w.itemId));
-  return outcomes.filter((o) => ids.has(o.itemId));
-}
-
-/** Counter deltas per job of recorded outcomes; a retry finishes nothing. */
-function jobDeltas(recorded: readonly ItemOutcome[]): JobDelta[] {
-  const deltas = new Map<string, JobDelta>();
-  for (const o of recorded) {
-    if (o.status === 'deferred' || (o.status === 'failed' && o.retryInMs !== null)) continue;
-    const d = deltas.get(o.jobId) ?? { jobId: o.jobId, completed: 0, failed: 0, cancelled: 0 };
-    if (o.status === 'completed') d.completed += 1;
-    else d.failed += 1;
-    deltas.set(o.jobId, d);
+    ), d as (
+      -- A retry or a deferral (pending again) finishes nothing.
+      select job_id as "jobId", (count(*) filter (where status = 'completed'))::int as completed,
+             (count(*) filter (where status = 'failed'))::int as failed, 0 as cancelled
+      from written where status in ('completed', 'failed') group by job_id
+    ), ${ROLL_UP_CTES}${providerPart}
+    select (select coalesce(jsonb_agg(id), '[]'::jsonb) from written) as recorded,
+           (select coalesce(jsonb_agg(jsonb_build_object('jobId', job_id, 'after', status)), '[]'::jsonb) from rolled) as jobs,
+           ${settings ? sql`(select coalesce(jsonb_agg(${PROVIDER_BUDGET_JSON}), '[]'::jsonb) from pupdated)` : sql`'[]'::jsonb`} as providers,
+           ${ROLL_UP_NOTIFY}`);
+  const written = new Set(result!.recorded);
+  let providers = result!.providers;
+  // A provider seen for the first time has no row yet: give it one, then its budget.
+  if (settings && providers.length < feedback.length && (await ensureProviders(tx, feedback, settings))) {
+    providers = await updateProviders(tx, feedback.map((f) => ({ ...f, ok: 0, throttled: 0, failed: 0, retryAfterMs: null, latencyMs: null })), settings);
   }
-  return [...deltas.values()];
+  return {
+    recorded: outcomes.filter((o) => written.has(o.itemId)),
+    after: new Map(result!.jobs.map((j) => [j.jobId, j.after])),
+    providers,
+  };
 }
 
 /**

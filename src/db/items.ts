@@ -249,19 +249,17 @@ export interface JobDelta {
  * left to run: completed (no failures), failed (nothing succeeded), partial otherwise. A paused job
  * finishes here too once its last item is done (all counted: none is left pending), never before.
  * Writes each job's (coalesced) progress event and, for jobs that just finished, their status
- * change, and wakes the dispatchers for the freed slots. All of it one statement, however many
- * jobs; the callers hold the jobs' row locks. Returns each job's status before and after.
+ * change. The CTEs `before`, `rolled` and `events` of a statement that has defined `d` ("jobId",
+ * completed, failed, cancelled) before them, so the dispatcher can roll up in the statement that
+ * records its items; `rolled` returns each job's new state and `before`. The callers hold the
+ * jobs' row locks.
  */
-export async function rollUpJobs(tx: Db, deltas: readonly JobDelta[]): Promise<Map<string, JobStatus>> {
-  if (deltas.length === 0) return new Map();
+export const ROLL_UP_CTES = (() => {
   // SET expressions read the row as it was: the new counters are the old ones plus the delta.
   const done = sql`processed_images + d.completed + failed_images + d.failed + cancelled_images + d.cancelled`;
   const ends = sql`j.status in ('pending', 'running', 'paused') and ${done} >= total_images`;
-  const { rows } = await tx.execute<{ jobId: string; after: JobStatus }>(sql`
-    with d as (
-      select * from jsonb_to_recordset(${JSON.stringify(deltas)}::jsonb)
-        as d("jobId" uuid, completed int, failed int, cancelled int)
-    ), before as (
+  return sql`
+    before as (
       select job_id, status from job_queue.caption_jobs where job_id in (select "jobId" from d)
     ), rolled as (
       update job_queue.caption_jobs j
@@ -289,10 +287,25 @@ export async function rollUpJobs(tx: Db, deltas: readonly JobDelta[]): Promise<M
           (1, 'JOB_PROGRESS', '{}'::jsonb),
           (2, 'JOB_STATUS_CHANGED', jsonb_build_object('oldStatus', r.before, 'newStatus', r.status, 'reason', null))) e(ord, type, extra)
         where e.type = 'JOB_PROGRESS' or r.before <> r.status)`)}
-    )
-    -- pg_notify is sent at commit, once per channel and payload however often it is called.
-    select job_id as "jobId", status as after, pg_notify(${EVENTS_CHANNEL}, ''),
-           case when before <> status then pg_notify(${WORK_CHANNEL}, '') end
-    from rolled`);
+    )`;
+})();
+
+/**
+ * Select-list columns that send a roll-up's notifications at commit: events were written; a job
+ * that finished frees a slot.
+ */
+export const ROLL_UP_NOTIFY = sql.raw(`
+  (select pg_notify('${EVENTS_CHANNEL}', '') where exists (select 1 from rolled)) as notified_events,
+  (select pg_notify('${WORK_CHANNEL}', '') where exists (select 1 from rolled where before <> status)) as notified_work`);
+
+/** Rolls up these jobs (see ROLL_UP_CTES) in one statement; returns each job's status afterwards. */
+export async function rollUpJobs(tx: Db, deltas: readonly JobDelta[]): Promise<Map<string, JobStatus>> {
+  if (deltas.length === 0) return new Map();
+  const { rows } = await tx.execute<{ jobId: string; after: JobStatus }>(sql`
+    with d as (
+      select * from jsonb_to_recordset(${JSON.stringify(deltas)}::jsonb)
+        as d("jobId" uuid, completed int, failed int, cancelled int)
+    ), ${ROLL_UP_CTES}
+    select job_id as "jobId", status as after, ${ROLL_UP_NOTIFY} from rolled`);
   return new Map(rows.map((r) => [r.jobId, r.after]));
 }

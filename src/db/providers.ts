@@ -15,7 +15,7 @@
  * None of it spends an item's attempts: items wait unclaimed, and a throttled or probing call gives
  * its attempt back (src/jobs/dispatcher.ts).
  */
-import { sql } from 'drizzle-orm';
+import { sql, type SQL } from 'drizzle-orm';
 import type { Db, DbTime } from './client.js';
 
 /** What one round's calls to a provider saw. */
@@ -69,53 +69,39 @@ export interface ProviderBudget extends ProviderState {
 
 const BREAKER_VIEW = sql.raw(`case when breaker = 'open' and open_until <= now() then 'half-open' else breaker end`);
 
-/**
- * Applies a round's feedback to the providers' rows, locking them (in provider, model order, after
- * the caller's job rows), and returns each one's budget. Providers never seen before get a row at
- * the full limit.
- */
-export async function updateProviders(
-  tx: Db,
-  feedback: readonly ProviderFeedback[],
-  s: ProviderSettings,
-): Promise<ProviderBudget[]> {
-  if (feedback.length === 0) return [];
-  let rows = await applyFeedback(tx, feedback, s);
-  if (rows.length < feedback.length) {
-    await tx.execute(sql`
-      insert into job_queue.provider_states (provider, model, concurrency_limit)
-      select f.provider, f.model, ${s.maxLimit}::float8
-      from jsonb_to_recordset(${JSON.stringify(feedback)}::jsonb) as f(provider text, model text)
-      order by f.provider, f.model
-      on conflict (provider, model) do nothing`);
-    rows = await applyFeedback(tx, feedback, s);
-  }
-  return rows;
-}
+/** The feedback as the relation `pf` that PROVIDER_CTES reads, for a WITH list. */
+export const providerFeedbackCte = (feedback: readonly ProviderFeedback[]) => sql`
+  pf as (
+    select * from jsonb_to_recordset(${JSON.stringify(feedback)}::jsonb)
+      as pf(provider text, model text, ok int, throttled int, failed int, "retryAfterMs" int, "latencyMs" float8)
+  )`;
 
-async function applyFeedback(tx: Db, feedback: readonly ProviderFeedback[], s: ProviderSettings): Promise<ProviderBudget[]> {
+/**
+ * The CTEs that apply a round's feedback (the relation `pf`, see providerFeedbackCte, defined
+ * before them) to the providers' rows, locking them in (provider, model) order; `pupdated` returns
+ * the rows as updated, with `previous_limit` and `previous_breaker`. A fragment, so the dispatcher
+ * can update the providers in the statement that records its items (after the job rows' locks).
+ */
+export function providerCtes(s: ProviderSettings): SQL {
   const failures = sql`case when d.ok > 0 then d.failed else d.consecutive_failures + d.failed end`;
   // Closed and too many failures in a row, or half-open and the probe failed: (re)open.
   const opens = sql`((d.breaker = 'closed' and ${failures} >= ${s.breakerFailures})
                      or (d.breaker = 'open' and d.open_until <= now() and d.ok = 0 and d.failed > 0))`;
   const closes = sql`(d.breaker = 'open' and d.ok > 0)`;
   const cooldownMs = sql`least(${s.maxCooldownMs}::float8, ${s.cooldownMs}::float8 * 2 ^ least(d.opened_count, 30))`;
-  const { rows } = await tx.execute<Record<string, unknown>>(sql`
-    with f as (
-      select * from jsonb_to_recordset(${JSON.stringify(feedback)}::jsonb)
-        as f(provider text, model text, ok int, throttled int, failed int, "retryAfterMs" int, "latencyMs" float8)
-    ), cur as (
-      select p.*, f.ok, f.throttled, f.failed, f."retryAfterMs" as retry_after_ms, f."latencyMs" as latency
-      from job_queue.provider_states p join f on f.provider = p.provider and f.model = p.model
+  return sql`
+    pcur as (
+      select p.*, pf.ok, pf.throttled, pf.failed, pf."retryAfterMs" as retry_after_ms, pf."latencyMs" as latency
+      from job_queue.provider_states p join pf on pf.provider = p.provider and pf.model = p.model
       order by p.provider, p.model
       for update of p
-    ), d as (
+    ), pnext as (
       select cur.*, n.new_latency, n.new_baseline,
              -- Slowing down: throttled, failing, or latency rising to twice its baseline and 100 ms above it.
              (cur.throttled > 0 or cur.failed > 0
               or (n.new_latency > 2 * n.new_baseline and n.new_latency - n.new_baseline > 100)) as slow_down,
              (cur.decreased_at is null or cur.decreased_at < now() - interval '1 second') as may_decrease
-      from cur
+      from pcur cur
       -- Seconds since the last sample: the moving averages weigh a sample by time, not by rounds.
       cross join lateral (select greatest(extract(epoch from now() - cur.latency_at)::float8, 0) as dt) t
       cross join lateral (select
@@ -126,7 +112,7 @@ async function applyFeedback(tx: Db, feedback: readonly ProviderFeedback[], s: P
         case when cur.latency is null then cur.baseline_latency_ms
              else coalesce(cur.baseline_latency_ms + (1 - exp(-t.dt / 15)) * (cur.latency - cur.baseline_latency_ms), cur.latency) end
           as new_baseline) n
-    ), updated as (
+    ), pupdated as (
       update job_queue.provider_states p
       set latency_ms = d.new_latency,
           baseline_latency_ms = d.new_baseline,
@@ -145,26 +131,59 @@ async function applyFeedback(tx: Db, feedback: readonly ProviderFeedback[], s: P
                             when ${closes} then null else d.open_until end,
           opened_count = case when ${opens} then d.opened_count + 1 when ${closes} then 0 else d.opened_count end,
           updated_at = now()
-      from d where p.provider = d.provider and p.model = d.model
+      from pnext d where p.provider = d.provider and p.model = d.model
       returning p.*, d.concurrency_limit as previous_limit,
                 case when d.breaker = 'open' and d.open_until <= now() then 'half-open' else d.breaker end as previous_breaker
-    )
-    select provider, model, concurrency_limit as "concurrencyLimit", ${BREAKER_VIEW} as breaker,
-           consecutive_failures as "consecutiveFailures", blocked_until as "blockedUntil", open_until as "openUntil",
-           latency_ms as "latencyMs", baseline_latency_ms as "baselineLatencyMs",
-           case when breaker = 'open' and open_until > now() then 0
-                when blocked_until > now() then 0
-                when breaker = 'open' then 1
-                else floor(concurrency_limit)::int end as budget,
-           breaker = 'open' and open_until <= now() as probe,
-           greatest(0, ceil(extract(epoch from greatest(blocked_until, case when breaker = 'open' then open_until end) - now()) * 1000))::int
-             as "waitMs",
-           previous_limit as "previousLimit", previous_breaker as "previousBreaker"
-    from updated`);
-  return rows.map((r) => {
-    const { previousLimit, previousBreaker, ...state } = r as unknown as ProviderBudget & { previousLimit: number; previousBreaker: BreakerView };
-    return { ...state, waitMs: state.waitMs ?? 0, previous: { concurrencyLimit: previousLimit, breaker: previousBreaker } };
-  });
+    )`;
+}
+
+/** A row of `pupdated` as a ProviderBudget, in JSON. */
+export const PROVIDER_BUDGET_JSON = sql.raw(`jsonb_build_object(
+  'provider', provider, 'model', model, 'concurrencyLimit', concurrency_limit,
+  'breaker', case when breaker = 'open' and open_until <= now() then 'half-open' else breaker end,
+  'consecutiveFailures', consecutive_failures, 'blockedUntil', blocked_until, 'openUntil', open_until,
+  'latencyMs', latency_ms, 'baselineLatencyMs', baseline_latency_ms,
+  'budget', case when breaker = 'open' and open_until > now() then 0
+                 when blocked_until > now() then 0
+                 when breaker = 'open' then 1
+                 else floor(concurrency_limit)::int end,
+  'probe', breaker = 'open' and open_until <= now(),
+  'waitMs', greatest(0, coalesce(ceil(extract(epoch from greatest(blocked_until, case when breaker = 'open' then open_until end) - now()) * 1000), 0))::int,
+  'previous', jsonb_build_object('concurrencyLimit', previous_limit, 'breaker', previous_breaker))`);
+
+/**
+ * Gives providers never seen before a row at the full limit; true when some had none (their
+ * feedback was not applied: the caller applies it again).
+ */
+export async function ensureProviders(tx: Db, keys: readonly { provider: string; model: string }[], s: ProviderSettings): Promise<boolean> {
+  const result = await tx.execute(sql`
+    insert into job_queue.provider_states (provider, model, concurrency_limit)
+    select k.provider, k.model, ${s.maxLimit}::float8
+    from jsonb_to_recordset(${JSON.stringify(keys)}::jsonb) as k(provider text, model text)
+    order by k.provider, k.model
+    on conflict (provider, model) do nothing`);
+  return (result.rowCount ?? 0) > 0;
+}
+
+/**
+ * Applies a round's feedback to the providers' rows (see providerCtes) and returns each one's
+ * budget; providers never seen before get a row at the full limit first.
+ */
+export async function updateProviders(
+  tx: Db,
+  feedback: readonly ProviderFeedback[],
+  s: ProviderSettings,
+): Promise<ProviderBudget[]> {
+  if (feedback.length === 0) return [];
+  const apply = async () => {
+    const { rows } = await tx.execute<{ budget: ProviderBudget }>(sql`
+      with ${providerFeedbackCte(feedback)}, ${providerCtes(s)}
+      select ${PROVIDER_BUDGET_JSON} as budget from pupdated`);
+    return rows.map((r) => r.budget);
+  };
+  const budgets = await apply();
+  if (budgets.length < feedback.length && (await ensureProviders(tx, feedback, s))) return apply();
+  return budgets;
 }
 
 /** Every provider's state with its calls in flight (all replicas), for statistics and metrics. */
