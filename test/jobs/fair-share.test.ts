@@ -1,6 +1,6 @@
 /**
  * Fair share between jobs of equal priority, end to end: real HTTP, real PostgreSQL, the stand-in
- * Inference Bridge as a real server. One job slot (MAX_CONCURRENT_JOBS=1): a 500-item job must not
+ * Inference Bridge as a real server. One job slot (MAX_CONCURRENT_JOBS=1): a 5,000-item job must not
  * make a 20-item job of the same priority wait for all of it; a job of lower priority still waits.
  */
 import { link, mkdir } from 'node:fs/promises';
@@ -12,7 +12,8 @@ import { captionsOf, countBy, jobState, waitFor, waitForJobsToFinish } from '../
 import { api, startTestService, type TestService } from '../helpers/service.js';
 import { StandInBridge } from '../stand-ins/bridge.js';
 
-const SLICE = 50;
+const SLICE = 100;
+const BIG = 5000;
 const BULK = 'fair_share_bulk';
 let bridge: StandInBridge;
 let svc: TestService;
@@ -31,13 +32,13 @@ beforeAll(async () => {
       BRIDGE_TIMEOUT_MS: '10000',
     },
   });
-  // 500 images: hard links of one fixture JPEG in a new dataset folder.
+  // 5,000 images: hard links of one fixture JPEG in a new dataset folder.
   const folder = path.join(svc.workspace, 'datasets', BULK);
   await mkdir(folder);
   const source = path.join(svc.workspace, 'datasets', DATASET, 'highland-cow-8972000_640.jpg');
   bulk = [];
-  for (let i = 0; i < 500; i++) {
-    const name = `cow-${String(i).padStart(3, '0')}.jpg`;
+  for (let i = 0; i < BIG; i++) {
+    const name = `cow-${String(i).padStart(4, '0')}.jpg`;
     await link(source, path.join(folder, name));
     bulk.push(`datasets/${BULK}/${name}`);
   }
@@ -101,28 +102,28 @@ describe('ETA', () => {
 });
 
 describe('fair share', () => {
-  it('a 20-item job started after a 500-item job of the same priority completes while the big one is under way', async () => {
+  it('a 20-item job started after a 5,000-item job of the same priority completes while the big one is under way', async () => {
     const big = await create({ type: 'DATASET_PERSPECTIVE', datasetName: BULK, priority: 100 });
-    expect(big.totalImages).toBe(500);
+    expect(big.totalImages).toBe(BIG);
     await waitFor('the big job to run', async () => (await jobState(svc.db, big.jobId)).processedImages > 0);
     const low = await create({ imagePaths: bulk.slice(0, 5), priority: 200 });
-    const small = await create({ imagePaths: bulk.slice(480), priority: 100 });
+    const small = await create({ imagePaths: bulk.slice(BIG - 20), priority: 100 });
     expect(small.totalImages).toBe(20);
 
     const [smallState] = await waitForJobsToFinish(svc.db, [small.jobId], 120_000);
     expect(smallState!.status).toBe('completed');
     const bigWhenSmallDone = await jobState(svc.db, big.jobId);
     expect(['running', 'pending']).toContain(bigWhenSmallDone.status);
-    expect(bigWhenSmallDone.processedImages).toBeLessThan(500);
+    expect(bigWhenSmallDone.processedImages).toBeLessThan(BIG / 2);
     // The lower-priority job did not get a turn.
     expect((await jobState(svc.db, low.jobId)).status).toBe('pending');
 
     const [bigState, lowState] = await waitForJobsToFinish(svc.db, [big.jobId, low.jobId], 180_000);
-    expect(bigState).toMatchObject({ status: 'completed', processedImages: 500 });
+    expect(bigState).toMatchObject({ status: 'completed', processedImages: BIG });
     expect(lowState).toMatchObject({ status: 'completed', processedImages: 5 });
     expect(lowState!.startedAt!.getTime()).toBeGreaterThanOrEqual(bigState!.completedAt!.getTime());
     const captions = await captionsOf(svc.db, [big.jobId]);
-    expect(captions).toHaveLength(500);
+    expect(captions).toHaveLength(BIG);
     expect([...countBy(captions.map((c) => c.itemId)).values()].every((n) => n === 1)).toBe(true);
 
     // One job slot held at the bridge too: a job hands its slot over only once drained.
