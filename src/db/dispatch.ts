@@ -10,7 +10,7 @@
 import { sql } from 'drizzle-orm';
 import type { Db } from './client.js';
 import { insertCaptionsFrom, rollUpJobs, ROLL_UP_CTES, ROLL_UP_NOTIFY } from './items.js';
-import { recordJobStatusChange, recordJobStatusChanges } from './outbox.js';
+import { EVENTS_CHANNEL, insertJobEvents, jobEventColumns, recordJobStatusChange, recordJobStatusChanges } from './outbox.js';
 import { notifyWork, pgArray, type JobConfig } from './jobs.js';
 import {
   ensureProviders,
@@ -51,28 +51,37 @@ const QUEUE_ORDER = sql.raw('priority, queue_position, created_at, job_id');
  * transaction under an advisory lock, so two replicas never both take the last slot.
  */
 export async function startRunnableJobs(db: Db, maxRunning: number): Promise<string[]> {
-  return db.transaction(async (tx) => {
-    await tx.execute(sql`select pg_advisory_xact_lock(${JOB_START_LOCK_ID})`);
-    // A statement after the lock: its snapshot sees every start committed before.
-    const { rows } = await tx.execute<{ jobId: string }>(sql`
-      with next as (
-        select c.job_id from job_queue.caption_jobs c
-        where c.status = 'pending' and not c.archived
-          and not exists (
-            select 1 from job_queue.job_dependencies d
-            join job_queue.caption_jobs dep on dep.job_id = d.depends_on_job_id
-            where d.job_id = c.job_id and dep.status <> 'completed')
-        order by ${QUEUE_ORDER}
-        limit greatest(0, ${maxRunning} - (select count(*) from job_queue.caption_jobs r where r.status = 'running')))
+  return db.transaction((tx) => startJobs(tx, maxRunning));
+}
+
+/** startRunnableJobs within the caller's transaction, which then holds the start lock to its end. */
+async function startJobs(tx: Db, maxRunning: number): Promise<string[]> {
+  await tx.execute(sql`select pg_advisory_xact_lock(${JOB_START_LOCK_ID})`);
+  // A statement after the lock: its snapshot sees every start committed before.
+  const { rows } = await tx.execute<{ jobId: string }>(sql`
+    with next as (
+      select c.job_id from job_queue.caption_jobs c
+      where c.status = 'pending' and not c.archived
+        and not exists (
+          select 1 from job_queue.job_dependencies d
+          join job_queue.caption_jobs dep on dep.job_id = d.depends_on_job_id
+          where d.job_id = c.job_id and dep.status <> 'completed')
+      order by ${QUEUE_ORDER}
+      limit greatest(0, ${maxRunning} - (select count(*) from job_queue.caption_jobs r where r.status = 'running'))
+    ), started as (
       update job_queue.caption_jobs j
       set status = 'running', slice_items = 0, rate_window_started_at = now(), rate_window_items = 0,
           started_at = coalesce(j.started_at, now()), updated_at = now()
       from next where j.job_id = next.job_id
-      returning j.job_id as "jobId"`);
-    const started = rows.map((r) => r.jobId);
-    await recordJobStatusChanges(tx, started.map((jobId) => ({ jobId, from: 'pending' })));
-    return started;
-  });
+      returning ${jobEventColumns('j')}
+    ), events as (
+      ${insertJobEvents(sql`(
+        select s.*, 'JOB_STATUS_CHANGED' as type, 1 as ord,
+               jsonb_build_object('oldStatus', 'pending', 'newStatus', s.status, 'reason', null) as extra
+        from started s)`)}
+    )
+    select job_id as "jobId", (select pg_notify(${EVENTS_CHANNEL}, '')) as notified from started`);
+  return rows.map((r) => r.jobId);
 }
 
 /**
@@ -156,6 +165,11 @@ export type ProviderSignal =
 
 export interface RecordAndClaimParams {
   owner: string;
+  /**
+   * A full round: first start jobs while fewer than this many run (the start lock is then held to
+   * the end of the round), and claim in every claimable job (listClaimableJobs) besides `claimIn`.
+   */
+  startJobsUpTo?: number;
   /** Outcomes of items `owner` holds; each is recorded only while the item is still running under its lease. */
   outcomes: readonly ItemOutcome[];
   /** Jobs to claim items in, besides those of the outcomes (whose slots they free). */
@@ -171,6 +185,8 @@ export interface RecordAndClaimParams {
 }
 
 export interface RecordAndClaimResult {
+  /** Jobs this round started (startJobsUpTo). */
+  started: string[];
   /** Outcomes written; the others were late (cancelled, rescued, recorded already) and wrote nothing. */
   recorded: ItemOutcome[];
   claimed: ClaimedItem[];
@@ -199,15 +215,20 @@ type LockedJob = {
  * its row lock, so MAX_CONCURRENT_ITEMS holds globally.
  */
 export async function recordAndClaim(db: Db, p: RecordAndClaimParams): Promise<RecordAndClaimResult> {
-  const jobIds = [...new Set([...p.outcomes.map((o) => o.jobId), ...(p.claim ? p.claimIn : [])])].sort();
-  if (jobIds.length === 0) return { recorded: [], claimed: [], providers: [] };
+  const full = p.claim && p.startJobsUpTo !== undefined;
+  if (!full && p.outcomes.length === 0 && (!p.claim || p.claimIn.length === 0)) return { started: [], recorded: [], claimed: [], providers: [] };
+  // One transaction, so one commit, even for a round that starts a job and claims its first items.
   return db.transaction(async (tx) => {
+    const started = full ? await startJobs(tx, p.startJobsUpTo!) : [];
+    const claimIn = full ? [...p.claimIn, ...(await listClaimableJobs(tx, p.maxRunningPerJob))] : p.claim ? p.claimIn : [];
+    const jobIds = [...new Set([...p.outcomes.map((o) => o.jobId), ...claimIn])].sort();
+    if (jobIds.length === 0) return { started, recorded: [], claimed: [], providers: [] };
     const { jobs, waitingPriority } = await lockJobs(tx, jobIds, Boolean(p.claim && p.sliceItems));
     const feedback = p.providers ? providerFeedback(jobs, p.outcomes) : [];
     const { recorded, after, providers } = await recordRound(tx, p.owner, p.outcomes, feedback, p.providers);
     for (const job of jobs) job.status = after.get(job.jobId) ?? job.status;
     const claimed = p.claim ? await claimItems(tx, jobs.filter((j) => j.status === 'running'), waitingPriority, providers, p) : [];
-    return { recorded, claimed, providers };
+    return { started, recorded, claimed, providers };
   });
 }
 

@@ -87,10 +87,13 @@ export const insertJobEvents = (source: SQL) => sql`
 export async function recordJobProgress(tx: Db, jobIds: string | readonly string[]): Promise<void> {
   const ids = typeof jobIds === 'string' ? [jobIds] : jobIds;
   if (ids.length === 0) return;
-  await tx.execute(insertJobEvents(sql`(
-    select ${jobEventColumns('j')}, 'JOB_PROGRESS' as type, '{}'::jsonb as extra, 1 as ord
-    from job_queue.caption_jobs j where j.job_id = any(${pgArray(ids)}::uuid[]))`));
-  await tx.execute(sql`select pg_notify(${EVENTS_CHANNEL}, '')`);
+  await tx.execute(sql`
+    with written as (
+      ${insertJobEvents(sql`(
+        select ${jobEventColumns('j')}, 'JOB_PROGRESS' as type, '{}'::jsonb as extra, 1 as ord
+        from job_queue.caption_jobs j where j.job_id = any(${pgArray(ids)}::uuid[]))`)}
+      returning 1)
+    select pg_notify(${EVENTS_CHANNEL}, '') where exists (select 1 from written)`);
 }
 
 /** JOB_STATUS_CHANGED from `from` to the job's current status, with its counters. */
@@ -105,12 +108,15 @@ export async function recordJobStatusChanges(
 ): Promise<void> {
   if (changes.length === 0) return;
   const rows = changes.map((c, ord) => ({ jobId: c.jobId, from: c.from, reason: c.reason ?? null, ord }));
-  await tx.execute(insertJobEvents(sql`(
-    select ${jobEventColumns('j')}, 'JOB_STATUS_CHANGED' as type,
-           jsonb_build_object('oldStatus', c."from", 'newStatus', j.status, 'reason', c.reason) as extra, c.ord
-    from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as c("jobId" uuid, "from" text, reason text, ord int)
-    join job_queue.caption_jobs j on j.job_id = c."jobId")`));
-  await tx.execute(sql`select pg_notify(${EVENTS_CHANNEL}, '')`);
+  await tx.execute(sql`
+    with written as (
+      ${insertJobEvents(sql`(
+        select ${jobEventColumns('j')}, 'JOB_STATUS_CHANGED' as type,
+               jsonb_build_object('oldStatus', c."from", 'newStatus', j.status, 'reason', c.reason) as extra, c.ord
+        from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as c("jobId" uuid, "from" text, reason text, ord int)
+        join job_queue.caption_jobs j on j.job_id = c."jobId")`)}
+      returning 1)
+    select pg_notify(${EVENTS_CHANNEL}, '') where exists (select 1 from written)`);
 }
 
 /** JOB_CREATED, with what the job is. */

@@ -17,11 +17,9 @@ import type { Db } from '../db/client.js';
 import {
   extendLeases,
   failJobsWithBrokenDependencies,
-  listClaimableJobs,
   recordAndClaim,
   releaseItems,
   rescueExpiredLeases,
-  startRunnableJobs,
   type ClaimedItem,
   type ItemOutcome,
 } from '../db/dispatch.js';
@@ -98,6 +96,7 @@ export class Dispatcher {
   /** A NOTIFY said jobs may start (create, retry, a finished job ...) since the last full round. */
   private queueChanged = true;
   private lastFullRound = 0;
+  private lastSweep = 0;
   private readonly loop: Promise<void>;
 
   constructor(options: DispatcherOptions) {
@@ -229,32 +228,36 @@ export class Dispatcher {
 
   private async recordAndLaunch(outcomes: ItemOutcome[]): Promise<void> {
     const claim = !this.stopping;
-    let claimIn: string[] = [];
-    if (claim && (this.queueChanged || performance.now() - this.lastFullRound >= this.config.POLL_INTERVAL_MS)) {
+    const now = performance.now();
+    const full = claim && (this.queueChanged || now - this.lastFullRound >= this.config.POLL_INTERVAL_MS);
+    if (full) {
       this.queueChanged = false;
-      this.lastFullRound = performance.now();
-      const rescued = await rescueExpiredLeases(this.db, this.config.MAX_ATTEMPTS);
-      if (rescued.retried + rescued.failed > 0) this.logger.warn(rescued, 'rescued items whose lease expired');
+      this.lastFullRound = now;
+      // Leases last many poll intervals: a sweep per poll interval is soon enough, and a round
+      // woken by a new job does not wait for one.
+      if (now - this.lastSweep >= this.config.POLL_INTERVAL_MS) {
+        this.lastSweep = now;
+        const rescued = await rescueExpiredLeases(this.db, this.config.MAX_ATTEMPTS);
+        if (rescued.retried + rescued.failed > 0) this.logger.warn(rescued, 'rescued items whose lease expired');
+      }
       for (const failed of await failJobsWithBrokenDependencies(this.db)) {
         this.logger.warn(failed, 'job failed: a dependency did not complete');
       }
-      for (const jobId of await startRunnableJobs(this.db, this.config.MAX_CONCURRENT_JOBS)) {
-        this.logger.info({ jobId }, 'job started');
-      }
-      claimIn = await listClaimableJobs(this.db, this.config.MAX_CONCURRENT_ITEMS);
     }
-    if (outcomes.length === 0 && claimIn.length === 0) return;
+    if (outcomes.length === 0 && !full) return;
     const claimedAt = performance.now();
-    const { recorded, claimed, providers } = await recordAndClaim(this.db, {
+    const { started, recorded, claimed, providers } = await recordAndClaim(this.db, {
       owner: this.owner,
+      startJobsUpTo: full ? this.config.MAX_CONCURRENT_JOBS : undefined,
       outcomes,
-      claimIn,
+      claimIn: [],
       claim,
       leaseSeconds: this.config.LEASE_SECONDS,
       maxRunningPerJob: this.config.MAX_CONCURRENT_ITEMS,
       sliceItems: this.config.FAIR_SHARE_SLICE_ITEMS,
       providers: this.providerSettings,
     });
+    for (const jobId of started) this.logger.info({ jobId }, 'job started');
     this.settle(outcomes, recorded);
     this.learn(providers);
     for (const item of claimed) this.launch(item, claimedAt);
