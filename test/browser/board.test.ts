@@ -8,25 +8,17 @@
  * Screenshots are kept as test artifacts in test-results/board-*.png. Skipped, saying why, when
  * /usr/bin/chromium is absent (CI installs it).
  */
-import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { chromium, type BrowserContext, type Page, type Request } from 'playwright-core';
+import type { BrowserContext, Page, Request } from 'playwright-core';
+import { chromiumAvailable, launchChromium, type Browser } from '../helpers/browser.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CONFIG, DATASET, IMAGES } from '../helpers/fixtures.js';
 import { waitFor, waitForJobsToFinish } from '../helpers/jobs.js';
 import { api, startTestService, type TestService } from '../helpers/service.js';
 import { StandInBridge } from '../stand-ins/bridge.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const available = existsSync(CHROMIUM);
-if (!available && process.env.CI) {
-  throw new Error(`${CHROMIUM} is missing in CI: .ci/run installs Debian's chromium package`);
-}
-if (!available) {
-  process.stderr.write(`board.test.ts skipped: ${CHROMIUM} is missing (apt-get install chromium)\n`);
-}
+const available = chromiumAvailable('board.test.ts');
 
 const RESULTS = path.resolve('test-results');
 const B = '/api/perspectives/batch';
@@ -36,7 +28,7 @@ const API_TOKEN = 'board-api-token-0123456789';
 const API_READ_TOKEN = 'board-read-token-0123456789';
 
 let context: BrowserContext;
-let userDataDir: string;
+let browser: Browser;
 const requests: Request[] = [];
 
 const screenshot = async (page: Page, name: string) => {
@@ -54,29 +46,14 @@ async function apiStatus(svc: TestService, jobId: string, headers: Record<string
 
 describe.skipIf(!available)('the queue board in headless Chromium', () => {
   beforeAll(async () => {
-    userDataDir = await mkdtemp(path.join(os.tmpdir(), 'graphcap-chromium-'));
-    context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-      viewport: { width: 1200, height: 900 },
-    });
+    browser = await launchChromium({ width: 1200, height: 900 });
+    context = browser.context;
     // Every request of every page of this browser context.
     context.on('request', (request) => requests.push(request));
   }, 120_000);
 
   afterAll(async () => {
-    await context?.close();
-    if (userDataDir) await rm(userDataDir, { recursive: true, force: true });
+    await browser?.close();
   });
 
   describe('an open service running jobs on the stand-in bridge', () => {

@@ -5,23 +5,15 @@
  * in test-results/swagger-ui.png. CI (`.ci/run`) installs chromium when it is missing; elsewhere the
  * test is skipped, saying why, when /usr/bin/chromium is absent.
  */
-import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { chromium, type BrowserContext } from 'playwright-core';
+import type { BrowserContext } from 'playwright-core';
+import { chromiumAvailable, launchChromium, type Browser } from '../helpers/browser.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createJob } from '../helpers/fixtures.js';
 import { startTestService, type TestService } from '../helpers/service.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const available = existsSync(CHROMIUM);
-if (!available && process.env.CI) {
-  throw new Error(`${CHROMIUM} is missing in CI: .ci/run installs Debian's chromium package`);
-}
-if (!available) {
-  process.stderr.write(`swagger.test.ts skipped: ${CHROMIUM} is missing (apt-get install chromium)\n`);
-}
+const available = chromiumAvailable('swagger.test.ts');
 
 const SCREENSHOT = path.resolve('test-results/swagger-ui.png');
 const BATCH_OPERATIONS = [
@@ -43,35 +35,20 @@ const BATCH_OPERATIONS = [
 
 let svc: TestService;
 let context: BrowserContext;
-let userDataDir: string;
+let browser: Browser;
 const requested: string[] = [];
 
 describe.skipIf(!available)('Swagger UI in headless Chromium', () => {
   beforeAll(async () => {
     svc = await startTestService();
-    userDataDir = await mkdtemp(path.join(os.tmpdir(), 'graphcap-chromium-'));
-    context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-      viewport: { width: 1280, height: 900 },
-    });
+    browser = await launchChromium({ width: 1280, height: 900 });
+    context = browser.context;
     // Every request of every page and worker of this browser context.
     context.on('request', (request) => requested.push(request.url()));
   }, 120_000);
 
   afterAll(async () => {
-    await context?.close();
-    if (userDataDir) await rm(userDataDir, { recursive: true, force: true });
+    await browser?.close();
     await svc?.close();
   });
 
