@@ -72,7 +72,8 @@ async function startJobs(tx: Db, maxRunning: number): Promise<string[]> {
       update job_queue.caption_jobs j
       set status = 'running', slice_items = 0, rate_window_started_at = now(), rate_window_items = 0,
           started_at = coalesce(j.started_at, now()), updated_at = now()
-      from next where j.job_id = next.job_id
+      -- Checked again on the row as locked: a cancel or pause that committed after the CTE read it wins.
+      from next where j.job_id = next.job_id and j.status = 'pending'
       returning ${jobEventColumns('j')}
     ), events as (
       ${insertJobEvents(sql`(

@@ -20,7 +20,7 @@ import {
 import * as schema from '../../src/db/schema.js';
 import { createLogger } from '../../src/logger.js';
 import { createJob, finishItem, IMAGES, itemIds } from '../helpers/fixtures.js';
-import { itemStates, jobState } from '../helpers/jobs.js';
+import { itemStates, jobState, waitFor } from '../helpers/jobs.js';
 import { api, startTestService, type TestService } from '../helpers/service.js';
 
 let svc: TestService;
@@ -97,6 +97,29 @@ describe('starting jobs', () => {
     expect(await startRunnableJobs(svc.db, 3)).toEqual([]);
     await api(svc.url, 'POST', `/api/perspectives/batch/cancel/${first.jobId}`);
     expect(await startRunnableJobs(svc.db, 3)).toEqual([low.jobId]);
+  });
+
+  it('does not start a job cancelled while the start waited for its row', async () => {
+    await finishRunningJobs();
+    const job = await createJob(svc.url, {});
+    // Another transaction holds the job's row, as a cancel does, while the start decides.
+    const holder = await pools[0]!.connect();
+    try {
+      await holder.query('begin');
+      await holder.query('select 1 from job_queue.caption_jobs where job_id = $1 for update', [job.jobId]);
+      const starting = startRunnableJobs(replicas[1]!, 5);
+      await waitFor('the start to wait for the row', async () => {
+        const { rows } = await svc.db.execute(sql`
+          select 1 from pg_stat_activity where wait_event_type = 'Lock' and query like '%set status = ''running''%'`);
+        return rows.length > 0;
+      });
+      await holder.query(`update job_queue.caption_jobs set status = 'cancelled' where job_id = $1`, [job.jobId]);
+      await holder.query('commit');
+      expect(await starting).toEqual([]);
+    } finally {
+      holder.release();
+    }
+    expect((await jobState(svc.db, job.jobId)).status).toBe('cancelled');
   });
 
   it('starts a job with dependencies only once they have all completed', async () => {
