@@ -2,24 +2,22 @@
  * Imports the workspace into the database: the perspective library, and every dataset folder's
  * images. Idempotent: a second run with nothing changed on disk changes nothing and says so.
  */
+import { realpath } from 'node:fs/promises';
 import path from 'node:path';
 import type { Db } from './db/client.js';
-import {
-  addDatasetMembers,
-  ensureDataset,
-  listDatasetMembers,
-  listFolderFedDatasetNames,
-  removeDatasetMembers,
-} from './db/datasets.js';
-import { findImagesByPath, refreshImageMtime, touchDatasets, upsertImage } from './db/images.js';
+import { addDatasetMembersByPath, ensureDataset, listFolderFedDatasetNames, removeDatasetMembersNotIn } from './db/datasets.js';
+import { findImagesByPath, refreshImageMtimes, touchDatasets, upsertImages, type ImageUpsert } from './db/images.js';
 import { syncLibraryPerspectives, type PerspectiveSyncCounts } from './db/perspectives.js';
 import type { Logger } from './logger.js';
 import {
   isValidDatasetName,
   listDatasetFolders,
-  listDatasetImages,
+  listDatasetImagePaths,
   loadPerspectiveLibrary,
+  newReadBuffers,
   readImageMetadata,
+  statImageFile,
+  type ImageFile,
   type LibraryProblem,
 } from './workspace.js';
 
@@ -50,66 +48,94 @@ export async function syncPerspectives(db: Db, root: string): Promise<SyncReport
   return { ...counts, problems };
 }
 
+/** Files a scan stats, hashes and writes at a time: memory stays at one batch, whatever the folder holds. */
+const SCAN_BATCH = 1000;
+/** Files hashed at once (reads overlap; libuv runs four at a time by default). */
+const READ_CONCURRENCY = 4;
+
 /**
  * Scans `datasets/<name>/` (a folder that is gone counts as empty). Only members under that folder
  * are the scan's to remove: images added to the dataset from elsewhere through the API stay.
+ *
+ * A thousand files at a time: stat them, look up their rows, hash only new or touched files (one
+ * pass over each, outside any transaction), write the batch's image rows in two statements. Then
+ * one transaction changes the dataset's membership. Only the folder's paths are held throughout
+ * (the report names them); a 100,000-file folder was one statement per file in one transaction
+ * (~270 s, ~130 MB above idle) and is now ~1,000 statements in all.
  */
 export async function syncDataset(db: Db, root: string, name: string): Promise<DatasetSyncReport> {
   const folder = `datasets/${name}/`;
-  const files = await listDatasetImages(root, name);
-  // Hashing reads whole files: do it before the transaction, and only for new or touched files.
-  const known = new Map((await findImagesByPath(db, files.map((f) => f.path))).map((r) => [r.path, r]));
-  const touched = files.filter((f) => {
-    const row = known.get(f.path);
-    return !row || row.sizeBytes !== f.sizeBytes || row.fileMtime?.getTime() !== f.mtime.getTime();
-  });
-  const metadata = new Map<string, Awaited<ReturnType<typeof readImageMetadata>>>();
-  for (const file of touched) metadata.set(file.path, await readImageMetadata(path.join(root, file.path)));
+  const realRoot = await realpath(root);
+  const candidates = await listDatasetImagePaths(root, name);
+  const readBuffers = Array.from({ length: READ_CONCURRENCY }, newReadBuffers);
+  // The image files found, in the order of the listing, and those whose content changed.
+  const present: string[] = [];
+  const contentChanged: string[] = [];
+  for (let start = 0; start < candidates.length; start += SCAN_BATCH) {
+    const files = (await Promise.all(candidates.slice(start, start + SCAN_BATCH).map((p) => statImageFile(realRoot, p)))).filter(
+      (f): f is ImageFile => f !== undefined,
+    );
+    const known = new Map((await findImagesByPath(db, files.map((f) => f.path))).map((r) => [r.path, r]));
+    const touched = files.filter((f) => {
+      const row = known.get(f.path);
+      return !row || row.sizeBytes !== f.sizeBytes || row.fileMtime?.getTime() !== f.mtime.getTime();
+    });
+    const metadata = await mapConcurrently(touched, readBuffers, (f, buffers) => readImageMetadata(path.join(root, f.path), buffers));
+    const refreshed: { id: string; fileMtime: Date }[] = [];
+    const written: ImageUpsert[] = [];
+    touched.forEach((file, i) => {
+      const meta = metadata[i]!;
+      const row = known.get(file.path);
+      if (row && row.contentHash === meta.contentHash) {
+        refreshed.push({ id: row.id, fileMtime: file.mtime });
+      } else {
+        written.push({ path: file.path, sizeBytes: file.sizeBytes, fileMtime: file.mtime, ...meta });
+        if (row) contentChanged.push(file.path);
+      }
+    });
+    await refreshImageMtimes(db, refreshed);
+    await upsertImages(db, written);
+    for (const f of files) present.push(f.path);
+  }
 
   return db.transaction(async (tx) => {
     const datasetId = await ensureDataset(tx, name);
-    const members = new Map((await listDatasetMembers(tx, datasetId, folder)).map((m) => [m.path, m.imageId]));
+    const added = new Set(await addDatasetMembersByPath(tx, datasetId, present));
+    const removed = await removeDatasetMembersNotIn(tx, datasetId, folder, present);
     const report: DatasetSyncReport = {
       name,
       datasetId,
       added: 0,
       updated: 0,
-      removed: 0,
+      removed: removed.length,
       unchanged: 0,
-      changes: { added: [], updated: [], removed: [] },
+      changes: {
+        // New to the dataset counts as added, whether its image row is new or not.
+        added: added.size > 0 ? present.filter((p) => added.has(p)) : [],
+        updated: contentChanged.filter((p) => !added.has(p)),
+        removed,
+      },
     };
-    const newMembers: string[] = [];
-    for (const file of files) {
-      const meta = metadata.get(file.path);
-      const row = known.get(file.path);
-      let imageId = row?.id;
-      let contentChanged = false;
-      if (meta && row && row.contentHash === meta.contentHash) {
-        await refreshImageMtime(tx, row.id, file.mtime);
-      } else if (meta) {
-        imageId = await upsertImage(tx, { path: file.path, sizeBytes: file.sizeBytes, fileMtime: file.mtime, ...meta });
-        contentChanged = row !== undefined;
-      }
-      if (!members.has(file.path)) {
-        newMembers.push(imageId!);
-        report.changes.added.push(file.path);
-      } else if (contentChanged) {
-        report.changes.updated.push(file.path);
-      } else {
-        report.unchanged += 1;
-      }
-    }
-    await addDatasetMembers(tx, datasetId, newMembers);
-    const present = new Set(files.map((f) => f.path));
-    const gone = [...members].filter(([p]) => !present.has(p)).sort(([a], [b]) => (a < b ? -1 : 1));
-    await removeDatasetMembers(tx, datasetId, gone.map(([, id]) => id));
-    report.changes.removed = gone.map(([p]) => p);
     report.added = report.changes.added.length;
     report.updated = report.changes.updated.length;
-    report.removed = report.changes.removed.length;
+    report.unchanged = present.length - report.added - report.updated;
     if (report.added + report.updated + report.removed > 0) await touchDatasets(tx, [datasetId]);
     return report;
   });
+}
+
+/** `fn` over `items`, one worker per element of `workers` (each passed to its calls); results in order. */
+async function mapConcurrently<T, W, R>(items: T[], workers: W[], fn: (item: T, worker: W) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  const work = async (worker: W) => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await fn(items[i]!, worker);
+    }
+  };
+  await Promise.all(workers.slice(0, items.length).map(work));
+  return results;
 }
 
 export async function syncWorkspace(db: Db, root: string, logger?: Logger): Promise<SyncReport> {

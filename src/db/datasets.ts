@@ -48,6 +48,38 @@ export async function listFolderFedDatasetNames(db: Db): Promise<string[]> {
   return rows.map((r) => r.name);
 }
 
+/**
+ * Makes the images at `paths` (registered) members of the dataset; returns the paths that were not
+ * members yet. One statement, however many paths.
+ */
+export async function addDatasetMembersByPath(db: Db, datasetId: string, paths: string[]): Promise<string[]> {
+  if (paths.length === 0) return [];
+  const { rows } = await db.execute<{ path: string }>(sql`
+    with added as (
+      insert into core_schema.dataset_images (dataset_id, image_id)
+      select ${datasetId}, i.id from core_schema.images i where i.path = any(${pgArray(paths)}::text[])
+      on conflict do nothing
+      returning image_id)
+    select i.path from added a join core_schema.images i on i.id = a.image_id`);
+  return rows.map((r) => r.path);
+}
+
+/**
+ * Takes the members whose path starts with `pathPrefix` but is not among `paths` out of the
+ * dataset (a folder scan's files that are gone); returns their paths, sorted.
+ */
+export async function removeDatasetMembersNotIn(db: Db, datasetId: string, pathPrefix: string, paths: string[]): Promise<string[]> {
+  const { rows } = await db.execute<{ path: string }>(sql`
+    with removed as (
+      delete from core_schema.dataset_images di
+      using core_schema.images i
+      where di.dataset_id = ${datasetId} and i.id = di.image_id and starts_with(i.path, ${pathPrefix})
+        and not exists (select 1 from unnest(${pgArray(paths)}::text[]) as p(path) where p.path = i.path)
+      returning i.path)
+    select path from removed`);
+  return rows.map((r) => r.path).sort((a, b) => (a < b ? -1 : 1));
+}
+
 /** One array parameter, however many ids (a parameter per row would stop at 65,535). */
 export async function addDatasetMembers(db: Db, datasetId: string, imageIds: string[]): Promise<void> {
   if (imageIds.length === 0) return;

@@ -250,3 +250,27 @@ export async function touchDatasets(tx: Db, datasetIds: string[] | SQL): Promise
 export async function refreshImageMtime(tx: Db, id: string, fileMtime: Date): Promise<void> {
   await tx.execute(sql`update core_schema.images set file_mtime = ${fileMtime.toISOString()}::timestamptz where id = ${id}`);
 }
+
+/** refreshImageMtime for many images, one statement. */
+export async function refreshImageMtimes(db: Db, rows: { id: string; fileMtime: Date }[]): Promise<void> {
+  if (rows.length === 0) return;
+  await db.execute(sql`
+    update core_schema.images i set file_mtime = u.file_mtime
+    from unnest(${pgArray(rows.map((r) => r.id))}::uuid[], ${pgArray(rows.map((r) => r.fileMtime.toISOString()))}::timestamptz[])
+         as u(id, file_mtime)
+    where i.id = u.id`);
+}
+
+/** upsertImage for many images, one statement (the import writes a thousand at a time, not one). */
+export async function upsertImages(db: Db, rows: ImageUpsert[]): Promise<void> {
+  if (rows.length === 0) return;
+  const column = <T extends string | number | null>(pick: (r: ImageUpsert) => T) => sql`${sql.param(rows.map(pick))}`;
+  await db.execute(sql`
+    insert into core_schema.images (path, size_bytes, file_mtime, format, width, height, content_hash)
+    select * from unnest(${column((r) => r.path)}::text[], ${column((r) => r.sizeBytes)}::bigint[],
+                         ${column((r) => r.fileMtime.toISOString())}::timestamptz[], ${column((r) => r.format)}::text[],
+                         ${column((r) => r.width)}::int[], ${column((r) => r.height)}::int[], ${column((r) => r.contentHash)}::text[])
+    on conflict (path) do update
+    set size_bytes = excluded.size_bytes, file_mtime = excluded.file_mtime, format = excluded.format,
+        width = excluded.width, height = excluded.height, content_hash = excluded.content_hash, updated_at = now()`);
+}

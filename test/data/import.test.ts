@@ -3,7 +3,7 @@
  * disabled module, and re-imports that notice exactly what changed on disk.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { chmod, copyFile, mkdir, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, link, mkdir, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { deflateSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -315,6 +315,54 @@ describe('re-importing after changes on disk', () => {
     });
     const members = await getOk(svc.url, `/api/datasets/${extra.datasetId}/images`);
     expect(members.items.map((i: { path: string }) => i.path)).toEqual([other.path]);
+  });
+
+  it('imports a folder bigger than one scan batch (1,000 files) with the same report as a small one', async () => {
+    await mkdir(ws('datasets/many'));
+    const names = Array.from({ length: 2_500 }, (_, i) => `Pic-${i % 7 === 0 ? 'b' : 'A'}${String(i).padStart(4, '0')}.jpg`);
+    for (const name of names) await link(ws(IMAGES[5]!), ws(`datasets/many/${name}`));
+    await writeFile(ws('datasets/many/notes.txt'), 'not an image');
+    await mkdir(ws('datasets/many/analysis.jpg')); // a folder with an image's name is no image
+    const inLocaleOrder = (paths: string[]) => [...paths].sort((a, b) => a.localeCompare(b));
+    const paths = inLocaleOrder(names.map((n) => `datasets/many/${n}`));
+    const many = (report: { datasets: { name: string; datasetId: string; changes: { added: string[] } }[] }) =>
+      report.datasets.find((d) => d.name === 'many')!;
+
+    const first = many(await sync());
+    expect(first).toMatchObject({ added: 2_500, updated: 0, removed: 0, unchanged: 0 });
+    expect(first.changes.added).toEqual(paths);
+    const truthOfOne = await truth(paths[1_234]!);
+    const listed = await getOk(svc.url, `/api/images${qs({ pathContains: path.basename(paths[1_234]!) })}`);
+    expect(listed.items[0]).toMatchObject(truthOfOne);
+
+    // Changes spread over the batches: new bytes, the same bytes touched, files gone, a file added.
+    const changed = [paths[3]!, paths[1_500]!, paths[2_499]!];
+    for (const p of changed) {
+      await rm(ws(p));
+      await copyFile(ws(IMAGES[0]), ws(p));
+    }
+    await utimes(ws(paths[10]!), new Date('2030-01-02T03:04:05Z'), new Date('2030-01-02T03:04:05Z'));
+    const gone = [paths[0]!, paths[999]!, paths[1_000]!, paths[2_001]!];
+    for (const p of gone) await rm(ws(p));
+    await copyFile(ws(IMAGES[3]), ws('datasets/many/zz-new.jpg'));
+    const second = many(await sync());
+    expect(second).toEqual({
+      name: 'many',
+      datasetId: first.datasetId,
+      added: 1,
+      updated: 3,
+      removed: 4,
+      unchanged: 2_500 - 3 - 4,
+      changes: { added: ['datasets/many/zz-new.jpg'], updated: inLocaleOrder(changed), removed: [...gone].sort() },
+    });
+    expect(listed.items.length).toBe(1);
+    expect((await getOk(svc.url, `/api/images${qs({ pathContains: path.basename(paths[1_500]!) })}`)).items[0]).toMatchObject(
+      await truth(paths[1_500]!),
+    );
+    const dataset = (await getOk(svc.url, `/api/datasets${qs({ name: 'many' })}`)).items[0];
+    expect(dataset.imageCount).toBe(2_500 - 4 + 1);
+    // And nothing to do the third time.
+    expect(many(await sync())).toMatchObject({ added: 0, updated: 0, removed: 0, unchanged: 2_497 });
   });
 
   it('looks up, adds and removes more images at once than PostgreSQL takes parameters (65,535)', async () => {
