@@ -52,10 +52,11 @@ export function workspacePathProblem(input: string): string | undefined {
 
 /**
  * Absolute path of a stored relative path, after following symlinks; refuses anything whose real
- * location is outside the workspace (a symlink pointing out of it, say).
+ * location is outside the workspace (a symlink pointing out of it, say). `realRoot`, the root's
+ * own real path, spares a caller that resolves many paths one system call each.
  */
-export async function resolveInWorkspace(root: string, relative: string): Promise<string> {
-  const realRoot = await realpath(root);
+export async function resolveInWorkspace(root: string, relative: string, realRoot?: string): Promise<string> {
+  realRoot ??= await realpath(root);
   const real = await realpath(path.join(realRoot, toWorkspaceRelative(relative)));
   if (real !== realRoot && !real.startsWith(realRoot + path.sep)) {
     throw new InvalidInputError(`invalid image path ${JSON.stringify(relative)}: leaves the workspace`);

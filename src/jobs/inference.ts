@@ -8,6 +8,7 @@
  * machine a ky call cost 1.0-1.4 ms of CPU against 0.17-0.19 ms for the pool (client and server
  * in one process, 4,000 calls, 8 at a time), the largest share of the service's CPU per item.
  */
+import { realpath } from 'node:fs/promises';
 import { Pool } from 'undici';
 import type { ClaimedItem } from '../db/dispatch.js';
 import type { JobConfig } from '../db/jobs.js';
@@ -51,12 +52,22 @@ export function createInferenceBridge(options: InferenceBridgeOptions): Inferenc
   // Keep-alive connections to the bridge, as many as calls in flight (the caps bound them).
   const pool = new Pool(base.origin, { connections: null, pipelining: 1 });
   const path = `${base.pathname.replace(/\/+$/, '')}/${CAPTION_PATH}`;
+  // The workspace root's real path, resolved once (and again after a failure): each call then
+  // costs one realpath, its image's.
+  let realRoot: Promise<string> | undefined;
+  const workspaceRoot = () =>
+    (realRoot ??= realpath(options.workspacePath).catch((error: unknown) => {
+      realRoot = undefined;
+      throw error;
+    }));
 
   return {
     async caption(item, { signal, requestId }) {
-      const imagePath = await resolveInWorkspace(options.workspacePath, item.imagePath).catch((error: Error) => {
-        throw new PermanentError(`image ${item.imagePath} cannot be read in the workspace: ${error.message}`);
-      });
+      const imagePath = await workspaceRoot()
+        .then((root) => resolveInWorkspace(options.workspacePath, item.imagePath, root))
+        .catch((error: Error) => {
+          throw new PermanentError(`image ${item.imagePath} cannot be read in the workspace: ${error.message}`);
+        });
       const c = item.config;
       // Options the job leaves unset are left out (JSON drops undefined), so the bridge's own defaults apply.
       const body = JSON.stringify({
