@@ -6,7 +6,7 @@
 import { sql, type SQL } from 'drizzle-orm';
 import { ConflictError, InvalidInputError, NotFoundError } from '../errors.js';
 import type { Db, DbTime } from './client.js';
-import { getJob, notifyWork, pgArray, WORK_CHANNEL } from './jobs.js';
+import { getJob, JOB_FINISHED, notifyWork, pgArray, WORK_CHANNEL } from './jobs.js';
 import { EVENTS_CHANNEL, insertJobEvents, jobEventColumns, recordJobStatusChange } from './outbox.js';
 import type { ItemStatus, JobStatus } from './schema.js';
 
@@ -296,7 +296,7 @@ export const ROLL_UP_CTES = (() => {
  */
 export const ROLL_UP_NOTIFY = sql.raw(`
   (select pg_notify('${EVENTS_CHANNEL}', '') where exists (select 1 from rolled)) as notified_events,
-  (select pg_notify('${WORK_CHANNEL}', '') where exists (select 1 from rolled where before <> status)) as notified_work`);
+  (select pg_notify('${WORK_CHANNEL}', '${JOB_FINISHED}') where exists (select 1 from rolled where before <> status)) as notified_work`);
 
 /** Rolls up these jobs (see ROLL_UP_CTES) in one statement; returns each job's status afterwards. */
 export async function rollUpJobs(tx: Db, deltas: readonly JobDelta[]): Promise<Map<string, JobStatus>> {

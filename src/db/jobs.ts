@@ -16,6 +16,8 @@ import { FINISHED_JOB_STATUSES, type JobStatus, type JobType } from './schema.js
 
 /** Channel the dispatcher LISTENs on: a NOTIFY here means "there may be work". */
 export const WORK_CHANNEL = 'graphcap_work';
+/** WORK_CHANNEL's payload when a job finished: jobs that depend on it may now start or fail. */
+export const JOB_FINISHED = 'finished';
 /** Channel carrying the id of a job that was cancelled, so every replica aborts its calls. */
 export const CANCEL_CHANNEL = 'graphcap_job_cancelled';
 

@@ -24,7 +24,7 @@ import {
   type ClaimedItem,
   type ItemOutcome,
 } from '../db/dispatch.js';
-import { CANCEL_CHANNEL, WORK_CHANNEL } from '../db/jobs.js';
+import { CANCEL_CHANNEL, JOB_FINISHED, WORK_CHANNEL } from '../db/jobs.js';
 import { PgListener } from '../db/listener.js';
 import type { ProviderBudget, ProviderSettings } from '../db/providers.js';
 import type { Logger } from '../logger.js';
@@ -99,6 +99,8 @@ export class Dispatcher {
   private closing = false;
   /** A NOTIFY said jobs may start (create, retry, a finished job ...) since the last full round. */
   private queueChanged = true;
+  /** A job finished or was cancelled since the last look at the jobs that depend on others. */
+  private jobFinished = true;
   private lastFullRound = 0;
   private lastSweep = 0;
   private readonly loop: Promise<void>;
@@ -132,12 +134,14 @@ export class Dispatcher {
       channels: [WORK_CHANNEL, CANCEL_CHANNEL],
       onNotification: (channel, payload) => {
         if (channel === CANCEL_CHANNEL) this.abortJob(payload);
-        else this.queueChanged = true;
+        if (channel === CANCEL_CHANNEL || payload === JOB_FINISHED) this.jobFinished = true;
+        this.queueChanged = true;
         this.wakeup.wake();
       },
       // Whatever was notified while the connection was down: look now.
       onConnect: () => {
         this.queueChanged = true;
+        this.jobFinished = true;
         this.wakeup.wake();
       },
       logger: this.logger,
@@ -240,13 +244,17 @@ export class Dispatcher {
       this.lastFullRound = now;
       // Leases last many poll intervals: a sweep per poll interval is soon enough, and a round
       // woken by a new job does not wait for one.
-      if (now - this.lastSweep >= this.config.POLL_INTERVAL_MS) {
+      const sweep = now - this.lastSweep >= this.config.POLL_INTERVAL_MS;
+      if (sweep) {
         this.lastSweep = now;
         const rescued = await rescueExpiredLeases(this.db, this.config.MAX_ATTEMPTS);
         if (rescued.retried + rescued.failed > 0) this.logger.warn(rescued, 'rescued items whose lease expired');
       }
-      for (const failed of await failJobsWithBrokenDependencies(this.db)) {
-        this.logger.warn(failed, 'job failed: a dependency did not complete');
+      if (sweep || this.jobFinished) {
+        this.jobFinished = false;
+        for (const failed of await failJobsWithBrokenDependencies(this.db)) {
+          this.logger.warn(failed, 'job failed: a dependency did not complete');
+        }
       }
     }
     if (outcomes.length === 0 && !full) return;
