@@ -16,12 +16,13 @@ import type { Db } from '../db/client.js';
 import { requestContext, type Logger } from '../logger.js';
 import { routeLabeller, type Metrics } from '../metrics.js';
 import { appRouter } from '../routers/index.js';
-import type { Context } from '../trpc.js';
+import { createCallerFactory, type Context } from '../trpc.js';
 import type { EventHub } from '../jobs/event-hub.js';
 import { apiClosed, apiGate, requireToken, scopeOf } from './auth.js';
 import { boardRoute } from './board.js';
 import { eventsRoute } from './events.js';
 import { conditionalGet } from './etag.js';
+import { restQueries } from './rest-queries.js';
 import { problem, problemResponses, sendProblem } from './problem.js';
 
 export interface AppDeps {
@@ -138,7 +139,14 @@ export function createApp(deps: AppDeps): express.Express {
     problemResponses,
     // ETag, Cache-Control and 304 for GETs (src/http/etag.ts).
     conditionalGet,
-    (req: Request, res: Response, next: NextFunction) => void rest(req, res, next),
+    // Successful GETs of queries skip trpc-to-openapi's per-request set-up (src/http/rest-queries.ts);
+    // everything else, errors included, is its handler's.
+    restQueries({
+      router: appRouter,
+      createCaller: createCallerFactory(appRouter) as never,
+      createContext,
+      fallback: (req: Request, res: Response, next: NextFunction) => void rest(req, res, next),
+    }),
   );
 
   app.use((req: Request, res: Response) => {
