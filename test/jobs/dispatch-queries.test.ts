@@ -110,7 +110,8 @@ describe('starting jobs', () => {
       const starting = startRunnableJobs(replicas[1]!, 5);
       await waitFor('the start to wait for the row', async () => {
         const { rows } = await svc.db.execute(sql`
-          select 1 from pg_stat_activity where wait_event_type = 'Lock' and query like '%set status = ''running''%'`);
+          select 1 from pg_stat_activity
+          where datname = current_database() and wait_event_type = 'Lock' and query like '%set status = ''running''%'`);
         return rows.length > 0;
       });
       await holder.query(`update job_queue.caption_jobs set status = 'cancelled' where job_id = $1`, [job.jobId]);

@@ -7,7 +7,8 @@
 import { link, mkdir, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { sql } from 'drizzle-orm';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createJob } from '../helpers/fixtures.js';
 import { countBy, captionsOf, itemStates, waitFor, waitForJobsToFinish } from '../helpers/jobs.js';
 import { startProcess, stopProcess, type ServiceProcess } from '../helpers/process.js';
@@ -79,18 +80,22 @@ function recordedBy(id: string): number {
     .reduce((sum, line) => sum + (JSON.parse(line) as { completed: number }).completed, 0);
 }
 
-/** Waits until none of a dead replica's database sessions is left, so nothing of it can still commit. */
+/**
+ * Waits until none of a dead replica's database sessions is left, so nothing of it can still commit.
+ * In this database only: other test files' services on the same server use the same replica names.
+ */
 async function sessionsGone(id: string): Promise<void> {
   await waitFor(`the sessions of ${id} to end`, async () => {
     const { rows } = await svc.db.execute(sql`
-      select 1 from pg_stat_activity where application_name = ${`graphcap-data-service ${id}`}`);
+      select 1 from pg_stat_activity
+      where datname = current_database() and application_name = ${`graphcap-data-service ${id}`}`);
     return rows.length === 0;
   });
 }
 
 async function runningItemsOf(owner: string, jobId: string): Promise<string[]> {
   const { rows } = await svc.db.execute<{ id: string }>(sql`
-    select id from job_queue.job_items where job_id = ${jobId} and status = 'running' and lease_owner = ${owner}`);
+    select id from job_queue.job_items where job_id = ${jobId} and status = 'running' and lease_owner = ${owner} order by id`);
   return rows.map((r) => r.id);
 }
 
@@ -114,6 +119,12 @@ async function expectExactlyOnce(jobIds: string[], total: number): Promise<void>
   expect([...countBy(captions.map((c) => c.itemId)).values()].every((n) => n === 1)).toBe(true);
   expect(new Set(captions.map((c) => c.itemId))).toEqual(new Set(items.map((i) => i.id)));
 }
+
+// Each test starts from a provider the replicas know nothing about: what the adaptive limit learnt
+// from one test's bridge latency would otherwise throttle the next.
+beforeEach(async () => {
+  await svc.db.execute(sql`delete from job_queue.provider_states`);
+});
 
 describe('three replicas on one database', () => {
   it('share 2,000 items: each gets exactly one caption, never two calls at once, global caps hold', async () => {
@@ -148,13 +159,18 @@ describe('three replicas on one database', () => {
     bridge.reset();
     const job = await createJob(svc.url, { perspectives: ['graph_caption'], imagePaths: bulk.slice(0, 120) });
     const victim = await busiestReplica(job.jobId);
-    await stopProcess(replicas.get(victim)!, 'SIGKILL');
-    replicas.delete(victim);
-    // A transaction it had sent its COMMIT for may still land after the process is gone.
-    await sessionsGone(victim);
-    // What it held when it died (read before its leases can expire, two seconds or more from now).
+    // Frozen first, so that what it holds cannot change between reading it and the kill: once it
+    // is stopped, anything it had sent (a COMMIT included) lands within moments.
+    const dying = replicas.get(victim)!;
+    dying.child.kill('SIGSTOP');
+    await sleep(300);
+    // What it held when it died (read before its leases can expire, over two seconds from now).
     const held = await runningItemsOf(victim, job.jobId);
     expect(held.length).toBeGreaterThan(0);
+    await stopProcess(dying, 'SIGKILL');
+    replicas.delete(victim);
+    await sessionsGone(victim);
+    expect(await runningItemsOf(victim, job.jobId)).toEqual(held);
 
     const [state] = await waitForJobsToFinish(svc.db, [job.jobId], 90_000);
     expect(state).toMatchObject({ status: 'completed', processedImages: 120, failedImages: 0 });
