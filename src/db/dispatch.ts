@@ -329,7 +329,10 @@ async function recordRound(
           completed_at = case when o.status <> 'pending' then now() end,
           lease_owner = null, lease_expires_at = null, updated_at = now()
       from o
-      where i.id = o."itemId" and i.status = 'running' and i.lease_owner = ${owner}
+      -- The items through the primary key too: else the planner fetches every item the partial
+      -- index of running items still lists (dead entries included, until a vacuum) and filters.
+      where i.id = any(array(select "itemId" from o)) and i.id = o."itemId"
+        and i.status = 'running' and i.lease_owner = ${owner}
       returning i.id, i.image_id, i.perspective, i.job_id, i.status
     ), captions as (
       ${insertCaptionsFrom(sql`(
@@ -401,9 +404,13 @@ async function claimItems(
       from jsonb_to_recordset(${JSON.stringify(wanted)}::jsonb) as w("jobId" uuid, provider text, model text, budget int)
       join job_queue.caption_jobs j on j.job_id = w."jobId"
     ), busy as (
-      select j.config->>'provider' as provider, j.config->>'model' as model, count(*) as running
-      from job_queue.job_items r join job_queue.caption_jobs j on j.job_id = r.job_id
-      where r.status = 'running' and exists (select 1 from w where w.budget is not null)
+      -- Per unfinished job through (job_id, status): a bitmap scan of the partial index of running
+      -- items would visit every item that ran since the last vacuum (bitmap scans never mark an
+      -- index entry dead).
+      select j.config->>'provider' as provider, j.config->>'model' as model,
+             sum((select count(*) from job_queue.job_items r where r.job_id = j.job_id and r.status = 'running')) as running
+      from job_queue.caption_jobs j
+      where j.status in ('pending', 'running', 'paused') and exists (select 1 from w where w.budget is not null)
       group by 1, 2
     ), wanted as (
       select w."jobId" as job_id,
@@ -425,7 +432,9 @@ async function claimItems(
       set status = 'running', attempts = i.attempts + 1, lease_owner = ${p.owner},
           lease_expires_at = now() + make_interval(secs => ${p.leaseSeconds}), next_attempt_at = null,
           started_at = now(), updated_at = now()
-      from picked where i.id = picked.id
+      -- By primary key, row by row: joined, the planner's guess of 100 picked rows (jsonb_to_recordset's
+      -- default) made it hash the whole table, a sequential scan of every item per claim.
+      where i.id = any(array(select id from picked))
       returning i.id as "itemId", i.job_id as "jobId", i.image_path as "imagePath", i.perspective, i.attempts, i.seq
     ), turns as (
       update job_queue.caption_jobs j set slice_items = slice_items + c.n
