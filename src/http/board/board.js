@@ -90,7 +90,8 @@ async function call(method, path, body) {
 
 /**
  * Wraps `run` so that any number of calls within `gapMs` of its last run make one run; a call while
- * it runs makes one more run after it, so the last state is always read.
+ * it runs makes one more run after it, so the last state is always read. `schedule(true)` runs it
+ * now (still one run at a time): for changes a reader would notice lagging, as a status change.
  */
 function coalesced(run, gapMs) {
   let timer = null;
@@ -113,13 +114,14 @@ function coalesced(run, gapMs) {
       }
     }
   };
-  function schedule() {
+  function schedule(now = false) {
     if (running) {
       again = true;
       return;
     }
-    if (timer !== null) return;
-    timer = setTimeout(fire, Math.max(0, last + gapMs - Date.now()));
+    if (timer !== null && !now) return;
+    clearTimeout(timer);
+    timer = setTimeout(fire, now ? 0 : Math.max(0, last + gapMs - Date.now()));
   }
   return schedule;
 }
@@ -207,11 +209,13 @@ const COUNTERS = ['status', 'totalImages', 'processedImages', 'failedImages', 'c
 
 function onEvent(event) {
   const job = event.jobId ? state.jobs.get(event.jobId) : undefined;
-  if (event.type !== 'JOB_PROGRESS' || !job) {
+  const progress = event.type === 'JOB_PROGRESS';
+  if (!progress || !job) {
     // A new job, a status change, or a job this page does not show yet: the lists change.
     refreshQueue();
   }
-  refreshStats();
+  // The job counts change with a status: those at once, the rates coalesced with the progress.
+  refreshStats(!progress);
   if (!job) return;
   // The bar moves now, from the event's counters; the row (ETA, rate) follows, coalesced.
   for (const key of COUNTERS) if (event.data?.[key] !== undefined) job[key] = event.data[key];
