@@ -18,7 +18,7 @@ const app = express();
 app.get('/api/perspectives/batch/status/:jobId', async (req, res) => {
   const jobId = req.params.jobId;
   const job = await getJob(db, jobId);
-  const items = await listItems(db, jobId, { page: 1, limit: 20 });
+  const items = await listItems(db, jobId, { page: 1, limit: 20 }, job);
   res.json({ job, items: { ...items, page: 1, limit: 20 } });
 });
 

@@ -116,7 +116,7 @@ export const batchRouter = router({
     .output(jobStatusOutput)
     .query(async ({ ctx, input }) => {
       const row = await getJob(ctx.db, input.jobId);
-      const items = await listItems(ctx.db, input.jobId, { status: input.itemStatus, page: input.page, limit: input.limit });
+      const items = await listItems(ctx.db, input.jobId, { status: input.itemStatus, page: input.page, limit: input.limit }, row);
       return {
         job: toJob(row),
         items: { items: items.items.map(toItem), total: items.total, page: input.page, limit: input.limit },

@@ -54,6 +54,37 @@ describe('status and items', () => {
     await expectProblem(await get(`/status/${job.jobId}?itemStatus=done`), 400, /itemStatus/);
   });
 
+  it('pages through items of every status in the job’s order, filtered or not, with the right totals', async () => {
+    const job = await createJob(svc.url, { perspectives: ['art_critic', 'storytelling'], imagePaths: IMAGES.slice(0, 4) });
+    const ids = await itemIds(svc.db, job.jobId);
+    // Statuses interleaved along the job's order: pending, completed, pending, failed, completed, ...
+    const outcome = new Map<number, 'completed' | 'failed'>([[1, 'completed'], [3, 'failed'], [4, 'completed'], [6, 'failed']]);
+    for (const [i, status] of outcome) await finishItem(svc.url, ids[i]!, status);
+    const statusOf = (i: number) => outcome.get(i) ?? 'pending';
+
+    const pages = async (query: string) => {
+      const seen: { itemId: string; status: string }[] = [];
+      for (let page = 1; ; page++) {
+        const r = await get(`/status/${job.jobId}?limit=3&page=${page}${query}`);
+        expect(r.status, JSON.stringify(r.body)).toBe(200);
+        seen.push(...r.body.items.items);
+        if (r.body.items.items.length < 3) return { seen, total: r.body.items.total as number };
+      }
+    };
+    const all = await pages('');
+    expect(all.total).toBe(8);
+    expect(all.seen.map((i) => i.itemId)).toEqual(ids);
+    expect(all.seen.map((i) => i.status)).toEqual(ids.map((_, i) => statusOf(i)));
+
+    const some = await pages('&itemStatus=pending&itemStatus=failed');
+    const expected = ids.filter((_, i) => statusOf(i) !== 'completed');
+    expect(some.total).toBe(expected.length);
+    expect(some.seen.map((i) => i.itemId)).toEqual(expected);
+    // Past the end: an empty page, the same total.
+    const beyond = await get(`/status/${job.jobId}?limit=3&page=4`);
+    expect(beyond.body.items).toMatchObject({ total: 8, items: [] });
+  });
+
   it('lists items by status and perspective, and the failed ones with their errors', async () => {
     const job = await createJob(svc.url, { perspectives: ['art_critic', 'storytelling'], imagePaths: IMAGES.slice(0, 2) });
     const ids = await itemIds(svc.db, job.jobId);
