@@ -78,7 +78,7 @@ async function createJob(items: number): Promise<string> {
   return response.body.jobId as string;
 }
 
-/** Every item completed once, each with one caption, having spent at most `maxAttempts` attempts. */
+/** Every item completed once, each with one caption; with `maxAttempts`, none spent more attempts. */
 async function expectAllCompleted(jobId: string, total: number, maxAttempts?: number): Promise<void> {
   const items = await itemStates(a.db, [jobId]);
   expect(items).toHaveLength(total);
