@@ -13,10 +13,11 @@ import { insertCaptionsFrom, rollUpJobs, ROLL_UP_CTES, ROLL_UP_NOTIFY } from './
 import { EVENTS_CHANNEL, insertJobEvents, jobEventColumns, recordJobStatusChange, recordJobStatusChanges } from './outbox.js';
 import { notifyWork, pgArray, type JobConfig } from './jobs.js';
 import {
-  ensureProviders,
   PROVIDER_BUDGET_JSON,
   providerCtes,
   providerFeedbackCte,
+  providerKey,
+  runningPerProvider,
   updateProviders,
   type ProviderBudget,
   type ProviderFeedback,
@@ -238,7 +239,7 @@ function providerFeedback(jobs: readonly LockedJob[], outcomes: readonly ItemOut
   const byJob = new Map(jobs.map((j) => [j.jobId, j]));
   const feedback = new Map<string, ProviderFeedback & { latencySum: number }>();
   const entry = (config: JobConfig) => {
-    const key = JSON.stringify([config.provider, config.model]);
+    const key = providerKey(config);
     let f = feedback.get(key);
     if (!f) {
       f = { provider: config.provider, model: config.model, ok: 0, throttled: 0, failed: 0, retryAfterMs: null, latencyMs: null, latencySum: 0 };
@@ -351,9 +352,11 @@ async function recordRound(
            ${ROLL_UP_NOTIFY}`);
   const written = new Set(result!.recorded);
   let providers = result!.providers;
-  // A provider seen for the first time has no row yet: give it one, then its budget.
-  if (settings && providers.length < feedback.length && (await ensureProviders(tx, feedback, settings))) {
-    providers = await updateProviders(tx, feedback.map((f) => ({ ...f, ok: 0, throttled: 0, failed: 0, retryAfterMs: null, latencyMs: null })), settings);
+  // A provider seen for the first time had no row for the statement to update: updateProviders
+  // gives it one and applies its feedback.
+  if (settings && providers.length < feedback.length) {
+    const known = new Set(providers.map(providerKey));
+    providers = providers.concat(await updateProviders(tx, feedback.filter((f) => !known.has(providerKey(f))), settings));
   }
   return {
     recorded: outcomes.filter((o) => written.has(o.itemId)),
@@ -388,8 +391,8 @@ async function claimItems(
     Boolean(p.sliceItems) && job.sliceItems >= p.sliceItems! && waitingPriority !== null && waitingPriority <= job.priority;
   const ended = jobs.filter(turnOver);
   if (ended.length > 0) await endTurns(tx, ended.map((j) => j.jobId));
-  const budget = new Map(providers.map((b) => [JSON.stringify([b.provider, b.model]), b]));
-  const providerOf = (j: LockedJob) => budget.get(JSON.stringify([j.config.provider, j.config.model]));
+  const budget = new Map(providers.map((b) => [providerKey(b), b]));
+  const providerOf = (j: LockedJob) => budget.get(providerKey(j.config));
   const claimable = jobs.filter((j) => !turnOver(j) && providerOf(j)?.budget !== 0);
   if (claimable.length === 0) return [];
   const wanted = claimable.map((j) => ({ jobId: j.jobId, provider: j.config.provider, model: j.config.model, budget: providerOf(j)?.budget ?? null }));
@@ -404,14 +407,7 @@ async function claimItems(
       from jsonb_to_recordset(${JSON.stringify(wanted)}::jsonb) as w("jobId" uuid, provider text, model text, budget int)
       join job_queue.caption_jobs j on j.job_id = w."jobId"
     ), busy as (
-      -- Per unfinished job through (job_id, status): a bitmap scan of the partial index of running
-      -- items would visit every item that ran since the last vacuum (bitmap scans never mark an
-      -- index entry dead).
-      select j.config->>'provider' as provider, j.config->>'model' as model,
-             sum((select count(*) from job_queue.job_items r where r.job_id = j.job_id and r.status = 'running')) as running
-      from job_queue.caption_jobs j
-      where j.status in ('pending', 'running', 'paused') and exists (select 1 from w where w.budget is not null)
-      group by 1, 2
+      ${runningPerProvider(sql`exists (select 1 from w where w.budget is not null)`)}
     ), wanted as (
       select w."jobId" as job_id,
              case when w.budget is null then w.free

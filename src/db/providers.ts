@@ -69,6 +69,22 @@ export interface ProviderBudget extends ProviderState {
 
 const BREAKER_VIEW = sql.raw(`case when breaker = 'open' and open_until <= now() then 'half-open' else breaker end`);
 
+/** The key of a (provider, model) in maps: the service's and the database's views of it meet here. */
+export const providerKey = (p: { provider: string; model: string }) => JSON.stringify([p.provider, p.model]);
+
+/**
+ * Items running per (provider, model), all replicas, as `(provider, model, running)`; `where` narrows
+ * the jobs looked at. Per unfinished job through (job_id, status): a bitmap scan of the partial index
+ * of running items would visit every item that ran since the last vacuum (bitmap scans never mark an
+ * index entry dead).
+ */
+export const runningPerProvider = (where: SQL = sql`true`) => sql`
+  select j.config->>'provider' as provider, j.config->>'model' as model,
+         sum((select count(*) from job_queue.job_items r where r.job_id = j.job_id and r.status = 'running'))::int as running
+  from job_queue.caption_jobs j
+  where j.status in ('pending', 'running', 'paused') and ${where}
+  group by 1, 2`;
+
 /** The feedback as the relation `pf` that PROVIDER_CTES reads, for a WITH list. */
 export const providerFeedbackCte = (feedback: readonly ProviderFeedback[]) => sql`
   pf as (
@@ -138,9 +154,9 @@ export function providerCtes(s: ProviderSettings): SQL {
 }
 
 /** A row of `pupdated` as a ProviderBudget, in JSON. */
-export const PROVIDER_BUDGET_JSON = sql.raw(`jsonb_build_object(
+export const PROVIDER_BUDGET_JSON = sql`jsonb_build_object(
   'provider', provider, 'model', model, 'concurrencyLimit', concurrency_limit,
-  'breaker', case when breaker = 'open' and open_until <= now() then 'half-open' else breaker end,
+  'breaker', ${BREAKER_VIEW},
   'consecutiveFailures', consecutive_failures, 'blockedUntil', blocked_until, 'openUntil', open_until,
   'latencyMs', latency_ms, 'baselineLatencyMs', baseline_latency_ms,
   'budget', case when breaker = 'open' and open_until > now() then 0
@@ -149,13 +165,13 @@ export const PROVIDER_BUDGET_JSON = sql.raw(`jsonb_build_object(
                  else floor(concurrency_limit)::int end,
   'probe', breaker = 'open' and open_until <= now(),
   'waitMs', greatest(0, coalesce(ceil(extract(epoch from greatest(blocked_until, case when breaker = 'open' then open_until end) - now()) * 1000), 0))::int,
-  'previous', jsonb_build_object('concurrencyLimit', previous_limit, 'breaker', previous_breaker))`);
+  'previous', jsonb_build_object('concurrencyLimit', previous_limit, 'breaker', previous_breaker))`;
 
 /**
  * Gives providers never seen before a row at the full limit; true when some had none (their
  * feedback was not applied: the caller applies it again).
  */
-export async function ensureProviders(tx: Db, keys: readonly { provider: string; model: string }[], s: ProviderSettings): Promise<boolean> {
+async function ensureProviders(tx: Db, keys: readonly { provider: string; model: string }[], s: ProviderSettings): Promise<boolean> {
   const result = await tx.execute(sql`
     insert into job_queue.provider_states (provider, model, concurrency_limit)
     select k.provider, k.model, ${s.maxLimit}::float8
@@ -192,13 +208,9 @@ export async function listProviders(db: Db): Promise<(ProviderState & { inFlight
     select p.provider, p.model, p.concurrency_limit as "concurrencyLimit", ${BREAKER_VIEW} as breaker,
            p.consecutive_failures as "consecutiveFailures", p.blocked_until as "blockedUntil", p.open_until as "openUntil",
            p.latency_ms as "latencyMs", p.baseline_latency_ms as "baselineLatencyMs",
-           coalesce(r.n, 0)::int as "inFlight"
+           coalesce(r.running, 0) as "inFlight"
     from job_queue.provider_states p
-    left join (
-      select j.config->>'provider' as provider, j.config->>'model' as model, count(*) as n
-      from job_queue.job_items i join job_queue.caption_jobs j on j.job_id = i.job_id
-      where i.status = 'running'
-      group by 1, 2) r on r.provider = p.provider and r.model = p.model
+    left join (${runningPerProvider()}) r on r.provider = p.provider and r.model = p.model
     order by p.provider, p.model`);
   return rows;
 }

@@ -26,7 +26,7 @@ import {
 } from '../db/dispatch.js';
 import { CANCEL_CHANNEL, JOB_FINISHED, WORK_CHANNEL } from '../db/jobs.js';
 import { PgListener } from '../db/listener.js';
-import type { ProviderBudget, ProviderSettings } from '../db/providers.js';
+import { providerKey, type ProviderBudget, type ProviderSettings } from '../db/providers.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { classifyError, PermanentError, ReplicaError, ThrottledError } from './errors.js';
@@ -47,8 +47,6 @@ interface InFlight {
 
 // Cancelled job ids remembered for calls claimed just before the cancel whose NOTIFY came first.
 const REMEMBERED_CANCELS = 1000;
-
-const providerKey = (p: { provider: string; model: string }) => JSON.stringify([p.provider, p.model]);
 
 export interface DispatcherOptions {
   db: Db;
@@ -280,8 +278,7 @@ export class Dispatcher {
   private learn(providers: readonly ProviderBudget[]): void {
     const now = performance.now();
     for (const p of providers) {
-      const key = providerKey(p);
-      if (p.waitMs > 0) this.providerBlocks.set(key, Math.max(this.providerBlocks.get(key) ?? 0, now + p.waitMs));
+      if (p.waitMs > 0) this.blockProvider(p, now + p.waitMs);
       const at = { provider: p.provider, model: p.model, concurrencyLimit: Math.round(p.concurrencyLimit * 100) / 100 };
       if (p.breaker !== p.previous.breaker) {
         if (p.breaker === 'open') this.logger.warn({ ...at, consecutiveFailures: p.consecutiveFailures, probeInMs: p.waitMs }, 'circuit breaker opened: no calls to this provider until a probe succeeds');
@@ -291,6 +288,12 @@ export class Dispatcher {
         this.logger.info({ ...at, from: Math.floor(p.previous.concurrencyLimit), to: Math.floor(p.concurrencyLimit), waitMs: p.waitMs }, 'provider limit lowered');
       }
     }
+  }
+
+  /** No call to this provider before `until` (performance.now() time); a later block already known stays. */
+  private blockProvider(p: { provider: string; model: string }, until: number): void {
+    const key = providerKey(p);
+    this.providerBlocks.set(key, Math.max(this.providerBlocks.get(key) ?? 0, until));
   }
 
   /** The outcomes' items are no longer held: recorded, or late (cancelled, rescued) and dropped. */
@@ -355,16 +358,10 @@ export class Dispatcher {
     try {
       if (controller.signal.aborted) throw controller.signal.reason;
       const caption = await this.bridge.caption(item, { signal: controller.signal, requestId });
-      const processingTime = Math.round(performance.now() - started);
+      const latencyMs = performance.now() - started;
+      const processingTime = Math.round(latencyMs);
       this.metrics?.bridgeCalls.observe({ outcome: 'ok' }, processingTime / 1000);
-      outcome = {
-        itemId: item.itemId,
-        jobId: item.jobId,
-        processingTime,
-        status: 'completed',
-        ...caption,
-        signal: { kind: 'ok', latencyMs: performance.now() - started },
-      };
+      outcome = { itemId: item.itemId, jobId: item.jobId, processingTime, status: 'completed', ...caption, signal: { kind: 'ok', latencyMs } };
     } catch (error) {
       const processingTime = Math.round(performance.now() - started);
       if (controller.signal.aborted) {
@@ -394,10 +391,7 @@ export class Dispatcher {
     const adaptive = this.providerSettings !== undefined;
     if (adaptive && failure instanceof ThrottledError) {
       const waitMs = failure.retryAfterMs ?? backoffMs(1, this.retry);
-      if (failure.retryAfterMs !== null) {
-        const key = providerKey(item.config);
-        this.providerBlocks.set(key, Math.max(this.providerBlocks.get(key) ?? 0, performance.now() + failure.retryAfterMs));
-      }
+      if (failure.retryAfterMs !== null) this.blockProvider(item.config, performance.now() + failure.retryAfterMs);
       return { ...base, status: 'deferred', error: failure.message, retryInMs: waitMs, signal: { kind: 'throttled', retryAfterMs: failure.retryAfterMs } };
     }
     // Whether it speaks about the provider: this replica's own trouble (no key for the secrets) does not.
