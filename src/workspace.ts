@@ -124,8 +124,7 @@ export async function listDatasetImagePaths(root: string, name: string): Promise
  */
 export async function statImageFile(realRoot: string, relative: string): Promise<ImageFile | undefined> {
   try {
-    const real = await realpath(path.join(realRoot, toWorkspaceRelative(relative)));
-    if (real !== realRoot && !real.startsWith(realRoot + path.sep)) return undefined;
+    const real = await resolveInWorkspace(realRoot, relative, realRoot);
     const info = await stat(real);
     return info.isFile() ? { path: relative, sizeBytes: info.size, mtime: info.mtime } : undefined;
   } catch {

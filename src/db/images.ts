@@ -40,17 +40,6 @@ export async function findImagesByPath(db: Db, paths: string[]) {
 /** Advisory lock: shared by transactions that write job items, exclusive for image deletions. */
 export const IMAGE_DELETE_LOCK = 7_245_002;
 
-/** Inserts or refreshes an image by path; returns its id. */
-export async function upsertImage(db: Db, image: ImageUpsert): Promise<string> {
-  const { path: _path, ...changes } = image;
-  const [row] = await db
-    .insert(images)
-    .values(image)
-    .onConflictDoUpdate({ target: images.path, set: { ...changes, updatedAt: sql`now()` } })
-    .returning({ id: images.id });
-  return row!.id;
-}
-
 // ---------------------------------------------------------------------------------------------
 // The API
 
@@ -246,12 +235,7 @@ export async function touchDatasets(tx: Db, datasetIds: string[] | SQL): Promise
   await tx.execute(sql`update core_schema.datasets set updated_at = now() where ${which}`);
 }
 
-/** A re-scan found the same content under a new modification time: remember it, change nothing else. */
-export async function refreshImageMtime(tx: Db, id: string, fileMtime: Date): Promise<void> {
-  await tx.execute(sql`update core_schema.images set file_mtime = ${fileMtime.toISOString()}::timestamptz where id = ${id}`);
-}
-
-/** refreshImageMtime for many images, one statement. */
+/** A re-scan found the same content under new modification times: remember them, change nothing else; one statement. */
 export async function refreshImageMtimes(db: Db, rows: { id: string; fileMtime: Date }[]): Promise<void> {
   if (rows.length === 0) return;
   await db.execute(sql`
@@ -261,7 +245,7 @@ export async function refreshImageMtimes(db: Db, rows: { id: string; fileMtime: 
     where i.id = u.id`);
 }
 
-/** upsertImage for many images, one statement (the import writes a thousand at a time, not one). */
+/** Inserts or refreshes images by path, one statement (the import writes a thousand at a time, not one). */
 export async function upsertImages(db: Db, rows: ImageUpsert[]): Promise<void> {
   if (rows.length === 0) return;
   const column = <T extends string | number | null>(pick: (r: ImageUpsert) => T) => sql`${sql.param(rows.map(pick))}`;
