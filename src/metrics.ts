@@ -7,7 +7,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { Db } from './db/client.js';
 import { countUndelivered } from './db/outbox.js';
 import { listProviders } from './db/providers.js';
-import { getQueueDepth, type QueueDepth } from './db/statistics.js';
+import { getQueueDepth } from './db/statistics.js';
 
 export interface Metrics {
   registry: Registry;
@@ -42,11 +42,7 @@ export function createMetrics(deps: { db: Db; pool: pg.Pool }): Metrics {
 
   // Queue depth is read from the database at scrape time, so every replica reports the same truth;
   // the two gauges, collected concurrently, share one read per scrape.
-  let inflight: Promise<QueueDepth> | undefined;
-  const readDepth = () =>
-    (inflight ??= getQueueDepth(deps.db).finally(() => {
-      inflight = undefined;
-    }));
+  const readDepth = sharedRead(() => getQueueDepth(deps.db));
   new Gauge({
     name: 'graphcap_jobs',
     help: 'Jobs (not archived) by status.',
@@ -81,12 +77,8 @@ export function createMetrics(deps: { db: Db; pool: pg.Pool }): Metrics {
     },
   });
 
-  // Adaptive dispatch per (provider, model), as every replica sees it in the database.
-  let providersRead: ReturnType<typeof listProviders> | undefined;
-  const readProviders = () =>
-    (providersRead ??= listProviders(deps.db).finally(() => {
-      providersRead = undefined;
-    }));
+  // Adaptive dispatch per (provider, model), as every replica sees it in the database; one read per scrape too.
+  const readProviders = sharedRead(() => listProviders(deps.db));
   const providerGauge = (name: string, help: string, value: (p: Awaited<ReturnType<typeof listProviders>>[number]) => number) =>
     new Gauge({
       name,
@@ -172,4 +164,13 @@ export function routeLabeller(openApiPaths: string[]): (path: string) => string 
     }
     return templates.find((t) => t.pattern.test(path))?.template ?? 'other';
   };
+}
+
+/** `read`, shared by the callers that ask while it runs: the gauges of one scrape, one query. */
+function sharedRead<T>(read: () => Promise<T>): () => Promise<T> {
+  let running: Promise<T> | undefined;
+  return () =>
+    (running ??= read().finally(() => {
+      running = undefined;
+    }));
 }
