@@ -730,10 +730,11 @@ async function explainClaim(db: pg.Pool, label: string, dataset: string): Promis
       claimItems: `update job_queue.job_items i
         set status = 'running', attempts = i.attempts + 1, lease_owner = 'explain',
             lease_expires_at = now() + make_interval(secs => 30), next_attempt_at = null, started_at = now(), updated_at = now()
-        from (select id from job_queue.job_items
-              where job_id = '${jobId}' and status = 'pending' and (next_attempt_at is null or next_attempt_at <= now())
-              order by seq limit 16 for update skip locked) c
-        where i.id = c.id returning i.id`,
+        where i.id = any(array(
+          select id from job_queue.job_items
+          where job_id = '${jobId}' and status = 'pending' and (next_attempt_at is null or next_attempt_at <= now())
+          order by seq limit 16 for update skip locked))
+        returning i.id`,
     };
     for (const [name, query] of Object.entries(plans)) {
       const { rows: plan } = await c.query(`explain (analyze, buffers) ${query}`);
