@@ -7,9 +7,9 @@
  * record never deadlocks with a cancel. The few statements that lock many items without the job
  * row (renew, release) skip rows another transaction holds instead of waiting for them.
  */
-import { sql } from 'drizzle-orm';
+import { sql, type SQL } from 'drizzle-orm';
 import type { Db } from './client.js';
-import { insertCaptionsFrom, rollUpJobs, ROLL_UP_CTES, ROLL_UP_NOTIFY } from './items.js';
+import { insertCaptionsFrom, rollUpCtes, rollUpJobs, ROLL_UP_CTES, ROLL_UP_NOTIFY } from './items.js';
 import { EVENTS_CHANNEL, insertJobEvents, jobEventColumns, recordJobStatusChange, recordJobStatusChanges } from './outbox.js';
 import { notifyWork, pgArray, type JobConfig } from './jobs.js';
 import {
@@ -206,7 +206,7 @@ type LockedJob = {
 };
 
 /**
- * The dispatcher's one transaction per round: records every outcome that finished since the last
+ * The dispatcher's full round, one transaction: records every outcome that finished since the last
  * one (the items, their captions, the jobs' counters, status and events), then claims new items
  * for the slots that frees and for `claimIn`. Batching is what keeps the service off the
  * database's critical path: one commit and one lock of each job row per round, however many items
@@ -264,6 +264,16 @@ function providerFeedback(jobs: readonly LockedJob[], outcomes: readonly ItemOut
   return [...feedback.values()].map(({ latencySum, ...f }) => ({ ...f, latencyMs: f.ok > 0 ? latencySum / f.ok : null }));
 }
 
+/** The best (lowest) priority of a startable pending job that has work left, or null: fair share's question. */
+const WAITING_PRIORITY = sql`(
+  select min(w.priority) from job_queue.caption_jobs w
+  where w.status = 'pending' and not w.archived
+    and exists (select 1 from job_queue.job_items i where i.job_id = w.job_id and i.status = 'pending')
+    and not exists (
+      select 1 from job_queue.job_dependencies d
+      join job_queue.caption_jobs dep on dep.job_id = d.depends_on_job_id
+      where d.job_id = w.job_id and dep.status <> 'completed'))`;
+
 /**
  * Locks job rows, always in job id order: every transaction that touches a job locks its row
  * before its items, and several rows in one order, so recordings, claims and cancels never
@@ -271,21 +281,62 @@ function providerFeedback(jobs: readonly LockedJob[], outcomes: readonly ItemOut
  * has work left (fair share), or null when none waits.
  */
 async function lockJobs(tx: Db, jobIds: readonly string[], waiting = false): Promise<{ jobs: LockedJob[]; waitingPriority: number | null }> {
-  const waitingPriority = waiting
-    ? sql`(select min(w.priority) from job_queue.caption_jobs w
-           where w.status = 'pending' and not w.archived
-             and exists (select 1 from job_queue.job_items i where i.job_id = w.job_id and i.status = 'pending')
-             and not exists (
-               select 1 from job_queue.job_dependencies d
-               join job_queue.caption_jobs dep on dep.job_id = d.depends_on_job_id
-               where d.job_id = w.job_id and dep.status <> 'completed'))`
-    : sql`null::int`;
+  const waitingPriority = waiting ? WAITING_PRIORITY : sql`null::int`;
   const { rows } = await tx.execute<LockedJob & { waitingPriority: number | null }>(sql`
     select job_id as "jobId", status, config, request_id as "requestId", slice_items as "sliceItems", priority,
            ${waitingPriority} as "waitingPriority"
     from job_queue.caption_jobs where job_id = any(${pgArray(jobIds)}::uuid[])
     order by job_id for update`);
   return { jobs: rows, waitingPriority: rows[0]?.waitingPriority ?? null };
+}
+
+/**
+ * The outcomes as the relation `o` and the CTEs that record them: `written`, the items still
+ * running under `owner`'s lease, set to their outcome; `captions`; `d`, what finished per job (for
+ * the roll-up). `gate` is a condition the item update waits for (a statement that locks its job
+ * rows itself makes the update wait for those locks: the one lock order, jobs before items).
+ */
+function recordCtes(owner: string, outcomes: readonly ItemOutcome[], gate: SQL = sql`true`): SQL {
+  const rows = outcomes.map((o) => ({
+    itemId: o.itemId,
+    jobId: o.jobId,
+    processingTime: o.processingTime,
+    signal: o.signal?.kind ?? null,
+    latencyMs: o.signal?.kind === 'ok' ? o.signal.latencyMs : null,
+    retryAfterMs: o.signal?.kind === 'throttled' ? o.signal.retryAfterMs : null,
+    ...(o.status === 'completed'
+      ? { status: 'completed', result: o.result, rawText: o.rawText }
+      : { status: o.retryInMs === null ? 'failed' : 'pending', error: o.error, retryInMs: o.retryInMs, giveBack: o.status === 'deferred' }),
+  }));
+  return sql`
+    o as (
+      select * from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
+        as o("itemId" uuid, "jobId" uuid, status text, "processingTime" int, error text, "retryInMs" int, result jsonb,
+             "rawText" text, "giveBack" boolean, signal text, "latencyMs" float8, "retryAfterMs" int)
+    ), written as (
+      update job_queue.job_items i
+      set status = o.status, error = o.error, processing_time = o."processingTime",
+          attempts = case when o."giveBack" then greatest(i.attempts - 1, 0) else i.attempts end,
+          next_attempt_at = case when o.status = 'pending' then now() + make_interval(secs => o."retryInMs" / 1000.0) end,
+          completed_at = case when o.status <> 'pending' then now() end,
+          lease_owner = null, lease_expires_at = null, updated_at = now()
+      from o
+      -- The items through the primary key too: else the planner fetches every item the partial
+      -- index of running items still lists (dead entries included, until a vacuum) and filters.
+      where i.id = any(array(select "itemId" from o)) and i.id = o."itemId"
+        and i.status = 'running' and i.lease_owner = ${owner} and ${gate}
+      returning i.id, i.image_id, i.perspective, i.job_id, i.status
+    ), captions as (
+      ${insertCaptionsFrom(sql`(
+        select w.id as item_id, w.image_id, w.perspective, w.job_id, o.result, o."rawText" as raw_text,
+               null::text as model, null::text as provider
+        from written w join o on o."itemId" = w.id where w.status = 'completed')`)}
+    ), d as (
+      -- A retry or a deferral (pending again) finishes nothing.
+      select job_id as "jobId", (count(*) filter (where status = 'completed'))::int as completed,
+             (count(*) filter (where status = 'failed'))::int as failed, 0 as cancelled
+      from written where status in ('completed', 'failed') group by job_id
+    )`;
 }
 
 /**
@@ -305,47 +356,9 @@ async function recordRound(
   if (outcomes.length === 0) {
     return { recorded: [], after: new Map(), providers: settings ? await updateProviders(tx, feedback, settings) : [] };
   }
-  const rows = outcomes.map((o) =>
-    o.status === 'completed'
-      ? { itemId: o.itemId, status: 'completed', processingTime: o.processingTime, result: o.result, rawText: o.rawText }
-      : {
-          itemId: o.itemId,
-          status: o.retryInMs === null ? 'failed' : 'pending',
-          processingTime: o.processingTime,
-          error: o.error,
-          retryInMs: o.retryInMs,
-          giveBack: o.status === 'deferred',
-        },
-  );
   const providerPart = settings ? sql`, ${providerFeedbackCte(feedback)}, ${providerCtes(settings)}` : sql``;
   const { rows: [result] } = await tx.execute<{ recorded: string[]; jobs: { jobId: string; after: JobStatus }[]; providers: ProviderBudget[] }>(sql`
-    with o as (
-      select * from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
-        as o("itemId" uuid, status text, "processingTime" int, error text, "retryInMs" int, result jsonb, "rawText" text, "giveBack" boolean)
-    ), written as (
-      update job_queue.job_items i
-      set status = o.status, error = o.error, processing_time = o."processingTime",
-          attempts = case when o."giveBack" then greatest(i.attempts - 1, 0) else i.attempts end,
-          next_attempt_at = case when o.status = 'pending' then now() + make_interval(secs => o."retryInMs" / 1000.0) end,
-          completed_at = case when o.status <> 'pending' then now() end,
-          lease_owner = null, lease_expires_at = null, updated_at = now()
-      from o
-      -- The items through the primary key too: else the planner fetches every item the partial
-      -- index of running items still lists (dead entries included, until a vacuum) and filters.
-      where i.id = any(array(select "itemId" from o)) and i.id = o."itemId"
-        and i.status = 'running' and i.lease_owner = ${owner}
-      returning i.id, i.image_id, i.perspective, i.job_id, i.status
-    ), captions as (
-      ${insertCaptionsFrom(sql`(
-        select w.id as item_id, w.image_id, w.perspective, w.job_id, o.result, o."rawText" as raw_text,
-               null::text as model, null::text as provider
-        from written w join o on o."itemId" = w.id where w.status = 'completed')`)}
-    ), d as (
-      -- A retry or a deferral (pending again) finishes nothing.
-      select job_id as "jobId", (count(*) filter (where status = 'completed'))::int as completed,
-             (count(*) filter (where status = 'failed'))::int as failed, 0 as cancelled
-      from written where status in ('completed', 'failed') group by job_id
-    ), ${ROLL_UP_CTES}${providerPart}
+    with ${recordCtes(owner, outcomes)}, ${ROLL_UP_CTES}${providerPart}
     select (select coalesce(jsonb_agg(id), '[]'::jsonb) from written) as recorded,
            (select coalesce(jsonb_agg(jsonb_build_object('jobId', job_id, 'after', status)), '[]'::jsonb) from rolled) as jobs,
            ${settings ? sql`(select coalesce(jsonb_agg(${PROVIDER_BUDGET_JSON}), '[]'::jsonb) from pupdated)` : sql`'[]'::jsonb`} as providers,
@@ -462,6 +475,153 @@ async function endTurns(tx: Db, jobIds: readonly string[]): Promise<void> {
     rows.map(({ jobId }) => ({ jobId, from: 'running', reason: 'turn ended: another job of the same or a higher priority is waiting' })),
   );
   await notifyWork(tx);
+}
+
+export interface RecordAndSwapParams {
+  owner: string;
+  /** Outcomes of items `owner` holds (at least one); each is recorded only while the item is still running under its lease. */
+  outcomes: readonly ItemOutcome[];
+  leaseSeconds: number;
+  maxRunningPerJob: number;
+  sliceItems?: number;
+  providers?: ProviderSettings;
+}
+
+export interface RecordAndSwapResult extends RecordAndClaimResult {
+  /** None: starting jobs is a full round's. */
+  started: [];
+  /**
+   * The caps may allow more than this round could claim (slots free beyond those it freed, a turn
+   * to end, a provider without a row yet): a full round (recordAndClaim) should follow.
+   */
+  more: boolean;
+}
+
+/**
+ * The steady-state round, one statement in autocommit: records the outcomes (as recordAndClaim
+ * does) and claims, in their jobs, at most as many items as the outcomes took out of running, per
+ * job and per provider. One round trip and one commit instead of five round trips: at a few items
+ * in flight, the round trips were most of an item's cycle (bench/README.md).
+ *
+ * One statement has one snapshot, taken before it waits for the job rows' locks, so its counts of
+ * running items may miss another replica's claims committed in between; that is why it never
+ * claims more than it frees: the running items of a job or provider do not grow, so a cap that
+ * held before holds after, whatever the counts missed. Within that, it claims no more than the
+ * counts and the providers' budgets allow. What needs a fresh count (slots free beyond those
+ * freed, ending a turn) it leaves to recordAndClaim, flagging `more`.
+ */
+export async function recordAndSwap(db: Db, p: RecordAndSwapParams): Promise<RecordAndSwapResult> {
+  const s = p.providers;
+  const jobIds = [...new Set(p.outcomes.map((o) => o.jobId))];
+  // The job rows first, always: the item and provider updates wait for this lock (recordCtes' gate, pf).
+  const locked = sql`(select count(*) from locked) >= 0`;
+  const providerPart = s
+    ? sql`
+    pf as (
+      select l.config->>'provider' as provider, l.config->>'model' as model,
+             (count(*) filter (where o.signal = 'ok'))::int as ok,
+             (count(*) filter (where o.signal = 'throttled'))::int as throttled,
+             (count(*) filter (where o.signal = 'failed'))::int as failed,
+             nullif(max(coalesce(o."retryAfterMs", 0)) filter (where o.signal = 'throttled'), 0) as "retryAfterMs",
+             avg(o."latencyMs") filter (where o.signal = 'ok') as "latencyMs"
+      from locked l join o on o."jobId" = l.job_id group by 1, 2
+    ), ${providerCtes(s)},
+    pb as (select provider, model, ${PROVIDER_BUDGET_JSON} as b from pupdated),
+    busy as (${runningPerProvider()}),`
+    : sql``;
+  const { rows: [r] } = await db.execute<{
+    recorded: string[];
+    claimed: (Omit<ClaimedItem, 'config' | 'requestId' | 'probe'> & { probe: boolean })[];
+    jobs: { jobId: string; config: JobConfig; requestId: string | null }[];
+    providers: ProviderBudget[];
+    more: boolean;
+  }>(sql`
+    with locked as (
+      select job_id, status, config, request_id, slice_items, priority, queue_position, created_at
+      from job_queue.caption_jobs where job_id = any(${pgArray(jobIds)}::uuid[])
+      order by job_id for update
+    ), ${recordCtes(p.owner, p.outcomes, locked)},
+    ${providerPart}
+    freed as (
+      select job_id, count(*)::int as n from written group by job_id
+    ), pfreed as (
+      select l.config->>'provider' as provider, l.config->>'model' as model, sum(f.n)::int as n
+      from freed f join locked l on l.job_id = f.job_id group by 1, 2
+    ), shares as (
+      -- Per running job: what it freed; its free slots and its provider's as the snapshot counts them.
+      select l.job_id, l.config->>'provider' as provider, l.config->>'model' as model, l.priority, l.queue_position, l.created_at,
+             t.turn_over, f.n as freed, pf.n as pfreed,
+             case when t.turn_over then 0
+                  else greatest(0, ${p.maxRunningPerJob} - ((select count(*) from job_queue.job_items r
+                                                             where r.job_id = l.job_id and r.status = 'running') - f.n)) end as free,
+             ${s ? sql`case when pb.b is not null then greatest(0, (pb.b->>'budget')::int - (coalesce(b.running, 0) - pf.n)) end` : sql`null::int`} as pfree,
+             ${s ? sql`coalesce((pb.b->>'probe')::boolean, false)` : sql`false`} as probe
+      from locked l
+      join freed f on f.job_id = l.job_id
+      join pfreed pf on pf.provider = l.config->>'provider' and pf.model = l.config->>'model'
+      ${s ? sql`left join pb on pb.provider = l.config->>'provider' and pb.model = l.config->>'model'
+                left join busy b on b.provider = l.config->>'provider' and b.model = l.config->>'model'` : sql``}
+      cross join lateral (select coalesce(${p.sliceItems ?? 0} > 0 and l.slice_items >= ${p.sliceItems ?? 0}
+                                          and ${WAITING_PRIORITY} <= l.priority, false) as turn_over) t
+      where l.status = 'running'
+    ), wanted as (
+      -- n: what this statement claims, never more than freed (of the job, of its provider);
+      -- n_free: what the counts alone would allow. A provider's slots go to its jobs in queue order.
+      select job_id, probe, turn_over,
+             case when pfree is null then least(freed, free)
+                  else least(freed, free, greatest(0, least(pfreed, pfree) - coalesce(sum(least(freed, free)) over q, 0))) end as n,
+             case when pfree is null then free
+                  else least(free, greatest(0, pfree - coalesce(sum(free) over q, 0))) end as n_free
+      from shares
+      window q as (partition by provider, model order by priority, queue_position, created_at, job_id
+                   rows between unbounded preceding and 1 preceding)
+    ), picked as (
+      select w.job_id, next.id from wanted w
+      cross join lateral (
+        select id from job_queue.job_items
+        where job_id = w.job_id and status = 'pending' and (next_attempt_at is null or next_attempt_at <= now())
+        order by seq limit w.n
+        for update skip locked) next
+    ), claimed as (
+      update job_queue.job_items i
+      set status = 'running', attempts = i.attempts + 1, lease_owner = ${p.owner},
+          lease_expires_at = now() + make_interval(secs => ${p.leaseSeconds}), next_attempt_at = null,
+          started_at = now(), updated_at = now()
+      where i.id = any(array(select id from picked))
+      returning i.id, i.job_id, i.image_path, i.perspective, i.attempts, i.seq
+    ), ${rollUpCtes({
+      before: sql`select job_id, status from locked`,
+      // A job row is updated once per statement: the roll-up counts the turn's claims of the jobs it updates, turns the others'.
+      set: sql`slice_items = slice_items + (select count(*) from claimed c where c.job_id = j.job_id)`,
+    })}, turns as (
+      update job_queue.caption_jobs j set slice_items = slice_items + c.n
+      from (select job_id, count(*) as n from claimed group by job_id) c
+      where j.job_id = c.job_id and c.job_id not in (select "jobId" from d)
+    )
+    select (select coalesce(jsonb_agg(id), '[]'::jsonb) from written) as recorded,
+           (select coalesce(jsonb_agg(jsonb_build_object('itemId', c.id, 'jobId', c.job_id, 'imagePath', c.image_path,
+                                                         'perspective', c.perspective, 'attempts', c.attempts, 'probe', w.probe)
+                                      order by c.job_id, c.seq), '[]'::jsonb)
+            from claimed c join wanted w on w.job_id = c.job_id) as claimed,
+           (select coalesce(jsonb_agg(jsonb_build_object('jobId', l.job_id, 'config', l.config, 'requestId', l.request_id)), '[]'::jsonb)
+            from locked l where l.job_id in (select job_id from claimed)) as jobs,
+           ${s ? sql`(select coalesce(jsonb_agg(b), '[]'::jsonb) from pb)` : sql`'[]'::jsonb`} as providers,
+           (${s ? sql`(select count(*) from pb) < (select count(*) from pf)` : sql`false`}
+            or exists (select 1 from wanted w
+                       where w.turn_over or (w.n_free > w.n and w.n = (select count(*) from picked k where k.job_id = w.job_id)))) as more,
+           ${ROLL_UP_NOTIFY}`);
+  const written = new Set(r!.recorded);
+  const jobs = new Map(r!.jobs.map((j) => [j.jobId, j]));
+  return {
+    started: [],
+    recorded: p.outcomes.filter((o) => written.has(o.itemId)),
+    claimed: r!.claimed.map(({ probe, ...item }) => {
+      const job = jobs.get(item.jobId)!;
+      return { ...item, config: job.config, requestId: job.requestId, ...(probe ? { probe: true } : {}) };
+    }),
+    providers: r!.providers,
+    more: r!.more,
+  };
 }
 
 /**

@@ -274,14 +274,19 @@ export interface JobDelta {
  * completed, failed, cancelled) before them, so the dispatcher can roll up in the statement that
  * records its items; `rolled` returns each job's new state and `before`. The callers hold the
  * jobs' row locks.
+ *
+ * `before` reads the jobs' statuses; a statement that takes the row locks itself passes the rows
+ * as locked (its snapshot may predate a change committed just before the lock). `set` adds SET
+ * clauses, since a statement may update a row only once.
  */
-export const ROLL_UP_CTES = (() => {
+export function rollUpCtes(o: { before?: SQL; set?: SQL } = {}): SQL {
   // SET expressions read the row as it was: the new counters are the old ones plus the delta.
   const done = sql`processed_images + d.completed + failed_images + d.failed + cancelled_images + d.cancelled`;
   const ends = sql`j.status in ('pending', 'running', 'paused') and ${done} >= total_images`;
+  const before = o.before ?? sql`select job_id, status from job_queue.caption_jobs`;
   return sql`
     before as (
-      select job_id, status from job_queue.caption_jobs where job_id in (select "jobId" from d)
+      select job_id, status from (${before}) b where job_id in (select "jobId" from d)
     ), rolled as (
       update job_queue.caption_jobs j
       set processed_images = processed_images + d.completed,
@@ -296,7 +301,7 @@ export const ROLL_UP_CTES = (() => {
                    else 'partial' end
             else j.status end,
           completed_at = case when ${ends} then now() else completed_at end,
-          ${ROLL_RATE_WINDOW(sql`(d.completed + d.failed)`)},
+          ${ROLL_RATE_WINDOW(sql`(d.completed + d.failed)`)},${o.set ? sql` ${o.set},` : sql``}
           updated_at = now()
       from d join before b on b.job_id = d."jobId"
       where j.job_id = d."jobId"
@@ -309,7 +314,9 @@ export const ROLL_UP_CTES = (() => {
           (2, 'JOB_STATUS_CHANGED', jsonb_build_object('oldStatus', r.before, 'newStatus', r.status, 'reason', null))) e(ord, type, extra)
         where e.type = 'JOB_PROGRESS' or r.before <> r.status)`)}
     )`;
-})();
+}
+
+export const ROLL_UP_CTES = rollUpCtes();
 
 /**
  * Select-list columns that send a roll-up's notifications at commit: events were written; a job

@@ -19,10 +19,12 @@ import {
   extendLeases,
   failJobsWithBrokenDependencies,
   recordAndClaim,
+  recordAndSwap,
   releaseItems,
   rescueExpiredLeases,
   type ClaimedItem,
   type ItemOutcome,
+  type RecordAndClaimResult,
 } from '../db/dispatch.js';
 import { CANCEL_CHANNEL, JOB_FINISHED, WORK_CHANNEL } from '../db/jobs.js';
 import { PgListener } from '../db/listener.js';
@@ -218,8 +220,8 @@ export class Dispatcher {
    * One pass: on a full round (the queue changed, or a poll interval passed) sweep expired leases,
    * end jobs with broken dependencies, start jobs and look at every running job; then record the
    * outcomes gathered since the last round and claim, in one transaction, and launch the calls.
-   * A wake-up for finished items alone claims only in their jobs, which keeps the queries per
-   * finished item few.
+   * A wake-up for finished items alone is one statement (recordAndSwap): their slots go to the
+   * next items of their jobs, and a full round follows only when the caps may allow more.
    */
   private async round(): Promise<void> {
     const outcomes = this.outcomes;
@@ -257,17 +259,23 @@ export class Dispatcher {
     }
     if (outcomes.length === 0 && !full) return;
     const claimedAt = performance.now();
-    const { started, recorded, claimed, providers } = await withPreparedStatements(this.pool, (db) => recordAndClaim(db, {
+    const caps = {
       owner: this.owner,
-      startJobsUpTo: full ? this.config.MAX_CONCURRENT_JOBS : undefined,
       outcomes,
-      claimIn: [],
-      claim,
       leaseSeconds: this.config.LEASE_SECONDS,
       maxRunningPerJob: this.config.MAX_CONCURRENT_ITEMS,
       sliceItems: this.config.FAIR_SHARE_SLICE_ITEMS,
       providers: this.providerSettings,
-    }));
+    };
+    const { started, recorded, claimed, providers, more } = await withPreparedStatements<RecordAndClaimResult & { more?: boolean }>(this.pool, (db) =>
+      full || !claim
+        ? recordAndClaim(db, { ...caps, startJobsUpTo: full ? this.config.MAX_CONCURRENT_JOBS : undefined, claimIn: [], claim })
+        : recordAndSwap(db, caps),
+    );
+    if (more) {
+      this.queueChanged = true;
+      this.wakeup.wake();
+    }
     for (const jobId of started) this.logger.info({ jobId }, 'job started');
     this.settle(outcomes, recorded);
     this.learn(providers);

@@ -12,6 +12,7 @@ import {
   extendLeases,
   failJobsWithBrokenDependencies,
   recordAndClaim,
+  recordAndSwap,
   releaseItems,
   rescueExpiredLeases,
   startRunnableJobs,
@@ -45,7 +46,7 @@ const RESULT = { caption: 'a test caption' };
 
 /** No job running: every test starts from an empty slot table. */
 async function finishRunningJobs(): Promise<void> {
-  await svc.db.execute(sql`update job_queue.caption_jobs set status = 'cancelled' where status in ('pending', 'running')`);
+  await svc.db.execute(sql`update job_queue.caption_jobs set status = 'cancelled' where status in ('pending', 'running', 'paused')`);
 }
 
 async function runningJob(body: Record<string, unknown> = {}) {
@@ -237,6 +238,131 @@ describe('recording', () => {
     expect(await recordItemFailure(svc.db, { ...item!, owner: 'a', processingTime: 7, error: 'bad image', retryInMs: null })).toBe(true);
     expect((await itemStates(svc.db, [job.jobId]))[0]).toMatchObject({ status: 'failed', error: 'bad image', processingTime: 7, leaseOwner: null });
     expect(await jobState(svc.db, job.jobId)).toMatchObject({ status: 'failed', failedImages: 1, progress: 100 });
+  });
+});
+
+describe('the steady-state round (recordAndSwap)', () => {
+  const completed = (item: { itemId: string; jobId: string }): ItemOutcome =>
+    ({ itemId: item.itemId, jobId: item.jobId, processingTime: 4, status: 'completed', result: RESULT, rawText: null });
+  const swap = (db: Db, owner: string, outcomes: ItemOutcome[], extra: Partial<Parameters<typeof recordAndSwap>[1]> = {}) =>
+    recordAndSwap(db, { ...LEASE, owner, outcomes, ...extra });
+  const running = async (jobId: string) => (await itemStates(svc.db, [jobId])).filter((i) => i.status === 'running');
+  const sliceItems = async (jobId: string) =>
+    (await svc.db.execute<{ n: number }>(sql`select slice_items::int as n from job_queue.caption_jobs where job_id = ${jobId}`)).rows[0]!.n;
+
+  it('records its outcomes once and claims at most the slots they freed; free slots beyond those are flagged for a full round', async () => {
+    const job = await runningJob();
+    const held = await claim(svc.db, job.jobId, 'me', 2);
+    expect(held).toHaveLength(2);
+
+    // The cap (4) has two free slots besides the one this outcome frees: one claimed, the rest flagged.
+    const first = await swap(svc.db, 'me', [completed(held[0]!)]);
+    expect(first.recorded.map((o) => o.itemId)).toEqual([held[0]!.itemId]);
+    expect(first.claimed).toHaveLength(1);
+    expect(first.claimed[0]).toMatchObject({ jobId: job.jobId, attempts: 1, config: { provider: 'gemini' } });
+    expect(first.more).toBe(true);
+    expect((await running(job.jobId)).map((i) => i.id).sort()).toEqual([held[1]!.itemId, first.claimed[0]!.itemId].sort());
+    expect(await jobState(svc.db, job.jobId)).toMatchObject({ status: 'running', processedImages: 1 });
+
+    // The full round takes the free slots; then each swap keeps the job at its cap and flags nothing.
+    const filled = await claim(svc.db, job.jobId, 'me');
+    expect(filled).toHaveLength(2);
+    const inFlight = [held[1]!, first.claimed[0]!, ...filled];
+    const second = await swap(svc.db, 'me', [completed(inFlight[0]!), { ...completed(inFlight[1]!), status: 'failed', error: 'busy', retryInMs: 60_000 }]);
+    expect(second.recorded).toHaveLength(2);
+    expect(second.claimed).toHaveLength(2);
+    expect(second.more).toBe(false);
+    expect(await running(job.jobId)).toHaveLength(4);
+    // A late outcome (recorded already) writes nothing and frees nothing.
+    const late = await swap(svc.db, 'me', [completed(inFlight[0]!)]);
+    expect(late).toMatchObject({ recorded: [], claimed: [], more: false });
+    expect(await sliceItems(job.jobId)).toBe(2 + 1 + 2 + 2);
+    const { rows } = await svc.db.execute<{ n: number }>(sql`select count(*)::int as n from core_schema.captions where job_id = ${job.jobId}`);
+    expect(rows[0]!.n).toBe(2);
+    expect(await jobState(svc.db, job.jobId)).toMatchObject({ processedImages: 2, failedImages: 0 });
+  });
+
+  it('keeps the cap when its counts miss claims another replica committed while it waited for the job row', async () => {
+    const job = await runningJob();
+    const mine = await claim(svc.db, job.jobId, 'me', 2);
+    const holder = await pools[0]!.connect();
+    try {
+      await holder.query('begin');
+      await holder.query('select 1 from job_queue.caption_jobs where job_id = $1 for update', [job.jobId]);
+      // The swap's statement starts (its snapshot: two items running) and waits for the row.
+      const swapping = swap(replicas[1]!, 'me', [completed(mine[0]!)]);
+      await waitFor('the swap to wait for the job row', async () => {
+        const { rows } = await svc.db.execute(sql`
+          select 1 from pg_stat_activity
+          where datname = current_database() and wait_event_type = 'Lock' and query like '%with locked as%'`);
+        return rows.length > 0;
+      });
+      // Meanwhile another replica fills the two free slots and commits.
+      await holder.query(`
+        update job_queue.job_items set status = 'running', attempts = 1, lease_owner = 'other', lease_expires_at = now() + interval '30 seconds'
+        where id in (select id from job_queue.job_items where job_id = $1 and status = 'pending' order by seq limit 2)`, [job.jobId]);
+      await holder.query('commit');
+      const result = await swapping;
+      expect(result.recorded).toHaveLength(1);
+      // Counted by its snapshot, 3 slots were free; it claims the one it freed, so the cap (4) holds.
+      expect(result.claimed).toHaveLength(1);
+      const now = await running(job.jobId);
+      expect(now).toHaveLength(4);
+      expect(now.filter((i) => i.leaseOwner === 'other')).toHaveLength(2);
+      expect(new Set(now.map((i) => i.id)).size).toBe(4);
+    } finally {
+      holder.release();
+    }
+  });
+
+  it('claims nothing for a cancelled or paused job, and ends no turn itself: a full round does', async () => {
+    const cancelled = await runningJob();
+    const [c1] = await claim(svc.db, cancelled.jobId, 'me');
+    await api(svc.url, 'POST', `/api/perspectives/batch/cancel/${cancelled.jobId}`);
+    expect(await swap(svc.db, 'me', [completed(c1!)])).toMatchObject({ recorded: [], claimed: [], more: false });
+
+    const paused = await runningJob();
+    const [p1] = await claim(svc.db, paused.jobId, 'me');
+    await api(svc.url, 'POST', `/api/perspectives/batch/pause/${paused.jobId}`);
+    const onPaused = await swap(svc.db, 'me', [completed(p1!)]);
+    expect(onPaused.recorded).toHaveLength(1);
+    expect(onPaused.claimed).toEqual([]);
+    expect(await jobState(svc.db, paused.jobId)).toMatchObject({ status: 'paused', processedImages: 1 });
+
+    // A job whose turn is over while another of its priority waits claims nothing; `more` asks for the round that ends the turn.
+    const turn = await runningJob();
+    const waiting = await createJob(svc.url, {});
+    const items = await claim(svc.db, turn.jobId, 'me', 2);
+    const ended = await swap(svc.db, 'me', [completed(items[0]!)], { sliceItems: 2 });
+    expect(ended).toMatchObject({ claimed: [], more: true });
+    await swap(svc.db, 'me', [completed(items[1]!)], { sliceItems: 2 });
+    await recordAndClaim(svc.db, { ...LEASE, owner: 'me', outcomes: [], claimIn: [turn.jobId], claim: true, sliceItems: 2 });
+    expect((await jobState(svc.db, turn.jobId)).status).toBe('pending');
+    expect(await startRunnableJobs(svc.db, 1)).toEqual([waiting.jobId]);
+  });
+
+  it('claims within the provider\'s budget: none while its Retry-After runs, each call\'s feedback applied', async () => {
+    const providers = { maxLimit: 4, breakerFailures: 5, cooldownMs: 1000, maxCooldownMs: 10_000 };
+    const job = await runningJob();
+    await svc.db.execute(sql`delete from job_queue.provider_states`);
+    const { claimed: held } = await recordAndClaim(svc.db, { ...LEASE, owner: 'me', outcomes: [], claimIn: [job.jobId], claim: true, providers });
+    expect(held).toHaveLength(4);
+
+    const ok = await swap(svc.db, 'me', [{ ...completed(held[0]!), signal: { kind: 'ok', latencyMs: 40 } }], { providers });
+    expect(ok.claimed).toHaveLength(1);
+    expect(ok.providers).toMatchObject([{ provider: 'gemini', budget: 4, latencyMs: 40 }]);
+
+    const throttled: ItemOutcome = {
+      itemId: held[1]!.itemId, jobId: job.jobId, processingTime: 2, status: 'deferred', error: '429', retryInMs: 60_000,
+      signal: { kind: 'throttled', retryAfterMs: 60_000 },
+    };
+    const blocked = await swap(svc.db, 'me', [throttled], { providers });
+    expect(blocked.recorded).toHaveLength(1);
+    expect(blocked.claimed).toEqual([]);
+    expect(blocked.more).toBe(false);
+    expect(blocked.providers[0]).toMatchObject({ budget: 0, concurrencyLimit: 2 });
+    expect(blocked.providers[0]!.waitMs).toBeGreaterThan(50_000);
+    expect((await itemStates(svc.db, [job.jobId])).find((i) => i.id === held[1]!.itemId)).toMatchObject({ status: 'pending', attempts: 0 });
   });
 });
 
