@@ -692,7 +692,7 @@ async function sqlFloor(databaseUrl: string, db: pg.Pool, templateJobId: string,
 }
 
 /**
- * `--explain`: EXPLAIN (ANALYZE, BUFFERS) of the dispatcher's claim query and of listClaimableJobs
+ * `--explain`: EXPLAIN (ANALYZE, BUFFERS) of the dispatcher's claim query and of its claimable-jobs filter
  * (copied from src/db/dispatch.ts: recheck them when it changes) on a new job copied from the
  * first job over `dataset`, in a rolled-back transaction; printed to stderr. Run on the main
  * database after the first throughput job, and on the history database (`label`).
@@ -721,7 +721,7 @@ async function explainClaim(db: pg.Pool, label: string, dataset: string): Promis
     );
     await c.query('analyze job_queue.job_items');
     const plans: Record<string, string> = {
-      listClaimableJobs: `select j.job_id from job_queue.caption_jobs j
+      claimableJob: `select j.job_id from job_queue.caption_jobs j
         where j.status = 'running'
           and exists (select 1 from job_queue.job_items i where i.job_id = j.job_id and i.status = 'pending'
                       and (i.next_attempt_at is null or i.next_attempt_at <= now()))

@@ -129,20 +129,15 @@ export async function failJobsWithBrokenDependencies(db: Db): Promise<{ jobId: s
 }
 
 /**
- * Running jobs, in queue order, that have an item ready to claim and fewer than `maxRunningPerJob`
- * items running. A cheap filter without locks; recordAndClaim decides under the jobs' locks.
+ * A running job (alias `j`) that has an item ready to claim and fewer than `maxRunningPerJob` items
+ * running: the jobs a full round claims in besides those it was given.
  */
-export async function listClaimableJobs(db: Db, maxRunningPerJob: number): Promise<string[]> {
-  const { rows } = await db.execute<{ jobId: string }>(sql`
-    select j.job_id as "jobId" from job_queue.caption_jobs j
-    where j.status = 'running'
-      and exists (select 1 from job_queue.job_items i
-                  where i.job_id = j.job_id and i.status = 'pending'
-                    and (i.next_attempt_at is null or i.next_attempt_at <= now()))
-      and (select count(*) from job_queue.job_items i where i.job_id = j.job_id and i.status = 'running') < ${maxRunningPerJob}
-    order by ${QUEUE_ORDER}`);
-  return rows.map((r) => r.jobId);
-}
+const claimableJob = (maxRunningPerJob: number) => sql`(
+  j.status = 'running'
+  and exists (select 1 from job_queue.job_items i
+              where i.job_id = j.job_id and i.status = 'pending'
+                and (i.next_attempt_at is null or i.next_attempt_at <= now()))
+  and (select count(*) from job_queue.job_items i where i.job_id = j.job_id and i.status = 'running') < ${maxRunningPerJob})`;
 
 /** What became of one claimed item's bridge call, to be recorded. */
 export type ItemOutcome = {
@@ -169,7 +164,7 @@ export interface RecordAndClaimParams {
   owner: string;
   /**
    * A full round: first start jobs while fewer than this many run (the start lock is then held to
-   * the end of the round), and claim in every claimable job (listClaimableJobs) besides `claimIn`.
+   * the end of the round), and claim in every claimable job (claimableJob) besides `claimIn`.
    */
   startJobsUpTo?: number;
   /** Outcomes of items `owner` holds; each is recorded only while the item is still running under its lease. */
@@ -222,10 +217,11 @@ export async function recordAndClaim(db: Db, p: RecordAndClaimParams): Promise<R
   // One transaction, so one commit, even for a round that starts a job and claims its first items.
   return db.transaction(async (tx) => {
     const started = full ? await startJobs(tx, p.startJobsUpTo!) : [];
-    const claimIn = full ? [...p.claimIn, ...(await listClaimableJobs(tx, p.maxRunningPerJob))] : p.claim ? p.claimIn : [];
-    const jobIds = [...new Set([...p.outcomes.map((o) => o.jobId), ...claimIn])].sort();
-    if (jobIds.length === 0) return { started, recorded: [], claimed: [], providers: [] };
-    const { jobs, waitingPriority } = await lockJobs(tx, jobIds, Boolean(p.claim && p.sliceItems));
+    const jobIds = [...new Set([...p.outcomes.map((o) => o.jobId), ...(p.claim ? p.claimIn : [])])];
+    if (jobIds.length === 0 && !full) return { started, recorded: [], claimed: [], providers: [] };
+    // A statement after the start: its snapshot sees the jobs this round started.
+    const { jobs, waitingPriority } = await lockJobs(tx, jobIds, Boolean(p.claim && p.sliceItems), full ? p.maxRunningPerJob : undefined);
+    if (jobs.length === 0) return { started, recorded: [], claimed: [], providers: [] };
     const feedback = p.providers ? providerFeedback(jobs, p.outcomes) : [];
     const { recorded, after, providers } = await recordRound(tx, p.owner, p.outcomes, feedback, p.providers);
     for (const job of jobs) job.status = after.get(job.jobId) ?? job.status;
@@ -277,16 +273,23 @@ const WAITING_PRIORITY = sql`(
 /**
  * Locks job rows, always in job id order: every transaction that touches a job locks its row
  * before its items, and several rows in one order, so recordings, claims and cancels never
- * deadlock. With `waiting`, also reads the best (lowest) priority of a startable pending job that
- * has work left (fair share), or null when none waits.
+ * deadlock. With `claimableUpTo`, also every claimable job (claimableJob). With `waiting`, also
+ * reads the best (lowest) priority of a startable pending job that has work left (fair share), or
+ * null when none waits.
  */
-async function lockJobs(tx: Db, jobIds: readonly string[], waiting = false): Promise<{ jobs: LockedJob[]; waitingPriority: number | null }> {
+async function lockJobs(
+  tx: Db,
+  jobIds: readonly string[],
+  waiting = false,
+  claimableUpTo?: number,
+): Promise<{ jobs: LockedJob[]; waitingPriority: number | null }> {
   const waitingPriority = waiting ? WAITING_PRIORITY : sql`null::int`;
   const { rows } = await tx.execute<LockedJob & { waitingPriority: number | null }>(sql`
     select job_id as "jobId", status, config, request_id as "requestId", slice_items as "sliceItems", priority,
            ${waitingPriority} as "waitingPriority"
-    from job_queue.caption_jobs where job_id = any(${pgArray(jobIds)}::uuid[])
-    order by job_id for update`);
+    from job_queue.caption_jobs j
+    where j.job_id = any(${pgArray(jobIds)}::uuid[]) ${claimableUpTo === undefined ? sql`` : sql`or ${claimableJob(claimableUpTo)}`}
+    order by j.job_id for update`);
   return { jobs: rows, waitingPriority: rows[0]?.waitingPriority ?? null };
 }
 
