@@ -226,37 +226,43 @@ export class Dispatcher {
   private async round(): Promise<void> {
     const outcomes = this.outcomes;
     this.outcomes = [];
-    try {
-      await this.recordAndLaunch(outcomes);
-    } catch (error) {
-      // Nothing of the transaction stands: record these next time (they stay ours under the lease).
-      this.outcomes = outcomes.concat(this.outcomes);
-      throw error;
-    }
-  }
-
-  private async recordAndLaunch(outcomes: ItemOutcome[]): Promise<void> {
     const claim = !this.stopping;
     const now = performance.now();
     const full = claim && (this.queueChanged || now - this.lastFullRound >= this.config.POLL_INTERVAL_MS);
     if (full) {
       this.queueChanged = false;
       this.lastFullRound = now;
-      // Leases last many poll intervals: a sweep per poll interval is soon enough, and a round
-      // woken by a new job does not wait for one.
-      const sweep = now - this.lastSweep >= this.config.POLL_INTERVAL_MS;
-      if (sweep) {
-        this.lastSweep = now;
-        const rescued = await rescueExpiredLeases(this.db, this.config.MAX_ATTEMPTS);
-        if (rescued.retried + rescued.failed > 0) this.logger.warn(rescued, 'rescued items whose lease expired');
-      }
-      if (sweep || this.jobFinished) {
-        this.jobFinished = false;
-        for (const failed of await failJobsWithBrokenDependencies(this.db)) {
-          this.logger.warn(failed, 'job failed: a dependency did not complete');
-        }
+    }
+    try {
+      await this.recordAndLaunch(outcomes, full, claim);
+    } catch (error) {
+      // Nothing of the transaction stands: record these next time (they stay ours under the lease).
+      this.outcomes = outcomes.concat(this.outcomes);
+      throw error;
+    }
+    // After the calls are launched: a new job's first call does not wait for these. What they
+    // change (items rescued, jobs failed) wakes the dispatchers for a round of its own.
+    if (full) await this.sweep(now);
+  }
+
+  /** Expired leases and broken dependencies, on full rounds. */
+  private async sweep(now: number): Promise<void> {
+    // Leases last many poll intervals: a sweep per poll interval is soon enough.
+    const sweep = now - this.lastSweep >= this.config.POLL_INTERVAL_MS;
+    if (sweep) {
+      this.lastSweep = now;
+      const rescued = await rescueExpiredLeases(this.db, this.config.MAX_ATTEMPTS);
+      if (rescued.retried + rescued.failed > 0) this.logger.warn(rescued, 'rescued items whose lease expired');
+    }
+    if (sweep || this.jobFinished) {
+      this.jobFinished = false;
+      for (const failed of await failJobsWithBrokenDependencies(this.db)) {
+        this.logger.warn(failed, 'job failed: a dependency did not complete');
       }
     }
+  }
+
+  private async recordAndLaunch(outcomes: ItemOutcome[], full: boolean, claim: boolean): Promise<void> {
     if (outcomes.length === 0 && !full) return;
     const claimedAt = performance.now();
     const caps = {
