@@ -432,23 +432,7 @@ async function claimItems(
                                                  order by w.priority, w.queue_position, w.created_at, w."jobId"
                                                  rows between unbounded preceding and 1 preceding), 0))) end as n
       from w left join busy b on b.provider = w.provider and b.model = w.model
-    ), picked as (
-      select next.id from wanted w
-      cross join lateral (
-        select id from job_queue.job_items
-        where job_id = w.job_id and status = 'pending' and (next_attempt_at is null or next_attempt_at <= now())
-        order by seq limit greatest(w.n, 0)
-        for update skip locked) next
-    ), claimed as (
-      update job_queue.job_items i
-      set status = 'running', attempts = i.attempts + 1, lease_owner = ${p.owner},
-          lease_expires_at = now() + make_interval(secs => ${p.leaseSeconds}), next_attempt_at = null,
-          started_at = now(), updated_at = now()
-      -- By primary key, row by row: joined, the planner's guess of 100 picked rows (jsonb_to_recordset's
-      -- default) made it hash the whole table, a sequential scan of every item per claim.
-      where i.id = any(array(select id from picked))
-      returning i.id as "itemId", i.job_id as "jobId", i.image_path as "imagePath", i.perspective, i.attempts, i.seq
-    ), turns as (
+    ), ${claimCtes(p.owner, p.leaseSeconds)}, turns as (
       update job_queue.caption_jobs j set slice_items = slice_items + c.n
       from (select "jobId", count(*) as n from claimed group by "jobId") c
       where j.job_id = c."jobId"
@@ -460,6 +444,30 @@ async function claimItems(
     return { ...r, config: job.config, requestId: job.requestId, ...(providerOf(job)?.probe ? { probe: true } : {}) };
   });
 }
+
+/**
+ * `picked`: the next ready items of each job of `wanted` (job_id, n: how many), locked, skipping
+ * those another transaction holds; `claimed`: those items, running for `owner` under a lease with
+ * one more attempt.
+ */
+const claimCtes = (owner: string, leaseSeconds: number) => sql`
+    picked as (
+      select w.job_id, next.id from wanted w
+      cross join lateral (
+        select id from job_queue.job_items
+        where job_id = w.job_id and status = 'pending' and (next_attempt_at is null or next_attempt_at <= now())
+        order by seq limit greatest(w.n, 0)
+        for update skip locked) next
+    ), claimed as (
+      update job_queue.job_items i
+      set status = 'running', attempts = i.attempts + 1, lease_owner = ${owner},
+          lease_expires_at = now() + make_interval(secs => ${leaseSeconds}), next_attempt_at = null,
+          started_at = now(), updated_at = now()
+      -- By primary key, row by row: joined, the planner's guess of 100 picked rows (jsonb_to_recordset's
+      -- default) made it hash the whole table, a sequential scan of every item per claim.
+      where i.id = any(array(select id from picked))
+      returning i.id as "itemId", i.job_id as "jobId", i.image_path as "imagePath", i.perspective, i.attempts, i.seq
+    )`;
 
 /**
  * Jobs whose turn is over claim no more; those with nothing left in flight go back to pending, at
@@ -578,36 +586,22 @@ export async function recordAndSwap(db: Db, p: RecordAndSwapParams): Promise<Rec
       from shares
       window q as (partition by provider, model order by priority, queue_position, created_at, job_id
                    rows between unbounded preceding and 1 preceding)
-    ), picked as (
-      select w.job_id, next.id from wanted w
-      cross join lateral (
-        select id from job_queue.job_items
-        where job_id = w.job_id and status = 'pending' and (next_attempt_at is null or next_attempt_at <= now())
-        order by seq limit w.n
-        for update skip locked) next
-    ), claimed as (
-      update job_queue.job_items i
-      set status = 'running', attempts = i.attempts + 1, lease_owner = ${p.owner},
-          lease_expires_at = now() + make_interval(secs => ${p.leaseSeconds}), next_attempt_at = null,
-          started_at = now(), updated_at = now()
-      where i.id = any(array(select id from picked))
-      returning i.id, i.job_id, i.image_path, i.perspective, i.attempts, i.seq
-    ), ${rollUpCtes({
+    ), ${claimCtes(p.owner, p.leaseSeconds)}, ${rollUpCtes({
       before: sql`select job_id, status from locked`,
       // A job row is updated once per statement: the roll-up counts the turn's claims of the jobs it updates, turns the others'.
-      set: sql`slice_items = slice_items + (select count(*) from claimed c where c.job_id = j.job_id)`,
+      set: sql`slice_items = slice_items + (select count(*) from claimed c where c."jobId" = j.job_id)`,
     })}, turns as (
       update job_queue.caption_jobs j set slice_items = slice_items + c.n
-      from (select job_id, count(*) as n from claimed group by job_id) c
-      where j.job_id = c.job_id and c.job_id not in (select "jobId" from d)
+      from (select "jobId", count(*) as n from claimed group by "jobId") c
+      where j.job_id = c."jobId" and c."jobId" not in (select "jobId" from d)
     )
     select (select coalesce(jsonb_agg(id), '[]'::jsonb) from written) as recorded,
-           (select coalesce(jsonb_agg(jsonb_build_object('itemId', c.id, 'jobId', c.job_id, 'imagePath', c.image_path,
+           (select coalesce(jsonb_agg(jsonb_build_object('itemId', c."itemId", 'jobId', c."jobId", 'imagePath', c."imagePath",
                                                          'perspective', c.perspective, 'attempts', c.attempts, 'probe', w.probe)
-                                      order by c.job_id, c.seq), '[]'::jsonb)
-            from claimed c join wanted w on w.job_id = c.job_id) as claimed,
+                                      order by c."jobId", c.seq), '[]'::jsonb)
+            from claimed c join wanted w on w.job_id = c."jobId") as claimed,
            (select coalesce(jsonb_agg(jsonb_build_object('jobId', l.job_id, 'config', l.config, 'requestId', l.request_id)), '[]'::jsonb)
-            from locked l where l.job_id in (select job_id from claimed)) as jobs,
+            from locked l where l.job_id in (select "jobId" from claimed)) as jobs,
            ${s ? sql`(select coalesce(jsonb_agg(b), '[]'::jsonb) from pb)` : sql`'[]'::jsonb`} as providers,
            (${s ? sql`(select count(*) from pb) < (select count(*) from pf)` : sql`false`}
             or exists (select 1 from wanted w
