@@ -217,9 +217,9 @@ export class Dispatcher {
   }
 
   /**
-   * One pass: on a full round (the queue changed, or a poll interval passed) sweep expired leases,
-   * end jobs with broken dependencies, start jobs and look at every running job; then record the
-   * outcomes gathered since the last round and claim, in one transaction, and launch the calls.
+   * One pass: record the outcomes gathered since the last round, claim and launch the calls. A full
+   * round (the queue changed, or a poll interval passed) also starts jobs and looks at every running
+   * job, in one transaction, and then sweeps expired leases and ends jobs with broken dependencies.
    * A wake-up for finished items alone is one statement (recordAndSwap): their slots go to the
    * next items of their jobs, and a full round follows only when the caps may allow more.
    */
@@ -240,8 +240,7 @@ export class Dispatcher {
       this.outcomes = outcomes.concat(this.outcomes);
       throw error;
     }
-    // After the calls are launched: a new job's first call does not wait for these. What they
-    // change (items rescued, jobs failed) wakes the dispatchers for a round of its own.
+    // After the calls are launched: a new job's first call does not wait for these.
     if (full) await this.sweep(now);
   }
 
@@ -252,7 +251,12 @@ export class Dispatcher {
     if (sweep) {
       this.lastSweep = now;
       const rescued = await rescueExpiredLeases(this.db, this.config.MAX_ATTEMPTS);
-      if (rescued.retried + rescued.failed > 0) this.logger.warn(rescued, 'rescued items whose lease expired');
+      if (rescued.retried + rescued.failed > 0) {
+        this.logger.warn(rescued, 'rescued items whose lease expired');
+        // Their slots are free: a full round now, not a poll interval later.
+        this.queueChanged = true;
+        this.wakeup.wake();
+      }
     }
     if (sweep || this.jobFinished) {
       this.jobFinished = false;
