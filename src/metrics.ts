@@ -18,6 +18,8 @@ export interface Metrics {
   itemOutcomes: Counter<'outcome'>;
   /** Inference Bridge calls by outcome (ok, transient, permanent, aborted). */
   bridgeCalls: Histogram<'outcome'>;
+  /** Items this process's dispatcher started, by how they got their slot: claimed in a round, or handed on from a call that ended. */
+  itemStarts: Counter<'via'>;
   /** One dispatcher pass: sweep, start jobs, claim. */
   dispatchRounds: Histogram;
 }
@@ -135,6 +137,12 @@ export function createMetrics(deps: { db: Db; pool: pg.Pool }): Metrics {
     buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
     registers: [registry],
   });
+  const itemStarts = new Counter({
+    name: 'graphcap_item_starts_total',
+    help: 'Items this process started at the bridge, by how they got their slot: "claim" (claimed in a dispatcher round) or "reserve" (the slot of a call of the same job that just ended, handed on without waiting for a round).',
+    labelNames: ['via'] as const,
+    registers: [registry],
+  });
   const dispatchRounds = new Histogram({
     name: 'graphcap_dispatch_round_duration_seconds',
     help: 'Duration of one dispatcher pass (sweep, start jobs, claim). Event-loop lag is nodejs_eventloop_lag_seconds.',
@@ -142,7 +150,7 @@ export function createMetrics(deps: { db: Db; pool: pg.Pool }): Metrics {
     registers: [registry],
   });
 
-  return { registry, httpRequests, httpDuration, eventDeliveries, itemOutcomes, bridgeCalls, dispatchRounds };
+  return { registry, httpRequests, httpDuration, eventDeliveries, itemOutcomes, bridgeCalls, itemStarts, dispatchRounds };
 }
 
 /**

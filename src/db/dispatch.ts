@@ -6,10 +6,18 @@
  * Lock order is always the job row first, then its items (as cancel and retry-failed do), so a
  * record never deadlocks with a cancel. The few statements that lock many items without the job
  * row (renew, release) skip rows another transaction holds instead of waiting for them.
+ *
+ * Reserves: a replica may hold pending items without a slot (lease_owner set, status still
+ * pending), so that the moment one of its calls ends well it starts the next item of that job at
+ * once, in the slot the ended call leaves (src/jobs/dispatcher.ts). No other replica claims an item
+ * another holds in reserve until that lease expires. The next round that records the ended item
+ * makes the started one running (`promote`), in the same statement: a job's running items never
+ * count fewer than its calls at the bridge, so the caps hold although the call began before the
+ * commit.
  */
 import { sql, type SQL } from 'drizzle-orm';
 import type { Db } from './client.js';
-import { insertCaptionsFrom, rollUpCtes, rollUpJobs, ROLL_UP_CTES, ROLL_UP_NOTIFY } from './items.js';
+import { insertCaptionsFrom, rollUpCtes, rollUpJobs, ROLL_UP_NOTIFY } from './items.js';
 import { EVENTS_CHANNEL, insertJobEvents, jobEventColumns, recordJobStatusChange, recordJobStatusChanges } from './outbox.js';
 import { notifyWork, pgArray, type JobConfig } from './jobs.js';
 import {
@@ -128,15 +136,18 @@ export async function failJobsWithBrokenDependencies(db: Db): Promise<{ jobId: s
   }
 }
 
+/** A pending item (alias `i`) that is due and that no other replica holds in reserve. */
+const claimable = (owner: string) =>
+  sql`i.status = 'pending' and (i.next_attempt_at is null or i.next_attempt_at <= now())
+      and (i.lease_owner is null or i.lease_owner = ${owner} or i.lease_expires_at < now())`;
+
 /**
- * A running job (alias `j`) that has an item ready to claim and fewer than `maxRunningPerJob` items
- * running: the jobs a full round claims in besides those it was given.
+ * A running job (alias `j`) that has an item `owner` may claim and fewer than `maxRunningPerJob`
+ * items running: the jobs a full round claims in besides those it was given.
  */
-const claimableJob = (maxRunningPerJob: number) => sql`(
+const claimableJob = (owner: string, maxRunningPerJob: number) => sql`(
   j.status = 'running'
-  and exists (select 1 from job_queue.job_items i
-              where i.job_id = j.job_id and i.status = 'pending'
-                and (i.next_attempt_at is null or i.next_attempt_at <= now()))
+  and exists (select 1 from job_queue.job_items i where i.job_id = j.job_id and ${claimable(owner)})
   and (select count(*) from job_queue.job_items i where i.job_id = j.job_id and i.status = 'running') < ${maxRunningPerJob})`;
 
 /** What became of one claimed item's bridge call, to be recorded. */
@@ -147,6 +158,8 @@ export type ItemOutcome = {
   processingTime: number;
   /** What the call says about its provider, for adaptive dispatch; none when it never reached it. */
   signal?: ProviderSignal;
+  /** Its call began from the reserve and no round made it running: its row is still pending, leased to the owner. */
+  reserved?: boolean;
 } & (
   | { status: 'completed'; result: Record<string, unknown>; rawText: string | null }
   /** With `retryInMs` the item goes back to pending until then; without, it fails for good. */
@@ -160,7 +173,25 @@ export type ProviderSignal =
   | { kind: 'throttled'; retryAfterMs: number | null }
   | { kind: 'failed' };
 
-export interface RecordAndClaimParams {
+/** An item by id and job (whose row a round locks first). */
+export type ItemRef = { itemId: string; jobId: string };
+
+/** What a round hands over besides outcomes; the items are `owner`'s reserve. */
+interface ReserveChanges {
+  /** Reserved items whose call has begun (in the slot of an ended call): running from this round on. */
+  promote?: readonly ItemRef[];
+  /** Reserved items given back: pending for anyone again. */
+  release?: readonly ItemRef[];
+}
+
+/**
+ * `flow`: the job runs, its turn is not over and its provider has room: an ended call's slot may go
+ * on to the next reserved item. `hold`: the same but the provider is at its budget: keep the
+ * reserve, hand nothing on. `release`: the job is not running or its turn is over: give it back.
+ */
+export type ReserveState = 'flow' | 'hold' | 'release';
+
+export interface RecordAndClaimParams extends ReserveChanges {
   owner: string;
   /**
    * A full round: first start jobs while fewer than this many run (the start lock is then held to
@@ -187,6 +218,10 @@ export interface RecordAndClaimResult {
   /** Outcomes written; the others were late (cancelled, rescued, recorded already) and wrote nothing. */
   recorded: ItemOutcome[];
   claimed: ClaimedItem[];
+  /** The `promote` items made running; the others are no longer the owner's (cancelled, taken after their lease). */
+  promoted: string[];
+  /** What the owner's reserve of a job the round locked should do now (a full round only says `release`). */
+  reserves: Map<string, ReserveState>;
   /** The providers' states after this round's feedback (with adaptive dispatch). */
   providers: ProviderBudget[];
 }
@@ -213,20 +248,26 @@ type LockedJob = {
  */
 export async function recordAndClaim(db: Db, p: RecordAndClaimParams): Promise<RecordAndClaimResult> {
   const full = p.claim && p.startJobsUpTo !== undefined;
-  if (!full && p.outcomes.length === 0 && (!p.claim || p.claimIn.length === 0)) return { started: [], recorded: [], claimed: [], providers: [] };
+  const handed = [...(p.promote ?? []), ...(p.release ?? [])];
+  const nothing = (started: string[] = []) => ({ started, recorded: [], claimed: [], promoted: [], reserves: new Map(), providers: [] });
+  if (!full && p.outcomes.length === 0 && handed.length === 0 && (!p.claim || p.claimIn.length === 0)) return nothing();
   // One transaction, so one commit, even for a round that starts a job and claims its first items.
   return db.transaction(async (tx) => {
     const started = full ? await startJobs(tx, p.startJobsUpTo!) : [];
-    const jobIds = [...new Set([...p.outcomes.map((o) => o.jobId), ...(p.claim ? p.claimIn : [])])];
-    if (jobIds.length === 0 && !full) return { started, recorded: [], claimed: [], providers: [] };
+    const jobIds = [...new Set([...p.outcomes.map((o) => o.jobId), ...handed.map((h) => h.jobId), ...(p.claim ? p.claimIn : [])])];
+    if (jobIds.length === 0 && !full) return nothing(started);
     // A statement after the start: its snapshot sees the jobs this round started.
-    const { jobs, waitingPriority } = await lockJobs(tx, jobIds, Boolean(p.claim && p.sliceItems), full ? p.maxRunningPerJob : undefined);
-    if (jobs.length === 0) return { started, recorded: [], claimed: [], providers: [] };
+    const claimableUpTo = full ? { owner: p.owner, maxRunningPerJob: p.maxRunningPerJob } : undefined;
+    const { jobs, waitingPriority } = await lockJobs(tx, jobIds, Boolean(p.claim && p.sliceItems), claimableUpTo);
+    if (jobs.length === 0) return nothing(started);
     const feedback = p.providers ? providerFeedback(jobs, p.outcomes) : [];
-    const { recorded, after, providers } = await recordRound(tx, p.owner, p.outcomes, feedback, p.providers);
+    const { recorded, promoted, after, providers } = await recordRound(tx, p, feedback);
     for (const job of jobs) job.status = after.get(job.jobId) ?? job.status;
-    const claimed = p.claim ? await claimItems(tx, jobs.filter((j) => j.status === 'running'), waitingPriority, providers, p) : [];
-    return { started, recorded, claimed, providers };
+    const running = jobs.filter((j) => j.status === 'running');
+    const { claimed, turnOver } = p.claim ? await claimItems(tx, running, waitingPriority, providers, p) : { claimed: [], turnOver: new Set<string>() };
+    // Whether a running job may hand on is the swap's to say, with its provider's count.
+    const reserves = new Map(jobs.filter((j) => !p.claim || j.status !== 'running' || turnOver.has(j.jobId)).map((j) => [j.jobId, 'release' as const]));
+    return { started, recorded, claimed, promoted, reserves, providers };
   });
 }
 
@@ -281,29 +322,35 @@ async function lockJobs(
   tx: Db,
   jobIds: readonly string[],
   waiting = false,
-  claimableUpTo?: number,
+  claimableUpTo?: { owner: string; maxRunningPerJob: number },
 ): Promise<{ jobs: LockedJob[]; waitingPriority: number | null }> {
   const waitingPriority = waiting ? WAITING_PRIORITY : sql`null::int`;
   const { rows } = await tx.execute<LockedJob & { waitingPriority: number | null }>(sql`
     select job_id as "jobId", status, config, request_id as "requestId", slice_items as "sliceItems", priority,
            ${waitingPriority} as "waitingPriority"
     from job_queue.caption_jobs j
-    where j.job_id = any(${pgArray(jobIds)}::uuid[]) ${claimableUpTo === undefined ? sql`` : sql`or ${claimableJob(claimableUpTo)}`}
+    where j.job_id = any(${pgArray(jobIds)}::uuid[]) ${claimableUpTo === undefined ? sql`` : sql`or ${claimableJob(claimableUpTo.owner, claimableUpTo.maxRunningPerJob)}`}
     order by j.job_id for update`);
   return { jobs: rows, waitingPriority: rows[0]?.waitingPriority ?? null };
 }
 
 /**
- * The outcomes as the relation `o` and the CTEs that record them: `written`, the items still
- * running under `owner`'s lease, set to their outcome; `captions`; `d`, what finished per job (for
- * the roll-up). `gate` is a condition the item update waits for (a statement that locks its job
- * rows itself makes the update wait for those locks: the one lock order, jobs before items).
+ * The outcomes as the relation `o` and the CTEs that record them: `written`, the items still the
+ * owner's (running under its lease; pending in its reserve when the outcome says `reserved`), set
+ * to their outcome; `promoted` and `released`, the reserve's changes; `captions`; `d`, what
+ * finished per job (for the roll-up). `gate` is a condition the item updates wait for (a statement
+ * that locks its job rows itself makes them wait for those locks: the one lock order, jobs before
+ * items).
  */
-function recordCtes(owner: string, outcomes: readonly ItemOutcome[], gate: SQL = sql`true`): SQL {
-  const rows = outcomes.map((o) => ({
+function recordCtes(
+  p: Pick<RecordAndClaimParams, 'owner' | 'outcomes' | 'promote' | 'release' | 'leaseSeconds'>,
+  gate: SQL = sql`true`,
+): SQL {
+  const rows = p.outcomes.map((o) => ({
     itemId: o.itemId,
     jobId: o.jobId,
     processingTime: o.processingTime,
+    reserved: o.reserved === true,
     signal: o.signal?.kind ?? null,
     latencyMs: o.signal?.kind === 'ok' ? o.signal.latencyMs : null,
     retryAfterMs: o.signal?.kind === 'throttled' ? o.signal.retryAfterMs : null,
@@ -311,15 +358,18 @@ function recordCtes(owner: string, outcomes: readonly ItemOutcome[], gate: SQL =
       ? { status: 'completed', result: o.result, rawText: o.rawText }
       : { status: o.retryInMs === null ? 'failed' : 'pending', error: o.error, retryInMs: o.retryInMs, giveBack: o.status === 'deferred' }),
   }));
+  const ids = (refs: readonly ItemRef[] | undefined) => pgArray((refs ?? []).map((r) => r.itemId));
   return sql`
     o as (
       select * from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
-        as o("itemId" uuid, "jobId" uuid, status text, "processingTime" int, error text, "retryInMs" int, result jsonb,
-             "rawText" text, "giveBack" boolean, signal text, "latencyMs" float8, "retryAfterMs" int)
+        as o("itemId" uuid, "jobId" uuid, status text, "processingTime" int, reserved boolean, error text, "retryInMs" int,
+             result jsonb, "rawText" text, "giveBack" boolean, signal text, "latencyMs" float8, "retryAfterMs" int)
     ), written as (
       update job_queue.job_items i
       set status = o.status, error = o.error, processing_time = o."processingTime",
-          attempts = case when o."giveBack" then greatest(i.attempts - 1, 0) else i.attempts end,
+          -- A reserved item's attempt was not counted yet; a deferral gives the attempt back.
+          attempts = greatest(i.attempts + (case when o.reserved then 1 else 0 end) - (case when o."giveBack" then 1 else 0 end), 0),
+          started_at = case when o.reserved then now() - make_interval(secs => o."processingTime" / 1000.0) else i.started_at end,
           next_attempt_at = case when o.status = 'pending' then now() + make_interval(secs => o."retryInMs" / 1000.0) end,
           completed_at = case when o.status <> 'pending' then now() end,
           lease_owner = null, lease_expires_at = null, updated_at = now()
@@ -327,8 +377,19 @@ function recordCtes(owner: string, outcomes: readonly ItemOutcome[], gate: SQL =
       -- The items through the primary key too: else the planner fetches every item the partial
       -- index of running items still lists (dead entries included, until a vacuum) and filters.
       where i.id = any(array(select "itemId" from o)) and i.id = o."itemId"
-        and i.status = 'running' and i.lease_owner = ${owner} and ${gate}
-      returning i.id, i.image_id, i.perspective, i.job_id, i.status
+        and i.status = case when o.reserved then 'pending' else 'running' end and i.lease_owner = ${p.owner} and ${gate}
+      returning i.id, i.image_id, i.perspective, i.job_id, i.status, o.reserved
+    ), promoted as (
+      update job_queue.job_items i
+      set status = 'running', attempts = i.attempts + 1, lease_expires_at = now() + make_interval(secs => ${p.leaseSeconds}),
+          next_attempt_at = null, started_at = now(), updated_at = now()
+      where i.id = any(${ids(p.promote)}::uuid[]) and i.status = 'pending' and i.lease_owner = ${p.owner} and ${gate}
+      returning i.id, i.job_id
+    ), released as (
+      update job_queue.job_items i
+      set lease_owner = null, lease_expires_at = null, updated_at = now()
+      where i.id = any(${ids(p.release)}::uuid[]) and i.status = 'pending' and i.lease_owner = ${p.owner} and ${gate}
+      returning i.id
     ), captions as (
       ${insertCaptionsFrom(sql`(
         select w.id as item_id, w.image_id, w.perspective, w.job_id, o.result, o."rawText" as raw_text,
@@ -343,26 +404,46 @@ function recordCtes(owner: string, outcomes: readonly ItemOutcome[], gate: SQL =
 }
 
 /**
- * Records a round's outcomes, in one statement after the job rows' locks: the outcomes whose item
- * is still running under `owner`'s lease, their captions, the jobs' counters, status and events
- * (ROLL_UP_CTES), and, with adaptive dispatch, the providers' feedback (their rows locked after
- * the job rows, the one lock order every round keeps). One statement because on a busy machine
- * every round trip costs milliseconds.
+ * The roll-up of `d` (rollUpCtes, `before` as there) and the fair-share count of the slots each
+ * job took (`took`: job_id, n) in one update per job row: a row is updated once per statement, so
+ * the roll-up counts the turn of the jobs it updates and `turns` those of the others.
+ */
+function rollUpAndTurns(took: SQL, before?: SQL): SQL {
+  return sql`took as (${took}), ${rollUpCtes({
+    before,
+    set: sql`slice_items = slice_items + coalesce((select t.n from took t where t.job_id = j.job_id), 0)`,
+  })}, turns as (
+      update job_queue.caption_jobs j set slice_items = slice_items + t.n
+      from took t where j.job_id = t.job_id and t.job_id not in (select "jobId" from d)
+    )`;
+}
+
+/**
+ * Records a round's outcomes and reserve changes, in one statement after the job rows' locks: the
+ * outcomes whose item is still the owner's, their captions, the jobs' counters, status and events
+ * (rollUpCtes), the promotions, and, with adaptive dispatch, the providers' feedback (their rows
+ * locked after the job rows, the one lock order every round keeps). One statement because on a
+ * busy machine every round trip costs milliseconds.
  */
 async function recordRound(
   tx: Db,
-  owner: string,
-  outcomes: readonly ItemOutcome[],
+  p: Pick<RecordAndClaimParams, 'owner' | 'outcomes' | 'promote' | 'release' | 'leaseSeconds' | 'providers'>,
   feedback: readonly ProviderFeedback[],
-  settings: ProviderSettings | undefined,
-): Promise<{ recorded: ItemOutcome[]; after: Map<string, JobStatus>; providers: ProviderBudget[] }> {
-  if (outcomes.length === 0) {
-    return { recorded: [], after: new Map(), providers: settings ? await updateProviders(tx, feedback, settings) : [] };
+): Promise<{ recorded: ItemOutcome[]; promoted: string[]; after: Map<string, JobStatus>; providers: ProviderBudget[] }> {
+  const settings = p.providers;
+  if (p.outcomes.length === 0 && !p.promote?.length && !p.release?.length) {
+    return { recorded: [], promoted: [], after: new Map(), providers: settings ? await updateProviders(tx, feedback, settings) : [] };
   }
   const providerPart = settings ? sql`, ${providerFeedbackCte(feedback)}, ${providerCtes(settings)}` : sql``;
-  const { rows: [result] } = await tx.execute<{ recorded: string[]; jobs: { jobId: string; after: JobStatus }[]; providers: ProviderBudget[] }>(sql`
-    with ${recordCtes(owner, outcomes)}, ${ROLL_UP_CTES}${providerPart}
+  const { rows: [result] } = await tx.execute<{
+    recorded: string[];
+    promoted: string[];
+    jobs: { jobId: string; after: JobStatus }[];
+    providers: ProviderBudget[];
+  }>(sql`
+    with ${recordCtes(p)}, ${rollUpAndTurns(sql`select job_id, count(*)::int as n from promoted group by job_id`)}${providerPart}
     select (select coalesce(jsonb_agg(id), '[]'::jsonb) from written) as recorded,
+           (select coalesce(jsonb_agg(id), '[]'::jsonb) from promoted) as promoted,
            (select coalesce(jsonb_agg(jsonb_build_object('jobId', job_id, 'after', status)), '[]'::jsonb) from rolled) as jobs,
            ${settings ? sql`(select coalesce(jsonb_agg(${PROVIDER_BUDGET_JSON}), '[]'::jsonb) from pupdated)` : sql`'[]'::jsonb`} as providers,
            ${ROLL_UP_NOTIFY}`);
@@ -375,7 +456,8 @@ async function recordRound(
     providers = providers.concat(await updateProviders(tx, feedback.filter((f) => !known.has(providerKey(f))), settings));
   }
   return {
-    recorded: outcomes.filter((o) => written.has(o.itemId)),
+    recorded: p.outcomes.filter((o) => written.has(o.itemId)),
+    promoted: result!.promoted,
     after: new Map(result!.jobs.map((j) => [j.jobId, j.after])),
     providers,
   };
@@ -402,16 +484,16 @@ async function claimItems(
   waitingPriority: number | null,
   providers: readonly ProviderBudget[],
   p: Pick<RecordAndClaimParams, 'owner' | 'leaseSeconds' | 'maxRunningPerJob' | 'sliceItems'>,
-): Promise<ClaimedItem[]> {
-  const turnOver = (job: LockedJob) =>
+): Promise<{ claimed: ClaimedItem[]; turnOver: Set<string> }> {
+  const isOver = (job: LockedJob) =>
     Boolean(p.sliceItems) && job.sliceItems >= p.sliceItems! && waitingPriority !== null && waitingPriority <= job.priority;
-  const ended = jobs.filter(turnOver);
-  if (ended.length > 0) await endTurns(tx, ended.map((j) => j.jobId));
+  const turnOver = new Set(jobs.filter(isOver).map((j) => j.jobId));
+  if (turnOver.size > 0) await endTurns(tx, [...turnOver]);
   const budget = new Map(providers.map((b) => [providerKey(b), b]));
   const providerOf = (j: LockedJob) => budget.get(providerKey(j.config));
-  const claimable = jobs.filter((j) => !turnOver(j) && providerOf(j)?.budget !== 0);
-  if (claimable.length === 0) return [];
-  const wanted = claimable.map((j) => ({ jobId: j.jobId, provider: j.config.provider, model: j.config.model, budget: providerOf(j)?.budget ?? null }));
+  const claimableJobs = jobs.filter((j) => !turnOver.has(j.jobId) && providerOf(j)?.budget !== 0);
+  if (claimableJobs.length === 0) return { claimed: [], turnOver };
+  const wanted = claimableJobs.map((j) => ({ jobId: j.jobId, provider: j.config.provider, model: j.config.model, budget: providerOf(j)?.budget ?? null }));
   // A later statement than the recording and the provider locks: the running counts (of the job,
   // and of its provider across all jobs and replicas) see this transaction's own outcomes. A
   // provider's budget goes to its jobs in queue order.
@@ -439,23 +521,25 @@ async function claimItems(
     )
     select "itemId", "jobId", "imagePath", perspective, attempts from claimed order by "jobId", seq`);
   const byId = new Map(jobs.map((j) => [j.jobId, j]));
-  return rows.map((r) => {
+  const claimed = rows.map((r) => {
     const job = byId.get(r.jobId)!;
     return { ...r, config: job.config, requestId: job.requestId, ...(providerOf(job)?.probe ? { probe: true } : {}) };
   });
+  return { claimed, turnOver };
 }
 
 /**
  * `picked`: the next ready items of each job of `wanted` (job_id, n: how many), locked, skipping
- * those another transaction holds; `claimed`: those items, running for `owner` under a lease with
- * one more attempt.
+ * those another transaction holds and those in another replica's reserve (`owner`'s own come
+ * first, being first in line); `claimed`: those items, running for `owner` under a lease with one
+ * more attempt.
  */
 const claimCtes = (owner: string, leaseSeconds: number) => sql`
     picked as (
       select w.job_id, next.id from wanted w
       cross join lateral (
-        select id from job_queue.job_items
-        where job_id = w.job_id and status = 'pending' and (next_attempt_at is null or next_attempt_at <= now())
+        select id from job_queue.job_items i
+        where i.job_id = w.job_id and ${claimable(owner)}
         order by seq limit greatest(w.n, 0)
         for update skip locked) next
     ), claimed as (
@@ -488,10 +572,12 @@ async function endTurns(tx: Db, jobIds: readonly string[]): Promise<void> {
   await notifyWork(tx);
 }
 
-export interface RecordAndSwapParams {
+export interface RecordAndSwapParams extends ReserveChanges {
   owner: string;
-  /** Outcomes of items `owner` holds (at least one); each is recorded only while the item is still running under its lease. */
+  /** Outcomes of items `owner` holds; each is recorded only while the item is still the owner's. */
   outcomes: readonly ItemOutcome[];
+  /** Items to add to the owner's reserve, per job (while the job is running and its turn not over). */
+  reserve?: readonly { jobId: string; n: number }[];
   leaseSeconds: number;
   maxRunningPerJob: number;
   sliceItems?: number;
@@ -501,6 +587,8 @@ export interface RecordAndSwapParams {
 export interface RecordAndSwapResult extends RecordAndClaimResult {
   /** None: starting jobs is a full round's. */
   started: [];
+  /** Items added to the owner's reserve: pending, leased to it; `attempts` counts the attempt a call would be. */
+  reserved: ClaimedItem[];
   /**
    * The caps may allow more than this round could claim (slots free beyond those it freed, a turn
    * to end, a provider without a row yet): a full round (recordAndClaim) should follow.
@@ -509,41 +597,45 @@ export interface RecordAndSwapResult extends RecordAndClaimResult {
 }
 
 /**
- * The steady-state round, one statement in autocommit: records the outcomes (as recordAndClaim
- * does) and claims, in their jobs, at most as many items as the outcomes took out of running, per
- * job and per provider. One round trip and one commit instead of five round trips: at a few items
- * in flight, the round trips were most of an item's cycle (bench/README.md).
+ * The steady-state round, one statement in autocommit: records the outcomes and the reserve's
+ * changes (as recordAndClaim does), claims, in their jobs, at most as many items as the round took
+ * out of running, per job and per provider, and tops up the reserve. One round trip and one commit
+ * instead of five round trips: at a few items in flight, the round trips were most of an item's
+ * cycle (bench/README.md).
  *
  * One statement has one snapshot, taken before it waits for the job rows' locks, so its counts of
  * running items may miss another replica's claims committed in between; that is why it never
- * claims more than it frees: the running items of a job or provider do not grow, so a cap that
- * held before holds after, whatever the counts missed. Within that, it claims no more than the
- * counts and the providers' budgets allow. What needs a fresh count (slots free beyond those
- * freed, ending a turn) it leaves to recordAndClaim, flagging `more`.
+ * claims more than it frees (outcomes of running items less promotions): the running items of a
+ * job or provider do not grow, so a cap that held before holds after, whatever the counts missed.
+ * Within that, it claims no more than the counts and the providers' budgets allow. What needs a
+ * fresh count (slots free beyond those freed, ending a turn) it leaves to recordAndClaim, flagging
+ * `more`. Reserving takes no slot, so it needs no count.
  */
 export async function recordAndSwap(db: Db, p: RecordAndSwapParams): Promise<RecordAndSwapResult> {
   const s = p.providers;
-  const jobIds = [...new Set(p.outcomes.map((o) => o.jobId))];
+  const jobIds = [...new Set([...p.outcomes, ...(p.promote ?? []), ...(p.release ?? []), ...(p.reserve ?? [])].map((o) => o.jobId))];
   // The job rows first, always: the item and provider updates wait for this lock (recordCtes' gate, pf).
   const locked = sql`(select count(*) from locked) >= 0`;
   const providerPart = s
     ? sql`
     pf as (
       select l.config->>'provider' as provider, l.config->>'model' as model,
-             (count(*) filter (where o.signal = 'ok'))::int as ok,
-             (count(*) filter (where o.signal = 'throttled'))::int as throttled,
-             (count(*) filter (where o.signal = 'failed'))::int as failed,
+             (count(o.*) filter (where o.signal = 'ok'))::int as ok,
+             (count(o.*) filter (where o.signal = 'throttled'))::int as throttled,
+             (count(o.*) filter (where o.signal = 'failed'))::int as failed,
              nullif(max(coalesce(o."retryAfterMs", 0)) filter (where o.signal = 'throttled'), 0) as "retryAfterMs",
              avg(o."latencyMs") filter (where o.signal = 'ok') as "latencyMs"
-      from locked l join o on o."jobId" = l.job_id group by 1, 2
+      from locked l left join o on o."jobId" = l.job_id group by 1, 2
     ), ${providerCtes(s)},
     pb as (select provider, model, ${PROVIDER_BUDGET_JSON} as b from pupdated),
     busy as (${runningPerProvider()}),`
     : sql``;
   const { rows: [r] } = await db.execute<{
     recorded: string[];
+    promoted: string[];
     claimed: (Omit<ClaimedItem, 'config' | 'requestId' | 'probe'> & { probe: boolean })[];
-    jobs: { jobId: string; config: JobConfig; requestId: string | null }[];
+    reserved: Omit<ClaimedItem, 'config' | 'requestId' | 'probe'>[];
+    jobs: { jobId: string; config: JobConfig; requestId: string | null; reserve: ReserveState }[];
     providers: ProviderBudget[];
     more: boolean;
   }>(sql`
@@ -551,21 +643,27 @@ export async function recordAndSwap(db: Db, p: RecordAndSwapParams): Promise<Rec
       select job_id, status, config, request_id, slice_items, priority, queue_position, created_at
       from job_queue.caption_jobs where job_id = any(${pgArray(jobIds)}::uuid[])
       order by job_id for update
-    ), ${recordCtes(p.owner, p.outcomes, locked)},
+    ), ${recordCtes(p, locked)},
     ${providerPart}
     freed as (
-      select job_id, count(*)::int as n from written group by job_id
+      -- Per job: running items the round takes out (outcomes of running items) less those it puts in (promotions).
+      select l.job_id,
+             ((select count(*) from written w where w.job_id = l.job_id and not w.reserved)
+              - (select count(*) from promoted m where m.job_id = l.job_id))::int as n
+      from locked l
     ), pfreed as (
       select l.config->>'provider' as provider, l.config->>'model' as model, sum(f.n)::int as n
       from freed f join locked l on l.job_id = f.job_id group by 1, 2
     ), shares as (
       -- Per running job: what it freed; its free slots and its provider's as the snapshot counts them.
       select l.job_id, l.config->>'provider' as provider, l.config->>'model' as model, l.priority, l.queue_position, l.created_at,
-             t.turn_over, f.n as freed, pf.n as pfreed,
+             t.turn_over, greatest(f.n, 0) as freed, greatest(pf.n, 0) as pfreed,
              case when t.turn_over then 0
                   else greatest(0, ${p.maxRunningPerJob} - ((select count(*) from job_queue.job_items r
                                                              where r.job_id = l.job_id and r.status = 'running') - f.n)) end as free,
              ${s ? sql`case when pb.b is not null then greatest(0, (pb.b->>'budget')::int - (coalesce(b.running, 0) - pf.n)) end` : sql`null::int`} as pfree,
+             -- The provider runs more than its budget (a lowered limit): no slot of it is handed on.
+             ${s ? sql`coalesce((pb.b->>'budget')::int < coalesce(b.running, 0) - pf.n, false)` : sql`false`} as pover,
              ${s ? sql`coalesce((pb.b->>'probe')::boolean, false)` : sql`false`} as probe
       from locked l
       join freed f on f.job_id = l.job_id
@@ -578,7 +676,7 @@ export async function recordAndSwap(db: Db, p: RecordAndSwapParams): Promise<Rec
     ), wanted as (
       -- n: what this statement claims, never more than freed (of the job, of its provider);
       -- n_free: what the counts alone would allow. A provider's slots go to its jobs in queue order.
-      select job_id, probe, turn_over,
+      select job_id, probe, turn_over, pover,
              case when pfree is null then least(freed, free)
                   else least(freed, free, greatest(0, least(pfreed, pfree) - coalesce(sum(least(freed, free)) over q, 0))) end as n,
              case when pfree is null then free
@@ -586,44 +684,75 @@ export async function recordAndSwap(db: Db, p: RecordAndSwapParams): Promise<Rec
       from shares
       window q as (partition by provider, model order by priority, queue_position, created_at, job_id
                    rows between unbounded preceding and 1 preceding)
-    ), ${claimCtes(p.owner, p.leaseSeconds)}, ${rollUpCtes({
-      before: sql`select job_id, status from locked`,
-      // A job row is updated once per statement: the roll-up counts the turn's claims of the jobs it updates, turns the others'.
-      set: sql`slice_items = slice_items + (select count(*) from claimed c where c."jobId" = j.job_id)`,
-    })}, turns as (
-      update job_queue.caption_jobs j set slice_items = slice_items + c.n
-      from (select "jobId", count(*) as n from claimed group by "jobId") c
-      where j.job_id = c."jobId" and c."jobId" not in (select "jobId" from d)
-    )
+    ), ${claimCtes(p.owner, p.leaseSeconds)}, rpicked as (
+      -- The reserve's new items: the next free ones after those claimed (which the snapshot still sees pending).
+      select w.job_id, next.id from wanted w
+      join jsonb_to_recordset(${JSON.stringify(p.reserve ?? [])}::jsonb) as r("jobId" uuid, n int) on r."jobId" = w.job_id
+      cross join lateral (
+        select id from job_queue.job_items i
+        where i.job_id = w.job_id and i.status = 'pending' and (i.next_attempt_at is null or i.next_attempt_at <= now())
+          and (i.lease_owner is null or i.lease_expires_at < now())
+          and i.seq > coalesce((select max(c.seq) from claimed c where c."jobId" = w.job_id), 0)
+        order by seq limit greatest(r.n, 0)
+        for update skip locked) next
+      where not w.turn_over
+    ), reserved as (
+      update job_queue.job_items i
+      set lease_owner = ${p.owner}, lease_expires_at = now() + make_interval(secs => ${p.leaseSeconds}), updated_at = now()
+      where i.id = any(array(select id from rpicked))
+      returning i.id as "itemId", i.job_id as "jobId", i.image_path as "imagePath", i.perspective, i.attempts + 1 as attempts, i.seq
+    ), ${rollUpAndTurns(
+      sql`select job_id, count(*)::int as n from (select "jobId" as job_id from claimed union all select job_id from promoted) t group by job_id`,
+      sql`select job_id, status from locked`,
+    )}
     select (select coalesce(jsonb_agg(id), '[]'::jsonb) from written) as recorded,
+           (select coalesce(jsonb_agg(id), '[]'::jsonb) from promoted) as promoted,
            (select coalesce(jsonb_agg(jsonb_build_object('itemId', c."itemId", 'jobId', c."jobId", 'imagePath', c."imagePath",
                                                          'perspective', c.perspective, 'attempts', c.attempts, 'probe', w.probe)
                                       order by c."jobId", c.seq), '[]'::jsonb)
             from claimed c join wanted w on w.job_id = c."jobId") as claimed,
-           (select coalesce(jsonb_agg(jsonb_build_object('jobId', l.job_id, 'config', l.config, 'requestId', l.request_id)), '[]'::jsonb)
-            from locked l where l.job_id in (select "jobId" from claimed)) as jobs,
+           (select coalesce(jsonb_agg(jsonb_build_object('itemId', v."itemId", 'jobId', v."jobId", 'imagePath', v."imagePath",
+                                                         'perspective', v.perspective, 'attempts', v.attempts)
+                                      order by v."jobId", v.seq), '[]'::jsonb)
+            from reserved v) as reserved,
+           (select jsonb_agg(jsonb_build_object('jobId', l.job_id, 'config', l.config, 'requestId', l.request_id,
+                                                'reserve', case when w.turn_over is not false then 'release' when w.pover then 'hold' else 'flow' end))
+            from locked l left join wanted w on w.job_id = l.job_id) as jobs,
            ${s ? sql`(select coalesce(jsonb_agg(b), '[]'::jsonb) from pb)` : sql`'[]'::jsonb`} as providers,
            (${s ? sql`(select count(*) from pb) < (select count(*) from pf)` : sql`false`}
             or exists (select 1 from wanted w
-                       where w.turn_over or (w.n_free > w.n and w.n = (select count(*) from picked k where k.job_id = w.job_id)))) as more,
+                       where w.turn_over
+                          or (w.n_free > w.n and w.n = (select count(*) from picked k where k.job_id = w.job_id)
+                              -- Free slots and items to fill them beyond this round's.
+                              and exists (select 1 from job_queue.job_items i
+                                          where i.job_id = w.job_id and ${claimable(p.owner)}
+                                            and i.id <> all(array(select id from picked)) and i.id <> all(array(select id from rpicked)))))) as more,
            ${ROLL_UP_NOTIFY}`);
   const written = new Set(r!.recorded);
-  const jobs = new Map(r!.jobs.map((j) => [j.jobId, j]));
+  const jobs = new Map((r!.jobs ?? []).map((j) => [j.jobId, j]));
+  const withJob = (item: Omit<ClaimedItem, 'config' | 'requestId' | 'probe'>): ClaimedItem => {
+    const job = jobs.get(item.jobId)!;
+    return { ...item, config: job.config, requestId: job.requestId };
+  };
   return {
     started: [],
     recorded: p.outcomes.filter((o) => written.has(o.itemId)),
-    claimed: r!.claimed.map(({ probe, ...item }) => {
-      const job = jobs.get(item.jobId)!;
-      return { ...item, config: job.config, requestId: job.requestId, ...(probe ? { probe: true } : {}) };
-    }),
+    promoted: r!.promoted,
+    claimed: r!.claimed.map(({ probe, ...item }) => ({ ...withJob(item), ...(probe ? { probe: true } : {}) })),
+    reserved: r!.reserved.map(withJob),
+    reserves: new Map([...jobs.values()].map((j) => [j.jobId, j.reserve])),
     providers: r!.providers,
     more: r!.more,
   };
 }
 
+/** An item `owner` holds: running under its lease, or pending in its reserve. */
+const heldBy = (owner: string) => sql`status in ('running', 'pending') and lease_owner = ${owner}`;
+
 /**
- * Renews the leases `owner` holds on these items, in one UPDATE. Returns the renewed items and
- * the lost ones: gone, finished, cancelled, or taken by another replica after the lease expired.
+ * Renews the leases `owner` holds on these items (running or reserved), in one UPDATE. Returns the
+ * renewed items and the lost ones: gone, finished, cancelled, or taken by another replica after
+ * the lease expired.
  * An item another transaction has locked right now is in neither list; it is looked at next time.
  */
 export async function extendLeases(
@@ -634,7 +763,7 @@ export async function extendLeases(
     update job_queue.job_items i
     set lease_expires_at = now() + make_interval(secs => ${p.leaseSeconds})
     from (select id from job_queue.job_items
-          where id = any(${pgArray(p.itemIds)}::uuid[]) and status = 'running' and lease_owner = ${p.owner}
+          where id = any(${pgArray(p.itemIds)}::uuid[]) and ${heldBy(p.owner)}
           for update skip locked) mine
     where i.id = mine.id
     returning i.id`);
@@ -643,25 +772,25 @@ export async function extendLeases(
   if (rest.length === 0) return { renewed: [...renewed], lost: [] };
   const { rows: held } = await db.execute<{ id: string }>(sql`
     select id from job_queue.job_items
-    where id = any(${pgArray(rest)}::uuid[]) and status = 'running' and lease_owner = ${p.owner}`);
+    where id = any(${pgArray(rest)}::uuid[]) and ${heldBy(p.owner)}`);
   const stillHeld = new Set(held.map((r) => r.id));
   return { renewed: [...renewed], lost: rest.filter((id) => !stillHeld.has(id)) };
 }
 
 /**
- * Gives back items `owner` still holds (at shutdown): pending again at once, the attempt not
- * counted, and every dispatcher woken so another replica takes them now rather than after the
- * lease. Items another transaction is finishing right now are left to it.
+ * Gives back items `owner` still holds, running or reserved (at shutdown): pending again at once,
+ * the attempt not counted, and every dispatcher woken so another replica takes them now rather
+ * than after the lease. Items another transaction is finishing right now are left to it.
  */
 export async function releaseItems(db: Db, p: { owner: string; itemIds: string[] }): Promise<number> {
   if (p.itemIds.length === 0) return 0;
   return db.transaction(async (tx) => {
     const released = await tx.execute(sql`
       update job_queue.job_items i
-      set status = 'pending', attempts = greatest(i.attempts - 1, 0), lease_owner = null, lease_expires_at = null,
-          started_at = null, updated_at = now()
+      set status = 'pending', attempts = case when i.status = 'running' then greatest(i.attempts - 1, 0) else i.attempts end,
+          lease_owner = null, lease_expires_at = null, started_at = null, updated_at = now()
       from (select id from job_queue.job_items
-            where id = any(${pgArray(p.itemIds)}::uuid[]) and status = 'running' and lease_owner = ${p.owner}
+            where id = any(${pgArray(p.itemIds)}::uuid[]) and ${heldBy(p.owner)}
             for update skip locked) mine
       where i.id = mine.id`);
     if (released.rowCount) await notifyWork(tx);

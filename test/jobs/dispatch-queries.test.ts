@@ -366,6 +366,112 @@ describe('the steady-state round (recordAndSwap)', () => {
   });
 });
 
+describe('reserves: slots handed on without a round', () => {
+  const completed = (item: { itemId: string; jobId: string }): ItemOutcome =>
+    ({ itemId: item.itemId, jobId: item.jobId, processingTime: 4, status: 'completed', result: RESULT, rawText: null });
+  const ref = (item: { itemId: string; jobId: string }) => ({ itemId: item.itemId, jobId: item.jobId });
+  const swap = (db: Db, owner: string, outcomes: ItemOutcome[], extra: Partial<Parameters<typeof recordAndSwap>[1]> = {}) =>
+    recordAndSwap(db, { ...LEASE, owner, outcomes, ...extra });
+  const stateOf = async (jobId: string, itemId: string) => (await itemStates(svc.db, [jobId])).find((i) => i.id === itemId)!;
+  const running = async (jobId: string) => (await itemStates(svc.db, [jobId])).filter((i) => i.status === 'running');
+
+  it('reserves items no other replica claims; a promotion keeps the running count; a reserved item\'s outcome counts its attempt; a release gives it back', async () => {
+    const job = await runningJob();
+    const held = await claim(svc.db, job.jobId, 'me', 2);
+    const first = await swap(svc.db, 'me', [completed(held[0]!)], { maxRunningPerJob: 2, reserve: [{ jobId: job.jobId, n: 3 }] });
+    expect(first.claimed).toHaveLength(1);
+    expect(first.reserved).toHaveLength(3);
+    expect(first.reserved[0]).toMatchObject({ jobId: job.jobId, attempts: 1, config: { provider: 'gemini' } });
+    expect(first.reserves.get(job.jobId)).toBe('flow');
+    const reserved = first.reserved;
+    for (const r of reserved) expect(await stateOf(job.jobId, r.itemId)).toMatchObject({ status: 'pending', attempts: 0, leaseOwner: 'me' });
+    // The reserve is not claimed by another replica: its full round takes the two free slots past it.
+    const theirs = await claim(replicas[0]!, job.jobId, 'other', 4);
+    expect(theirs).toHaveLength(2);
+    expect(theirs.map((i) => i.itemId)).not.toEqual(expect.arrayContaining([reserved[0]!.itemId]));
+    expect(new Set([...theirs, ...reserved].map((i) => i.itemId)).size).toBe(5);
+
+    // A call ended and reserved[0] began in its slot: one statement records the one and makes the other running.
+    const handOn = await swap(svc.db, 'me', [completed(first.claimed[0]!)], { promote: [ref(reserved[0]!)] });
+    expect(handOn.recorded).toHaveLength(1);
+    expect(handOn.promoted).toEqual([reserved[0]!.itemId]);
+    expect(handOn).toMatchObject({ claimed: [], more: false });
+    expect(await running(job.jobId)).toHaveLength(4);
+    expect(await stateOf(job.jobId, reserved[0]!.itemId)).toMatchObject({ status: 'running', attempts: 1, leaseOwner: 'me' });
+
+    // A chain in one slot: held[1] ended, reserved[1] ran and ended, reserved[2] runs. reserved[1] is
+    // recorded from pending with its attempt; the slot stays taken, so nothing is freed or claimed.
+    const chain = await swap(svc.db, 'me', [completed(held[1]!), { ...completed(reserved[1]!), reserved: true }], { promote: [ref(reserved[2]!)] });
+    expect(chain.recorded.map((o) => o.itemId).sort()).toEqual([held[1]!.itemId, reserved[1]!.itemId].sort());
+    expect(chain).toMatchObject({ promoted: [reserved[2]!.itemId], claimed: [], more: false });
+    expect(await stateOf(job.jobId, reserved[1]!.itemId)).toMatchObject({ status: 'completed', attempts: 1, leaseOwner: null });
+    expect(await running(job.jobId)).toHaveLength(4);
+    // The turn counts every slot taken: 2 claimed + 1 + the other's 2 + 2 promoted.
+    const { rows: [turn] } = await svc.db.execute<{ n: number }>(sql`select slice_items::int as n from job_queue.caption_jobs where job_id = ${job.jobId}`);
+    expect(turn!.n).toBe(7);
+
+    // A deferred reserved item gives its attempt back; a released one is anyone's again.
+    const more = await swap(svc.db, 'me', [completed(reserved[0]!)], { reserve: [{ jobId: job.jobId, n: 2 }] });
+    expect(more.claimed).toHaveLength(1);
+    expect(more.reserved).toHaveLength(2);
+    const deferred: ItemOutcome = { itemId: more.reserved[0]!.itemId, jobId: job.jobId, processingTime: 1, status: 'deferred', error: '429', retryInMs: 60_000, reserved: true };
+    const released = await swap(svc.db, 'me', [deferred], { release: [ref(more.reserved[1]!)] });
+    expect(released.recorded).toHaveLength(1);
+    expect(await stateOf(job.jobId, more.reserved[0]!.itemId)).toMatchObject({ status: 'pending', attempts: 0, leaseOwner: null });
+    expect(await stateOf(job.jobId, more.reserved[1]!.itemId)).toMatchObject({ status: 'pending', attempts: 0, leaseOwner: null });
+    const { rows: [captions] } = await svc.db.execute<{ n: number }>(sql`select count(*)::int as n from core_schema.captions where job_id = ${job.jobId}`);
+    expect(captions!.n).toBe(5);
+    expect(await jobState(svc.db, job.jobId)).toMatchObject({ processedImages: 5 });
+
+    // A job that no longer runs gets no reserve, and its holder is told to give back what it has.
+    await api(svc.url, 'POST', `/api/perspectives/batch/pause/${job.jobId}`);
+    const paused = await swap(svc.db, 'me', [completed(reserved[2]!)], { reserve: [{ jobId: job.jobId, n: 2 }] });
+    expect(paused).toMatchObject({ recorded: [expect.anything()], reserved: [], claimed: [] });
+    expect(paused.reserves.get(job.jobId)).toBe('release');
+  });
+
+  it('refuses a promotion of an item that is no longer the owner\'s; renews and releases reserved items like running ones', async () => {
+    const job = await runningJob();
+    const held = await claim(svc.db, job.jobId, 'me', 1);
+    const first = await swap(svc.db, 'me', [completed(held[0]!)], { maxRunningPerJob: 1, reserve: [{ jobId: job.jobId, n: 2 }] });
+    const [gone, kept] = first.reserved;
+    expect(await extendLeases(svc.db, { owner: 'me', itemIds: [gone!.itemId, kept!.itemId], leaseSeconds: 30 })).toEqual({
+      renewed: expect.arrayContaining([gone!.itemId, kept!.itemId]),
+      lost: [],
+    });
+    // The reserve's lease ran out (its holder hung): another replica claims the item, first in line.
+    await svc.db.execute(sql`update job_queue.job_items set lease_expires_at = now() - interval '1 second' where id = ${gone!.itemId}`);
+    expect((await claim(replicas[0]!, job.jobId, 'other', 2)).map((i) => i.itemId)).toEqual([gone!.itemId]);
+    // The holder's hand-on comes too late: recorded what it held, promoted nothing.
+    const late = await swap(svc.db, 'me', [completed(first.claimed[0]!)], { maxRunningPerJob: 2, promote: [ref(gone!)] });
+    expect(late.recorded).toHaveLength(1);
+    expect(late.promoted).toEqual([]);
+    expect(await stateOf(job.jobId, gone!.itemId)).toMatchObject({ status: 'running', leaseOwner: 'other', attempts: 1 });
+    expect(await extendLeases(svc.db, { owner: 'me', itemIds: [gone!.itemId, kept!.itemId], leaseSeconds: 30 })).toEqual({ renewed: [kept!.itemId], lost: [gone!.itemId] });
+    expect(await releaseItems(svc.db, { owner: 'me', itemIds: [kept!.itemId] })).toBe(1);
+    expect(await stateOf(job.jobId, kept!.itemId)).toMatchObject({ status: 'pending', attempts: 0, leaseOwner: null });
+  });
+
+  it('holds the hand-on while the provider runs more than its lowered budget', async () => {
+    const providers = { maxLimit: 4, breakerFailures: 5, cooldownMs: 1000, maxCooldownMs: 10_000 };
+    const job = await runningJob();
+    await svc.db.execute(sql`delete from job_queue.provider_states`);
+    const { claimed: held } = await recordAndClaim(svc.db, { ...LEASE, owner: 'me', outcomes: [], claimIn: [job.jobId], claim: true, providers });
+    expect(held).toHaveLength(4);
+    const ok = await swap(svc.db, 'me', [{ ...completed(held[0]!), signal: { kind: 'ok', latencyMs: 40 } }], { providers, reserve: [{ jobId: job.jobId, n: 2 }] });
+    expect(ok.reserves.get(job.jobId)).toBe('flow');
+    // A 429 halves the limit to 2 while 3 items still run: no slot of this provider is handed on.
+    const throttled: ItemOutcome = {
+      itemId: held[1]!.itemId, jobId: job.jobId, processingTime: 2, status: 'deferred', error: '429', retryInMs: 10,
+      signal: { kind: 'throttled', retryAfterMs: null },
+    };
+    const lowered = await swap(svc.db, 'me', [throttled], { providers });
+    expect(lowered.providers[0]).toMatchObject({ concurrencyLimit: 2 });
+    expect(lowered.reserves.get(job.jobId)).toBe('hold');
+    expect(lowered.claimed).toEqual([]);
+  });
+});
+
 describe('leases', () => {
   it('renews only the leases the owner still holds, and names the lost ones', async () => {
     const job = await runningJob({ imagePaths: IMAGES.slice(0, 2), perspectives: ['art_critic'] });

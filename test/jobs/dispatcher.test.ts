@@ -234,6 +234,33 @@ describe('the dispatcher', () => {
     expect((await captionsOf(svc.db, [job.jobId])).length).toBe(state.processedImages);
   });
 
+  it('hands the slot of each call that ends on to the job\'s next reserved item: every item once, the caps held, nothing left reserved', async () => {
+    const starts = async () => {
+      const text = await (await fetch(`${svc.url}/metrics`)).text();
+      const of = (via: string) => Number(new RegExp(`^graphcap_item_starts_total\\{via="${via}"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+      return { claim: of('claim'), reserve: of('reserve') };
+    };
+    const before = await starts();
+    const job = await createJob(svc.url, { imagePaths: [...IMAGES], perspectives: ['art_critic', 'storytelling', 'graph_caption'] });
+    const n = job.totalImages;
+    expect(n).toBe(IMAGES.length * 3);
+    const [state] = await waitForJobsToFinish(svc.db, [job.jobId]);
+    expect(state).toMatchObject({ status: 'completed', processedImages: n });
+    const after = await starts();
+    const calls = bridge.calls.filter((c) => c.jobId === job.jobId);
+    expect(calls).toHaveLength(n);
+    expect(after.claim - before.claim + (after.reserve - before.reserve)).toBe(calls.length);
+    // The first calls are claimed by rounds; once the job has a reserve, ended calls hand their slots on.
+    expect(after.reserve - before.reserve).toBeGreaterThan(0);
+    expectCapsHeld();
+    const captions = await captionsOf(svc.db, [job.jobId]);
+    expect(captions).toHaveLength(n);
+    expect(new Set(captions.map((c) => c.itemId)).size).toBe(n);
+    const items = await itemStates(svc.db, [job.jobId]);
+    expect(items.filter((i) => i.leaseOwner !== null)).toEqual([]);
+    expect(items.every((i) => i.attempts === 1)).toBe(true);
+  });
+
   it('reconnects its LISTEN connection after the database drops it, and keeps running jobs', async () => {
     // The dispatcher's listener is the one whose last statement was LISTEN on the cancel channel.
     const listener = () =>

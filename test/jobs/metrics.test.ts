@@ -47,6 +47,8 @@ describe('metrics after a job ran', () => {
     expect(metrics.get('graphcap_dispatched_items_total{outcome="failed"}')).toBe(1);
     expect(metrics.get('graphcap_bridge_call_duration_seconds_count{outcome="ok"}')).toBe(6);
     expect(metrics.get('graphcap_bridge_call_duration_seconds_count{outcome="permanent"}')).toBe(1);
+    // Every call started once, claimed in a round or handed on from an ended call's slot.
+    expect((metrics.get('graphcap_item_starts_total{via="claim"}') ?? 0) + (metrics.get('graphcap_item_starts_total{via="reserve"}') ?? 0)).toBe(7);
     expect(metrics.get('graphcap_job_items{status="completed"}')).toBe(6);
     expect(metrics.get('graphcap_job_items{status="failed"}')).toBe(1);
     expect(metrics.get('graphcap_jobs{status="partial"}')).toBe(1);
