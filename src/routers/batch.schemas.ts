@@ -38,7 +38,31 @@ export const itemStatus = z.enum(ITEM_STATUSES).meta({
 });
 
 const perspectiveName = z.string().min(1).max(128);
-const imagePath = z.string().min(1).max(1024).describe('Path relative to the workspace, e.g. datasets/os_img/cow.jpg');
+const IMAGE_PATH_LENGTH = { minLength: 1, maxLength: 1024 };
+
+/**
+ * Up to 100,000 paths. Their lengths are checked in one pass over the array, with zod's own issues
+ * and messages: zod runs a string's min/max checks element by element at ~3 µs a path, ~35 ms of
+ * a 10,000-path create. The element's JSON Schema still states the lengths.
+ */
+const imagePaths = z
+  .array(z.string().meta({ ...IMAGE_PATH_LENGTH, description: 'Path relative to the workspace, e.g. datasets/os_img/cow.jpg' }))
+  .min(1)
+  .max(100_000)
+  .superRefine(
+    (paths, ctx) => {
+      paths.forEach((p, i) => {
+        if (typeof p !== 'string') return; // refused as the wrong type already
+        if (p.length < IMAGE_PATH_LENGTH.minLength) {
+          ctx.addIssue({ code: 'too_small', origin: 'string', minimum: IMAGE_PATH_LENGTH.minLength, inclusive: true, path: [i], input: p });
+        } else if (p.length > IMAGE_PATH_LENGTH.maxLength) {
+          ctx.addIssue({ code: 'too_big', origin: 'string', maximum: IMAGE_PATH_LENGTH.maxLength, inclusive: true, path: [i], input: p });
+        }
+      });
+    },
+    // Also beside other elements' type errors, so that every failing path is named, as before.
+    { when: (payload) => Array.isArray(payload.value) },
+  );
 
 /** The config's fields; `number` wraps numbers (bodyNumber for input, as-is for output). */
 const configFields = (number: (schema: z.ZodNumber) => z.ZodType<number, number>) => ({
@@ -73,7 +97,7 @@ export const createJobInput = z
   .strictObject({
     type: jobType,
     perspectives: z.array(perspectiveName).min(1).max(100).describe('Perspective names.'),
-    imagePaths: z.array(imagePath).min(1).max(100_000).optional(),
+    imagePaths: imagePaths.optional(),
     datasetId: uuid('dataset').optional(),
     datasetName: z.string().min(1).max(128).optional(),
     priority: bodyNumber(z.int().min(-1_000_000).max(1_000_000)).default(100).describe('Lower runs first.'),
@@ -322,7 +346,7 @@ export const retryFailedOutput = z
 
 export const analyzeInput = z
   .strictObject({
-    imagePaths: z.array(imagePath).min(1).max(100_000).optional(),
+    imagePaths: imagePaths.optional(),
     datasetId: uuid('dataset').optional(),
     datasetName: z.string().min(1).max(128).optional(),
     perspectives: z.array(perspectiveName).min(1).max(100).optional().describe('Default: every enabled perspective.'),
