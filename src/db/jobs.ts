@@ -250,13 +250,16 @@ export async function createJob(db: Db, input: CreateJobInput, limits: CreateJob
         : sql``;
     const { rows: counted } = await tx.execute<{ images: number; items: number }>(sql`
       with i as ${images},
-      inserted as (
-        insert into job_queue.job_items (job_id, image_id, image_path, perspective)
-        select ${jobId}, i.id, i.path, p.name
+      picked as (
+        select i.id, i.path, p.name, p.ord, row_number() over (order by i.path, p.ord) - 1 as n
         from i
         cross join unnest(${pgArray(perspectiveNames)}::text[], ${pgArray(ids)}::uuid[]) with ordinality as p(name, id, ord)
-        ${onlyMissing}
-        order by i.path, p.ord
+        ${onlyMissing}),
+      inserted as (
+        insert into job_queue.job_items (id, job_id, image_id, image_path, perspective)
+        select ${ITEM_ID}, ${jobId}, picked.id, picked.path, picked.name
+        from picked cross join ${ITEM_ID_PARTS} as k
+        order by picked.path, picked.ord
         returning 1)
       select (select count(*) from i) as images, (select count(*) from inserted) as items`);
     if (source!.kind === 'paths' && counted[0]!.images < source!.paths.length) {
@@ -283,6 +286,18 @@ export async function createJob(db: Db, input: CreateJobInput, limits: CreateJob
     return getJob(tx, jobId);
   });
 }
+
+/**
+ * Item ids in insertion order: UUIDv7 (RFC 9562) with a counter, so that a job's items land at the
+ * right edge of the primary key; random ids put each item on another page of it (a WAL full-page
+ * image each after a checkpoint). k: the statement's time in milliseconds and 48 random bits, taken
+ * once; picked.n, the item's 0-based place in the insert (below 2^26, as MAX_JOB_ITEMS is), fills
+ * the 12 bits after the version and the 14 after the variant. Built in SQL: uuidv7() is PostgreSQL
+ * 18's only, and it, like gen_random_uuid(), draws random bytes per row.
+ */
+const ITEM_ID_PARTS = sql`(select lpad(to_hex((extract(epoch from clock_timestamp()) * 1000)::bigint), 12, '0') as ms,
+                                  right(gen_random_uuid()::text, 12) as rand)`;
+const ITEM_ID = sql`(k.ms || to_hex((7 << 28) | ((picked.n >> 14) << 16) | ((8 | ((picked.n >> 12) & 3)) << 12) | (picked.n & 4095)) || k.rand)::uuid`;
 
 /** The stored paths among `paths` that are no registered image (normally none: no rows come back). */
 async function findUnknownImagePaths(db: Db, paths: string[]): Promise<string[]> {

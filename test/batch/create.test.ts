@@ -230,6 +230,31 @@ describe('create: a big job is one insert', () => {
     expect(rows[0]).toEqual({ n: 10_000, pairs: 10_000 });
   });
 
+  it('gives items time-ordered ids (UUIDv7), in insertion order and after those of earlier jobs', async () => {
+    // 2,500 images × 7 perspectives: 17,500 items, past 2^14, so every part of the id's counter is used.
+    await svc.db.execute(sql`
+      with ds as (insert into core_schema.datasets (name) values ('ordered') returning id),
+           im as (insert into core_schema.images (path) select 'datasets/ordered/' || g || '.jpg' from generate_series(1, 2500) g returning id)
+      insert into core_schema.dataset_images (dataset_id, image_id) select ds.id, im.id from ds, im`);
+    const perspectives = ['art_critic', 'storytelling', 'graph_caption', 'poetic_metaphor', 'time_tags', 'style_preset', 'locality_graph'];
+    const ids = async (jobId: string) => {
+      const { rows } = await svc.db.execute<{ id: string }>(sql`select id from job_queue.job_items where job_id = ${jobId} order by seq`);
+      return rows.map((r) => r.id);
+    };
+    const started = Date.now();
+    const first = await ids((await createJob(svc.url, { type: 'DATASET_PERSPECTIVE', imagePaths: undefined, datasetName: 'ordered', perspectives })).jobId);
+    const second = await ids((await createJob(svc.url, { type: 'DATASET_PERSPECTIVE', imagePaths: undefined, datasetName: 'ordered', perspectives })).jobId);
+    expect(first).toHaveLength(17_500);
+    for (const id of [...first, ...second]) expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    // Ascending in insertion order within each job, and the second job's after the first's.
+    const all = [...first, ...second];
+    expect(all.findIndex((id, i) => i > 0 && id <= all[i - 1]!)).toBe(-1);
+    // The leading 48 bits are the creation time in milliseconds.
+    const at = Number.parseInt(first[0]!.replace('-', '').slice(0, 12), 16);
+    expect(at).toBeGreaterThanOrEqual(started - 1000);
+    expect(at).toBeLessThanOrEqual(Date.now() + 1000);
+  });
+
   it('refuses a job over MAX_JOB_ITEMS before writing anything', async () => {
     const small = await startTestService({ env: { MAX_JOB_ITEMS: '5' } });
     try {
