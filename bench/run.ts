@@ -862,14 +862,30 @@ async function startRawApi(databaseUrl: string, nodeFlags: string[] = []): Promi
   return { child, url: `http://127.0.0.1:${port}`, output: () => output, exited };
 }
 
-/** Items a replica has recorded as completed, from its /metrics. */
-async function completedByReplica(s: Service): Promise<number> {
+/**
+ * From a service's /metrics: items it recorded as completed, and the items it started by a claim
+ * and by a hand-on from the reserve (graphcap_item_starts_total).
+ */
+async function dispatchCounters(s: Service): Promise<{ completed: number; claim: number; reserve: number }> {
   const text = await fetch(`${s.url}/metrics`).then((r) => (r.ok ? r.text() : undefined), () => undefined);
-  if (text === undefined) return NaN;
-  // The counter has no line for an outcome until it first happens: no line, no item.
-  const m = /^graphcap_dispatched_items_total\{[^}]*outcome="completed"[^}]*\}\s+(\d+)/m.exec(text);
-  return m ? Number(m[1]) : 0;
+  // A counter has no line for a label until it first happens: no line, no item.
+  const of = (name: string, label: string) => {
+    if (text === undefined) return NaN;
+    const m = new RegExp(`^${name}\\{[^}]*${label}[^}]*\\}\\s+(\\d+)`, 'm').exec(text);
+    return m ? Number(m[1]) : 0;
+  };
+  return {
+    completed: of('graphcap_dispatched_items_total', 'outcome="completed"'),
+    claim: of('graphcap_item_starts_total', 'via="claim"'),
+    reserve: of('graphcap_item_starts_total', 'via="reserve"'),
+  };
 }
+
+/** The share of these counters' starts that were hand-ons. */
+const handedOn = (counters: { claim: number; reserve: number }[]) => {
+  const reserve = counters.reduce((sum, c) => sum + c.reserve, 0);
+  return reserve / (reserve + counters.reduce((sum, c) => sum + c.claim, 0));
+};
 
 /**
  * Items/s of one job over `dataset`, from just before the create call to the last item's
@@ -1058,6 +1074,7 @@ async function main(): Promise<void> {
             profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [],
           );
           const svc = await serviceThroughput(s, db, 'bench_throughput');
+          add(`handon_c${c}`, handedOn([await dispatchCounters(s)]));
           await stop(s);
           if (profileDir) await summariseProfile(profileDir, `c=${c}`);
           const floor = await sqlFloor(urls.main!, db, svc.jobId, c);
@@ -1225,7 +1242,9 @@ async function main(): Promise<void> {
               const calls = bridge.calls.filter((call) => call.endedAt !== undefined);
               const span = Math.max(...calls.map((call) => call.endedAt!)) - Math.min(...calls.map((call) => call.at));
               const meanInFlight = calls.reduce((sum, call) => sum + (call.endedAt! - call.at), 0) / span;
-              const shares = await Promise.all(replicas.map(completedByReplica));
+              const counters = await Promise.all(replicas.map(dispatchCounters));
+              const shares = counters.map((x) => x.completed);
+              add(`scale_r${r}_handon`, handedOn(counters));
               add(`scale_r${r}_ips`, t.itemsPerSecond);
               add(`scale_r${r}_inflight`, stats.maxInFlight);
               add(`scale_r${r}_mean_inflight`, meanInFlight);
@@ -1296,6 +1315,7 @@ async function main(): Promise<void> {
     fig(`commits_c${c}`, `  commits per item (service; floor: 2), c=${c}`, '');
     fig(`cpu_c${c}`, `  service CPU per item, c=${c}`, 'ms');
     fig(`locks_c${c}`, `  service backends waiting on a lock (mean), c=${c}`, '');
+    fig(`handon_c${c}`, `  share of the calls started by a hand-on, c=${c}`, '');
   }
   fig('first_call_p50', 'create → first bridge call, p50', 'ms', '≤ 10', (v) => v <= 10);
   fig('first_call_p99', 'create → first bridge call, p99', 'ms');
@@ -1342,6 +1362,7 @@ async function main(): Promise<void> {
     fig(`scale_r${r}_inflight`, `  max calls in flight at the bridge (all runs), ${r} replica${r > 1 ? 's' : ''}`, '', `≤ ${SIZES.scaleCap} (cap)`, (v) => v <= SIZES.scaleCap, most);
     fig(`scale_r${r}_mean_inflight`, `  mean calls in flight at the bridge, ${r} replica${r > 1 ? 's' : ''}`, '');
     fig(`scale_r${r}_mean_running`, `  mean items running in the database, ${r} replica${r > 1 ? 's' : ''}`, '');
+    fig(`scale_r${r}_handon`, `  share of the calls started by a hand-on, ${r} replica${r > 1 ? 's' : ''}`, '');
     if (r > 1) fig(`scale_r${r}_busiest`, `  share of the items on the busiest replica, ${r} replicas`, '');
   }
   fig('idle_rss_mb', 'RSS of the idle service before that job', 'MB');
