@@ -210,6 +210,12 @@ export interface RecordAndClaimParams extends ReserveChanges {
   sliceItems?: number;
   /** Adaptive dispatch per (provider, model) (src/db/providers.ts); unset = the static caps only. */
   providers?: ProviderSettings;
+  /**
+   * Given the claimed items before the transaction commits, so that their calls begin while the
+   * commit's WAL flush runs: until it ends the job rows stay locked, so no other replica counts or
+   * claims in their jobs meanwhile. If the commit fails after all, the caller must stop the calls.
+   */
+  onClaimed?: (items: ClaimedItem[]) => void;
 }
 
 export interface RecordAndClaimResult {
@@ -265,6 +271,7 @@ export async function recordAndClaim(db: Db, p: RecordAndClaimParams): Promise<R
     for (const job of jobs) job.status = after.get(job.jobId) ?? job.status;
     const running = jobs.filter((j) => j.status === 'running');
     const { claimed, turnOver } = p.claim ? await claimItems(tx, running, waitingPriority, providers, p) : { claimed: [], turnOver: new Set<string>() };
+    if (claimed.length > 0) p.onClaimed?.(claimed);
     // Whether a running job may hand on is the swap's to say, with its provider's count.
     const reserves = new Map(jobs.filter((j) => !p.claim || j.status !== 'running' || turnOver.has(j.jobId)).map((j) => [j.jobId, 'release' as const]));
     return { started, recorded, claimed, promoted, reserves, providers };

@@ -327,11 +327,27 @@ export class Dispatcher {
       sliceItems: this.config.FAIR_SHARE_SLICE_ITEMS,
       providers: this.providerSettings,
     };
-    const result = await withPreparedStatements<RecordAndClaimResult & Partial<Pick<RecordAndSwapResult, 'more' | 'reserved'>>>(this.pool, (db) =>
-      full || !claim
-        ? recordAndClaim(db, { ...caps, startJobsUpTo: full ? this.config.MAX_CONCURRENT_JOBS : undefined, claimIn: [], claim })
-        : recordAndSwap(db, { ...caps, reserve: this.reserveWanted(outcomes) }),
-    );
+    // A full round's claims, launched before its commit (onClaimed).
+    let early: ClaimedItem[] | undefined;
+    const onClaimed = (items: ClaimedItem[]) => {
+      early = items;
+      this.takeClaimed(items, claimedAt);
+    };
+    let result: RecordAndClaimResult & Partial<Pick<RecordAndSwapResult, 'more' | 'reserved'>>;
+    try {
+      result = await withPreparedStatements(this.pool, (db) =>
+        full || !claim
+          ? recordAndClaim(db, { ...caps, startJobsUpTo: full ? this.config.MAX_CONCURRENT_JOBS : undefined, claimIn: [], claim, onClaimed })
+          : recordAndSwap(db, { ...caps, reserve: this.reserveWanted(outcomes) }),
+      );
+    } catch (error) {
+      // Launched before a commit that then failed: those items are not ours.
+      for (const item of early ?? []) {
+        const entry = this.inFlight.get(item.itemId);
+        if (entry) this.abort(entry, 'lost');
+      }
+      throw error;
+    }
     const { started, recorded, claimed, promoted, reserves, providers, more, reserved = [] } = result;
     if (more) {
       this.queueChanged = true;
@@ -350,6 +366,11 @@ export class Dispatcher {
     }
     for (const [jobId, state] of reserves) this.setReserve(jobId, state);
     for (const item of reserved) this.reserves.get(item.jobId)?.items.push({ item, leaseDeadline: claimedAt + this.leaseMs });
+    if (!early) this.takeClaimed(claimed, claimedAt);
+  }
+
+  /** Launches a round's claims (a reserved item among them leaves the reserve). */
+  private takeClaimed(claimed: readonly ClaimedItem[], claimedAt: number): void {
     for (const item of claimed) {
       const r = this.reserves.get(item.jobId);
       if (r) r.items = r.items.filter((x) => x.item.itemId !== item.itemId);

@@ -155,6 +155,42 @@ describe('claiming items', () => {
     expect(await claim(svc.db, job.jobId, 'late')).toHaveLength(1);
   });
 
+  it('hands a full round\'s claims over before its commit, while no one else sees them or can lock the job', async () => {
+    const job = await runningJob();
+    // A commit made slow on purpose (a deferred trigger on this owner's claims), so "before the commit" is seen for sure.
+    await svc.db.execute(sql.raw(`
+      create function job_queue.test_slow_commit() returns trigger language plpgsql as $$
+      begin perform pg_sleep(0.1); return null; end $$;
+      create constraint trigger test_slow_commit after update on job_queue.job_items deferrable initially deferred
+      for each row when (new.lease_owner = 'early') execute function job_queue.test_slow_commit()`));
+    try {
+      let handed: { ids: string[]; at: number; seen: Promise<{ running: number; lockable: boolean }> } | undefined;
+      const result = await recordAndClaim(svc.db, {
+        ...LEASE, owner: 'early', outcomes: [], claimIn: [job.jobId], claim: true,
+        onClaimed: (items) => {
+          const other = pools[1]!;
+          const seen = Promise.all([
+            other.query<{ n: number }>(`select count(*)::int as n from job_queue.job_items where job_id = $1 and status = 'running'`, [job.jobId]),
+            other.query(`select 1 from job_queue.caption_jobs where job_id = $1 for update skip locked`, [job.jobId]),
+          ]).then(([running, lock]) => ({ running: running.rows[0]!.n, lockable: lock.rowCount === 1 }));
+          handed = { ids: items.map((i) => i.itemId), at: Date.now(), seen };
+        },
+      });
+      const committedAt = Date.now();
+      expect(handed).toBeDefined();
+      expect(handed!.ids).toEqual(result.claimed.map((i) => i.itemId));
+      expect(result.claimed).toHaveLength(4);
+      // Four rows × 0.1 s of commit after the hand-over; meanwhile the claims were invisible and the job row locked.
+      expect(committedAt - handed!.at).toBeGreaterThanOrEqual(300);
+      expect(await handed!.seen).toEqual({ running: 0, lockable: false });
+      expect((await itemStates(svc.db, [job.jobId])).filter((i) => i.status === 'running')).toHaveLength(4);
+    } finally {
+      await svc.db.execute(sql.raw(`
+        drop trigger test_slow_commit on job_queue.job_items;
+        drop function job_queue.test_slow_commit()`));
+    }
+  });
+
   it('claims nothing of a job that is not running, and no item waiting for its retry time', async () => {
     const job = await runningJob({ imagePaths: [IMAGES[0]], perspectives: ['art_critic'] });
     const [item] = await claim(svc.db, job.jobId, 'a');
