@@ -30,9 +30,13 @@ export interface CallOptions {
   signal: AbortSignal;
   /** Sent as X-Request-Id, so the bridge's logs match ours. */
   requestId: string;
+  /** The item's image, resolveImage's answer if asked before; else the call resolves it. */
+  image?: Promise<string>;
 }
 
 export interface InferenceBridge {
+  /** The absolute real path of the item's image in the workspace; rejects with a PermanentError when it is not in it. */
+  resolveImage(item: ClaimedItem): Promise<string>;
   /** Resolves with the caption; rejects with a PermanentError or TransientError, or the signal's reason once aborted. */
   caption(item: ClaimedItem, options: CallOptions): Promise<Caption>;
   /** Closes the pooled connections. */
@@ -61,13 +65,17 @@ export function createInferenceBridge(options: InferenceBridgeOptions): Inferenc
       throw error;
     }));
 
+  const resolveImage = (item: ClaimedItem) =>
+    workspaceRoot()
+      .then((root) => resolveInWorkspace(options.workspacePath, item.imagePath, root))
+      .catch((error: Error) => {
+        throw new PermanentError(`image ${item.imagePath} cannot be read in the workspace: ${error.message}`);
+      });
+
   return {
-    async caption(item, { signal, requestId }) {
-      const imagePath = await workspaceRoot()
-        .then((root) => resolveInWorkspace(options.workspacePath, item.imagePath, root))
-        .catch((error: Error) => {
-          throw new PermanentError(`image ${item.imagePath} cannot be read in the workspace: ${error.message}`);
-        });
+    resolveImage,
+    async caption(item, { signal, requestId, image }) {
+      const imagePath = await (image ?? resolveImage(item));
       const c = item.config;
       // Options the job leaves unset are left out (JSON drops undefined), so the bridge's own defaults apply.
       const body = JSON.stringify({

@@ -143,6 +143,20 @@ describe('Inference Bridge client', () => {
     expect(bridge.calls).toHaveLength(0);
   });
 
+  it('resolves an image ahead of its call (a reserved item): the call sends that path; a failed resolve fails the call the same way', async () => {
+    const bridgeClient = client();
+    const ahead = bridgeClient.resolveImage(item());
+    expect(await ahead).toBe(path.join(await realpath(FIXTURE_WORKSPACE), 'datasets/os_img', BUDDHA));
+    // The call takes the path it is given, without resolving the item's again.
+    await bridgeClient.caption(item({ imagePath: 'datasets/os_img/no-such-file.jpg' }), { signal: new AbortController().signal, requestId: 'r', image: ahead });
+    expect(bridge.calls[0]!.body.image_path).toBe(await ahead);
+    const missing = bridgeClient.resolveImage(item({ imagePath: 'datasets/os_img/no-such-file.jpg' }));
+    const error = await bridgeClient.caption(item(), { signal: new AbortController().signal, requestId: 'r', image: missing }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(PermanentError);
+    expect((error as Error).message).toMatch(/cannot be read in the workspace/);
+    expect(bridge.calls).toHaveLength(1);
+  });
+
   it('classifies statuses: 4xx permanent, except 408, 425 and 429; 5xx transient; 429 and 503 with Retry-After throttled', () => {
     const kind = (status: number, retryAfter?: string) => {
       const error = classifyStatus(status, 'x', retryAfter);
