@@ -664,7 +664,7 @@ export async function recordAndSwap(db: Db, p: RecordAndSwapParams): Promise<Rec
     ), shares as (
       -- Per running job: what it freed; its free slots and its provider's as the snapshot counts them.
       select l.job_id, l.config->>'provider' as provider, l.config->>'model' as model, l.priority, l.queue_position, l.created_at,
-             t.turn_over, greatest(f.n, 0) as freed, greatest(pf.n, 0) as pfreed,
+             t.turn_over, t.turn_left, greatest(f.n, 0) as freed, greatest(pf.n, 0) as pfreed,
              case when t.turn_over then 0
                   else greatest(0, ${p.maxRunningPerJob} - ((select count(*) from job_queue.job_items r
                                                              where r.job_id = l.job_id and r.status = 'running') - f.n)) end as free,
@@ -677,13 +677,15 @@ export async function recordAndSwap(db: Db, p: RecordAndSwapParams): Promise<Rec
       join pfreed pf on pf.provider = l.config->>'provider' and pf.model = l.config->>'model'
       ${s ? sql`left join pb on pb.provider = l.config->>'provider' and pb.model = l.config->>'model'
                 left join busy b on b.provider = l.config->>'provider' and b.model = l.config->>'model'` : sql``}
-      cross join lateral (select coalesce(${p.sliceItems ?? 0} > 0 and l.slice_items >= ${p.sliceItems ?? 0}
-                                          and ${WAITING_PRIORITY} <= l.priority, false) as turn_over) t
+      cross join lateral (select coalesce(${p.sliceItems ?? 0} > 0 and ${WAITING_PRIORITY} <= l.priority, false) as waiting) v
+      -- While a job waits for a slot, a turn ends after sliceItems; no reserve beyond what is left of it.
+      cross join lateral (select v.waiting and l.slice_items >= ${p.sliceItems ?? 0} as turn_over,
+                                 case when v.waiting then greatest(0, ${p.sliceItems ?? 0} - l.slice_items) end as turn_left) t
       where l.status = 'running'
     ), wanted as (
       -- n: what this statement claims, never more than freed (of the job, of its provider);
       -- n_free: what the counts alone would allow. A provider's slots go to its jobs in queue order.
-      select job_id, probe, turn_over, pover,
+      select job_id, probe, turn_over, turn_left, pover,
              case when pfree is null then least(freed, free)
                   else least(freed, free, greatest(0, least(pfreed, pfree) - coalesce(sum(least(freed, free)) over q, 0))) end as n,
              case when pfree is null then free
@@ -700,7 +702,7 @@ export async function recordAndSwap(db: Db, p: RecordAndSwapParams): Promise<Rec
         where i.job_id = w.job_id and i.status = 'pending' and (i.next_attempt_at is null or i.next_attempt_at <= now())
           and (i.lease_owner is null or i.lease_expires_at < now())
           and i.seq > coalesce((select max(c.seq) from claimed c where c."jobId" = w.job_id), 0)
-        order by seq limit greatest(r.n, 0)
+        order by seq limit greatest(0, least(r.n, coalesce(w.turn_left, r.n)))
         for update skip locked) next
       where not w.turn_over
     ), reserved as (

@@ -488,6 +488,19 @@ describe('reserves: slots handed on without a round', () => {
     expect(await stateOf(job.jobId, kept!.itemId)).toMatchObject({ status: 'pending', attempts: 0, leaseOwner: null });
   });
 
+  it('reserves no more than is left of a turn while another job waits for the slot', async () => {
+    const job = await runningJob();
+    const held = await claim(svc.db, job.jobId, 'me', 2);
+    const alone = await swap(svc.db, 'me', [completed(held[0]!)], { sliceItems: 4, reserve: [{ jobId: job.jobId, n: 5 }] });
+    expect(alone.reserved).toHaveLength(5);
+    // With a job waiting, the turn has 4 - 3 claimed = 1 item left.
+    await createJob(svc.url, {});
+    const waiting = await swap(svc.db, 'me', [completed(held[1]!)], { sliceItems: 4, maxRunningPerJob: 2, reserve: [{ jobId: job.jobId, n: 5 }] });
+    expect(waiting.claimed).toHaveLength(1);
+    expect(waiting.reserved).toHaveLength(1);
+    expect(waiting.reserves.get(job.jobId)).toBe('flow');
+  });
+
   it('holds the hand-on while the provider runs more than its lowered budget', async () => {
     const providers = { maxLimit: 4, breakerFailures: 5, cooldownMs: 1000, maxCooldownMs: 10_000 };
     const job = await runningJob();
