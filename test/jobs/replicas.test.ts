@@ -4,7 +4,7 @@
  * mid-job, and another stopped with SIGTERM while it holds items. The test process hosts the
  * stand-in and an API-only service (dispatcher off) for creating jobs.
  */
-import { link, mkdir, readdir } from 'node:fs/promises';
+import { link, mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { sql } from 'drizzle-orm';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -22,11 +22,14 @@ const BULK_IMAGES = 1000;
 let bridge: StandInBridge;
 let svc: TestService;
 let bulk: string[];
+/** The workspace copy, removed at the end (the service leaves a workspace it was given to its owner). */
+let copied: string | undefined;
 const replicas = new Map<string, ServiceProcess>();
 
 beforeAll(async () => {
   bridge = await StandInBridge.start();
   const workspace = await copyWorkspace();
+  copied = workspace;
   svc = await startTestService({ workspace, env: { DISPATCHER_ENABLED: 'false' } });
 
   // 1,000 images: hard links to the fixture's seven, under new names, so they cost no disk.
@@ -68,6 +71,7 @@ afterAll(async () => {
   await Promise.all([...replicas.values()].map((p) => stopProcess(p, 'SIGKILL')));
   await bridge?.close();
   await svc?.close();
+  if (copied) await rm(copied, { recursive: true, force: true });
 });
 
 /** Items a replica recorded as completed, from its debug log (one line per recording round). */
