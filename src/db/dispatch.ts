@@ -23,7 +23,6 @@ import { notifyWork, pgArray, type JobConfig } from './jobs.js';
 import {
   PROVIDER_BUDGET_JSON,
   providerCtes,
-  providerFeedbackCte,
   providerKey,
   runningPerProvider,
   updateProviders,
@@ -266,8 +265,7 @@ export async function recordAndClaim(db: Db, p: RecordAndClaimParams): Promise<R
     const claimableUpTo = full ? { owner: p.owner, maxRunningPerJob: p.maxRunningPerJob } : undefined;
     const { jobs, waitingPriority } = await lockJobs(tx, jobIds, Boolean(p.claim && p.sliceItems), claimableUpTo);
     if (jobs.length === 0) return nothing(started);
-    const feedback = p.providers ? providerFeedback(jobs, p.outcomes) : [];
-    const { recorded, promoted, after, providers } = await recordRound(tx, p, feedback);
+    const { recorded, promoted, after, providers } = await recordRound(tx, p, jobs);
     for (const job of jobs) job.status = after.get(job.jobId) ?? job.status;
     const running = jobs.filter((j) => j.status === 'running');
     const { claimed, turnOver } = p.claim ? await claimItems(tx, running, waitingPriority, providers, p) : { claimed: [], turnOver: new Set<string>() };
@@ -278,34 +276,26 @@ export async function recordAndClaim(db: Db, p: RecordAndClaimParams): Promise<R
   });
 }
 
-/** A round's feedback per (provider, model) of the jobs involved, zero for those without outcomes. */
-function providerFeedback(jobs: readonly LockedJob[], outcomes: readonly ItemOutcome[]): ProviderFeedback[] {
-  const byJob = new Map(jobs.map((j) => [j.jobId, j]));
-  const feedback = new Map<string, ProviderFeedback & { latencySum: number }>();
-  const entry = (config: JobConfig) => {
-    const key = providerKey(config);
-    let f = feedback.get(key);
-    if (!f) {
-      f = { provider: config.provider, model: config.model, ok: 0, throttled: 0, failed: 0, retryAfterMs: null, latencyMs: null, latencySum: 0 };
-      feedback.set(key, f);
-    }
-    return f;
-  };
-  for (const job of jobs) entry(job.config);
-  for (const o of outcomes) {
-    const job = byJob.get(o.jobId);
-    if (!job || !o.signal) continue;
-    const f = entry(job.config);
-    if (o.signal.kind === 'ok') {
-      f.ok += 1;
-      f.latencySum += o.signal.latencyMs;
-    } else if (o.signal.kind === 'failed') f.failed += 1;
-    else {
-      f.throttled += 1;
-      f.retryAfterMs = Math.max(f.retryAfterMs ?? 0, o.signal.retryAfterMs ?? 0) || f.retryAfterMs;
-    }
-  }
-  return [...feedback.values()].map(({ latencySum, ...f }) => ({ ...f, latencyMs: f.ok > 0 ? latencySum / f.ok : null }));
+/**
+ * `pf`: a round's feedback per (provider, model) of `jobs` (a relation of job_id, config), from the
+ * outcomes `o`: ok, throttled and failed signals, the longest Retry-After, the mean latency of the
+ * successes; zero for a provider whose jobs had no outcome. Both kinds of round use it.
+ */
+const roundFeedbackCte = (jobs: SQL) => sql`
+    pf as (
+      select l.config->>'provider' as provider, l.config->>'model' as model,
+             (count(*) filter (where o.signal = 'ok'))::int as ok,
+             (count(*) filter (where o.signal = 'throttled'))::int as throttled,
+             (count(*) filter (where o.signal = 'failed'))::int as failed,
+             nullif(max(coalesce(o."retryAfterMs", 0)) filter (where o.signal = 'throttled'), 0) as "retryAfterMs",
+             avg(o."latencyMs") filter (where o.signal = 'ok') as "latencyMs"
+      from (${jobs}) l left join o on o."jobId" = l.job_id group by 1, 2
+    )`;
+
+/** No feedback for the providers of these jobs: a round without outcomes still reads their budgets. */
+function noFeedback(jobs: readonly LockedJob[]): ProviderFeedback[] {
+  const byKey = new Map(jobs.map((j) => [providerKey(j.config), j.config]));
+  return [...byKey.values()].map((c) => ({ provider: c.provider, model: c.model, ok: 0, throttled: 0, failed: 0, retryAfterMs: null, latencyMs: null }));
 }
 
 /** The best (lowest) priority of a startable pending job that has work left, or null: fair share's question. */
@@ -435,26 +425,31 @@ function rollUpAndTurns(took: SQL, before?: SQL): SQL {
 async function recordRound(
   tx: Db,
   p: Pick<RecordAndClaimParams, 'owner' | 'outcomes' | 'promote' | 'release' | 'leaseSeconds' | 'providers'>,
-  feedback: readonly ProviderFeedback[],
+  jobs: readonly LockedJob[],
 ): Promise<{ recorded: ItemOutcome[]; promoted: string[]; after: Map<string, JobStatus>; providers: ProviderBudget[] }> {
   const settings = p.providers;
   if (p.outcomes.length === 0 && !p.promote?.length && !p.release?.length) {
-    return { recorded: [], promoted: [], after: new Map(), providers: settings ? await updateProviders(tx, feedback, settings) : [] };
+    return { recorded: [], promoted: [], after: new Map(), providers: settings ? await updateProviders(tx, noFeedback(jobs), settings) : [] };
   }
-  const providerPart = settings ? sql`, ${providerFeedbackCte(feedback)}, ${providerCtes(settings)}` : sql``;
+  // The jobs' rows, locked by this transaction already.
+  const roundJobs = sql`select job_id, config from job_queue.caption_jobs where job_id = any(${pgArray(jobs.map((j) => j.jobId))}::uuid[])`;
+  const providerPart = settings ? sql`, ${roundFeedbackCte(roundJobs)}, ${providerCtes(settings)}` : sql``;
   const { rows: [result] } = await tx.execute<{
     recorded: string[];
     promoted: string[];
     jobs: { jobId: string; after: JobStatus }[];
     providers: ProviderBudget[];
+    feedback: ProviderFeedback[];
   }>(sql`
     with ${recordCtes(p)}, ${rollUpAndTurns(sql`select job_id, count(*)::int as n from promoted group by job_id`)}${providerPart}
     select (select coalesce(jsonb_agg(id), '[]'::jsonb) from written) as recorded,
            (select coalesce(jsonb_agg(id), '[]'::jsonb) from promoted) as promoted,
            (select coalesce(jsonb_agg(jsonb_build_object('jobId', job_id, 'after', status)), '[]'::jsonb) from rolled) as jobs,
            ${settings ? sql`(select coalesce(jsonb_agg(${PROVIDER_BUDGET_JSON}), '[]'::jsonb) from pupdated)` : sql`'[]'::jsonb`} as providers,
+           ${settings ? sql`(select coalesce(jsonb_agg(pf), '[]'::jsonb) from pf)` : sql`'[]'::jsonb`} as feedback,
            ${ROLL_UP_NOTIFY}`);
   const written = new Set(result!.recorded);
+  const feedback = result!.feedback;
   let providers = result!.providers;
   // A provider seen for the first time had no row for the statement to update: updateProviders
   // gives it one and applies its feedback.
@@ -625,15 +620,7 @@ export async function recordAndSwap(db: Db, p: RecordAndSwapParams): Promise<Rec
   const locked = sql`(select count(*) from locked) >= 0`;
   const providerPart = s
     ? sql`
-    pf as (
-      select l.config->>'provider' as provider, l.config->>'model' as model,
-             (count(o.*) filter (where o.signal = 'ok'))::int as ok,
-             (count(o.*) filter (where o.signal = 'throttled'))::int as throttled,
-             (count(o.*) filter (where o.signal = 'failed'))::int as failed,
-             nullif(max(coalesce(o."retryAfterMs", 0)) filter (where o.signal = 'throttled'), 0) as "retryAfterMs",
-             avg(o."latencyMs") filter (where o.signal = 'ok') as "latencyMs"
-      from locked l left join o on o."jobId" = l.job_id group by 1, 2
-    ), ${providerCtes(s)},
+    ${roundFeedbackCte(sql`select job_id, config from locked`)}, ${providerCtes(s)},
     pb as (select provider, model, ${PROVIDER_BUDGET_JSON} as b from pupdated),
     busy as (${runningPerProvider()}),`
     : sql``;
