@@ -277,12 +277,24 @@ describe('recording', () => {
   });
 });
 
+const completed = (item: { itemId: string; jobId: string }): ItemOutcome =>
+  ({ itemId: item.itemId, jobId: item.jobId, processingTime: 4, status: 'completed', result: RESULT, rawText: null });
+const swap = (db: Db, owner: string, outcomes: ItemOutcome[], extra: Partial<Parameters<typeof recordAndSwap>[1]> = {}) =>
+  recordAndSwap(db, { ...LEASE, owner, outcomes, ...extra });
+const running = async (jobId: string) => (await itemStates(svc.db, [jobId])).filter((i) => i.status === 'running');
+
+const PROVIDERS = { maxLimit: 4, breakerFailures: 5, cooldownMs: 1000, maxCooldownMs: 10_000 };
+
+/** A running job with adaptive dispatch from a clean provider state, its first four items claimed by 'me'. */
+async function adaptiveJob() {
+  const job = await runningJob();
+  await svc.db.execute(sql`delete from job_queue.provider_states`);
+  const { claimed: held } = await recordAndClaim(svc.db, { ...LEASE, owner: 'me', outcomes: [], claimIn: [job.jobId], claim: true, providers: PROVIDERS });
+  expect(held).toHaveLength(4);
+  return { job, held };
+}
+
 describe('the steady-state round (recordAndSwap)', () => {
-  const completed = (item: { itemId: string; jobId: string }): ItemOutcome =>
-    ({ itemId: item.itemId, jobId: item.jobId, processingTime: 4, status: 'completed', result: RESULT, rawText: null });
-  const swap = (db: Db, owner: string, outcomes: ItemOutcome[], extra: Partial<Parameters<typeof recordAndSwap>[1]> = {}) =>
-    recordAndSwap(db, { ...LEASE, owner, outcomes, ...extra });
-  const running = async (jobId: string) => (await itemStates(svc.db, [jobId])).filter((i) => i.status === 'running');
   const sliceItems = async (jobId: string) =>
     (await svc.db.execute<{ n: number }>(sql`select slice_items::int as n from job_queue.caption_jobs where job_id = ${jobId}`)).rows[0]!.n;
 
@@ -378,11 +390,8 @@ describe('the steady-state round (recordAndSwap)', () => {
   });
 
   it('claims within the provider\'s budget: none while its Retry-After runs, each call\'s feedback applied', async () => {
-    const providers = { maxLimit: 4, breakerFailures: 5, cooldownMs: 1000, maxCooldownMs: 10_000 };
-    const job = await runningJob();
-    await svc.db.execute(sql`delete from job_queue.provider_states`);
-    const { claimed: held } = await recordAndClaim(svc.db, { ...LEASE, owner: 'me', outcomes: [], claimIn: [job.jobId], claim: true, providers });
-    expect(held).toHaveLength(4);
+    const providers = PROVIDERS;
+    const { job, held } = await adaptiveJob();
 
     const ok = await swap(svc.db, 'me', [{ ...completed(held[0]!), signal: { kind: 'ok', latencyMs: 40 } }], { providers });
     expect(ok.claimed).toHaveLength(1);
@@ -403,13 +412,8 @@ describe('the steady-state round (recordAndSwap)', () => {
 });
 
 describe('reserves: slots handed on without a round', () => {
-  const completed = (item: { itemId: string; jobId: string }): ItemOutcome =>
-    ({ itemId: item.itemId, jobId: item.jobId, processingTime: 4, status: 'completed', result: RESULT, rawText: null });
   const ref = (item: { itemId: string; jobId: string }) => ({ itemId: item.itemId, jobId: item.jobId });
-  const swap = (db: Db, owner: string, outcomes: ItemOutcome[], extra: Partial<Parameters<typeof recordAndSwap>[1]> = {}) =>
-    recordAndSwap(db, { ...LEASE, owner, outcomes, ...extra });
   const stateOf = async (jobId: string, itemId: string) => (await itemStates(svc.db, [jobId])).find((i) => i.id === itemId)!;
-  const running = async (jobId: string) => (await itemStates(svc.db, [jobId])).filter((i) => i.status === 'running');
 
   it('reserves items no other replica claims; a promotion keeps the running count; a reserved item\'s outcome counts its attempt; a release gives it back', async () => {
     const job = await runningJob();
@@ -502,11 +506,8 @@ describe('reserves: slots handed on without a round', () => {
   });
 
   it('holds the hand-on while the provider runs more than its lowered budget', async () => {
-    const providers = { maxLimit: 4, breakerFailures: 5, cooldownMs: 1000, maxCooldownMs: 10_000 };
-    const job = await runningJob();
-    await svc.db.execute(sql`delete from job_queue.provider_states`);
-    const { claimed: held } = await recordAndClaim(svc.db, { ...LEASE, owner: 'me', outcomes: [], claimIn: [job.jobId], claim: true, providers });
-    expect(held).toHaveLength(4);
+    const providers = PROVIDERS;
+    const { job, held } = await adaptiveJob();
     const ok = await swap(svc.db, 'me', [{ ...completed(held[0]!), signal: { kind: 'ok', latencyMs: 40 } }], { providers, reserve: [{ jobId: job.jobId, n: 2 }] });
     expect(ok.reserves.get(job.jobId)).toBe('flow');
     // A 429 halves the limit to 2 while 3 items still run: no slot of this provider is handed on.
