@@ -19,7 +19,7 @@ import { sql, type SQL } from 'drizzle-orm';
 import type { Db } from './client.js';
 import { insertCaptionsFrom, rollUpCtes, rollUpJobs, ROLL_UP_NOTIFY } from './items.js';
 import { EVENTS_CHANNEL, insertJobEvents, jobEventColumns, recordJobStatusChange, recordJobStatusChanges } from './outbox.js';
-import { notifyWork, pgArray, type JobConfig } from './jobs.js';
+import { notifyWork, pgArray, WORK_CHANNEL, type JobConfig } from './jobs.js';
 import {
   PROVIDER_BUDGET_JSON,
   providerCtes,
@@ -35,6 +35,23 @@ import type { JobStatus } from './schema.js';
 // Serializes "count the running jobs, then start one" across replicas; any fixed number will do,
 // as long as it differs from the other advisory locks (migrations 7_245_001, image deletes 7_245_002).
 const JOB_START_LOCK_ID = 7_245_003;
+
+/**
+ * The application_name of a dispatcher's LISTEN connection: how replicas see each other. A
+ * replica's connections end with its process, so the dispatchers alive are exactly those connected,
+ * with no heartbeat to write or expire. A stopping one renames its connection (STOPPING_DISPATCHER).
+ */
+export const dispatcherConnectionName = (owner: string) => `graphcap-dispatcher ${owner}`.slice(0, 63);
+export const STOPPING_DISPATCHER = 'graphcap-dispatcher-stopping';
+
+/**
+ * The dispatchers connected to this database, `owner` counted whether its connection is up or not:
+ * a full round's claim takes at most its share of a job's slots (claimItems).
+ */
+const liveDispatchers = (owner: string) => sql`(1 + (
+  select count(distinct application_name) from pg_stat_activity
+  where datname = current_database() and application_name like 'graphcap-dispatcher %'
+    and application_name <> ${dispatcherConnectionName(owner)}))`;
 
 /** An item this replica has claimed, with what the bridge call needs from its job. */
 export interface ClaimedItem {
@@ -89,7 +106,9 @@ async function startJobs(tx: Db, maxRunning: number): Promise<string[]> {
                jsonb_build_object('oldStatus', 'pending', 'newStatus', s.status, 'reason', null) as extra
         from started s)`)}
     )
-    select job_id as "jobId", (select pg_notify(${EVENTS_CHANNEL}, '')) as notified from started`);
+    -- WORK_CHANNEL too: the other dispatchers come for their share of the started jobs' slots.
+    select job_id as "jobId", (select pg_notify(${EVENTS_CHANNEL}, '')) as notified, (select pg_notify(${WORK_CHANNEL}, '')) as woken
+    from started`);
   return rows.map((r) => r.jobId);
 }
 
@@ -470,6 +489,12 @@ async function recordRound(
  * its running items (all replicas counted) within `maxRunningPerJob`, each with a lease for `owner`
  * and one more attempt.
  *
+ * Spread: `owner` takes no more than its share of a job's slots, maxRunningPerJob divided by the
+ * dispatchers connected (rounded up). A slot is handed on within the replica that holds it for the
+ * rest of a turn, so without this the replica that starts a job would keep all its slots, and the
+ * others idle. Each live replica claims its share when the NOTIFY of the start wakes it; a replica
+ * that dies drops its connection, and the others' shares grow in their next round.
+ *
  * Fair share by turns: MAX_CONCURRENT_JOBS is about job slots, so a huge job holding a slot would
  * make a small job of the same priority wait for all of it. Instead a job's turn ends once it has
  * claimed `sliceItems` items since it got its slot and a startable job of the same or a higher
@@ -500,12 +525,16 @@ async function claimItems(
   // and of its provider across all jobs and replicas) see this transaction's own outcomes. A
   // provider's budget goes to its jobs in queue order.
   const { rows } = await tx.execute<Omit<ClaimedItem, 'config' | 'requestId'>>(sql`
-    with w as (
+    with live as (select ${liveDispatchers(p.owner)} as n), w as (
+      -- free: the job's free slots, but no more than take the owner to its share of the job's slots.
       select w.*, j.priority, j.queue_position, j.created_at,
-             greatest(0, ${p.maxRunningPerJob} - (select count(*) from job_queue.job_items r
-                                                  where r.job_id = w."jobId" and r.status = 'running')) as free
+             greatest(0, least(${p.maxRunningPerJob} - r.running,
+                               ceil(${p.maxRunningPerJob}::numeric / (select n from live))::int - r.mine)) as free
       from jsonb_to_recordset(${JSON.stringify(wanted)}::jsonb) as w("jobId" uuid, provider text, model text, budget int)
       join job_queue.caption_jobs j on j.job_id = w."jobId"
+      cross join lateral (
+        select count(*) as running, count(*) filter (where r.lease_owner = ${p.owner}) as mine
+        from job_queue.job_items r where r.job_id = w."jobId" and r.status = 'running') r
     ), busy as (
       ${runningPerProvider(sql`exists (select 1 from w where w.budget is not null)`)}
     ), wanted as (

@@ -12,6 +12,8 @@ export interface ListenerOptions {
   onNotification(channel: string, payload: string): void;
   onConnect(): void;
   logger: Logger;
+  /** How the connection shows in pg_stat_activity (the dispatchers count each other by it). */
+  applicationName?: string;
 }
 
 // Reconnect delays: 0.5 s, doubling to at most 30 s while the database stays away.
@@ -23,8 +25,11 @@ export class PgListener {
   private stopped = false;
   private retryMs = FIRST_RETRY_MS;
   private retryTimer: NodeJS.Timeout | undefined;
+  private applicationName: string;
 
-  constructor(private readonly options: ListenerOptions) {}
+  constructor(private readonly options: ListenerOptions) {
+    this.applicationName = options.applicationName ?? 'graphcap-data-service-listener';
+  }
 
   start(): void {
     void this.connect();
@@ -38,8 +43,14 @@ export class PgListener {
     await client?.end().catch(() => undefined);
   }
 
+  /** Renames the connection, now and after a reconnect; a failure only leaves the old name until then. */
+  async rename(applicationName: string): Promise<void> {
+    this.applicationName = applicationName;
+    await this.client?.query(`select set_config('application_name', $1, false)`, [applicationName]).catch(() => undefined);
+  }
+
   private async connect(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.options.url, application_name: 'graphcap-data-service-listener' });
+    const client = new pg.Client({ connectionString: this.options.url, application_name: this.applicationName });
     client.on('notification', (message) => this.options.onNotification(message.channel, message.payload ?? ''));
     client.on('error', (error) => this.lost(client, error));
     client.on('end', () => this.lost(client));

@@ -23,12 +23,14 @@ import type { Config } from '../config.js';
 import type pg from 'pg';
 import { withPreparedStatements, type Db } from '../db/client.js';
 import {
+  dispatcherConnectionName,
   extendLeases,
   failJobsWithBrokenDependencies,
   recordAndClaim,
   recordAndSwap,
   releaseItems,
   rescueExpiredLeases,
+  STOPPING_DISPATCHER,
   type ClaimedItem,
   type ItemOutcome,
   type ItemRef,
@@ -170,6 +172,7 @@ export class Dispatcher {
     this.listener = new PgListener({
       url: options.databaseUrl,
       channels: [WORK_CHANNEL, CANCEL_CHANNEL],
+      applicationName: dispatcherConnectionName(this.owner),
       onNotification: (channel, payload) => {
         if (channel === CANCEL_CHANNEL) this.abortJob(payload);
         if (channel === CANCEL_CHANNEL || payload === JOB_FINISHED) this.jobFinished = true;
@@ -212,6 +215,8 @@ export class Dispatcher {
   async stop(graceMs: number): Promise<void> {
     this.stopping = true;
     this.wakeup.wake();
+    // No longer counted among the dispatchers: the others' shares of the slots grow at once.
+    await this.listener.rename(STOPPING_DISPATCHER);
     if (this.calls.size > 0) {
       this.logger.info({ items: this.calls.size, graceMs }, 'waiting for in-flight items');
       let timer: NodeJS.Timeout | undefined;

@@ -5,10 +5,11 @@
  */
 import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/node-postgres';
-import type pg from 'pg';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPool, type Db } from '../../src/db/client.js';
 import {
+  dispatcherConnectionName,
   extendLeases,
   failJobsWithBrokenDependencies,
   recordAndClaim,
@@ -16,6 +17,7 @@ import {
   releaseItems,
   rescueExpiredLeases,
   startRunnableJobs,
+  STOPPING_DISPATCHER,
   type ItemOutcome,
 } from '../../src/db/dispatch.js';
 import * as schema from '../../src/db/schema.js';
@@ -201,6 +203,42 @@ describe('claiming items', () => {
     const pendingJob = await createJob(svc.url, {});
     expect(await claim(svc.db, pendingJob.jobId, 'a')).toEqual([]);
     expect(await claim(svc.db, job.jobId, 'a')).toMatchObject([{ itemId: item!.itemId, attempts: 2 }]);
+  });
+
+  it('takes no more than its share of a job\'s slots while other dispatchers are connected, and their share once they are gone', async () => {
+    const job = await runningJob(); // 21 items, 4 slots
+    const connect = async (name: string) => {
+      const client = new pg.Client({ connectionString: svc.database.url, application_name: name });
+      await client.connect();
+      return client;
+    };
+    const live = async () =>
+      (await svc.db.execute<{ name: string }>(sql`
+        select application_name as name from pg_stat_activity
+        where datname = current_database() and application_name like 'graphcap-dispatcher%' order by 1`)).rows.map((r) => r.name);
+    // Its own connection does not count twice; two peers make three dispatchers: a share of ceil(4 / 3) = 2.
+    const peers = await Promise.all(['me', 'peer-1', 'peer-2'].map((owner) => connect(dispatcherConnectionName(owner))));
+    try {
+      const mine = await claim(svc.db, job.jobId, 'me');
+      expect(mine).toHaveLength(2);
+      expect(await claim(svc.db, job.jobId, 'me')).toEqual([]);
+      const theirs = await claim(svc.db, job.jobId, 'peer-1');
+      expect(theirs).toHaveLength(2);
+      expect(await running(job.jobId)).toHaveLength(4);
+
+      // peer-1 finishes and goes, peer-2 stops: 'me' alone is left, and takes the slots it finds free.
+      for (const item of theirs) expect(await record(svc.db, 'peer-1', completed(item))).toBe(true);
+      await peers[1]!.end();
+      await peers[2]!.query(`select set_config('application_name', $1, false)`, [STOPPING_DISPATCHER]);
+      await waitFor('peer-1 to disconnect', async () => (await live()).length === 2);
+      expect(await live()).toEqual([dispatcherConnectionName('me'), STOPPING_DISPATCHER]);
+      expect(await claim(svc.db, job.jobId, 'me')).toHaveLength(2);
+      const held = await running(job.jobId);
+      expect(held).toHaveLength(4);
+      expect(held.every((i) => i.leaseOwner === 'me')).toBe(true);
+    } finally {
+      await Promise.all([peers[0]!.end(), peers[2]!.end()]);
+    }
   });
 });
 

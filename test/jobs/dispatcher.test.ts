@@ -267,7 +267,7 @@ describe('the dispatcher', () => {
       svc.db
         .execute<{ pid: number }>(sql`
           select pid from pg_stat_activity
-          where datname = current_database() and application_name = 'graphcap-data-service-listener'
+          where datname = current_database() and application_name like 'graphcap-dispatcher %'
             and query like '%graphcap_job_cancelled%'`)
         .then((r) => r.rows.map((row) => row.pid));
     const [before] = await listener();

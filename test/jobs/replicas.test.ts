@@ -152,9 +152,10 @@ describe('three replicas on one database', () => {
     for (const id of ids) expect(stats.maxInFlightPerJob[id]).toBeLessThanOrEqual(CAPS.items);
     expect(stats.maxInFlight).toBeLessThanOrEqual(CAPS.jobs * CAPS.items);
     expect(stats.calls).toBe(2000);
-    // The replicas really shared the work, and recorded 2,000 outcomes between them: no more.
+    // The replicas really shared the work (each claims its share of a job's slots, a third here; at
+    // least half of that is asked), and recorded 2,000 outcomes between them: no more.
     const counts = ['replica-a', 'replica-b', 'replica-c'].map(recordedBy);
-    expect(counts.every((n) => n > 0)).toBe(true);
+    expect(counts.every((n) => n >= 2000 / 3 / 2), `recorded per replica: ${counts.join(' / ')}`).toBe(true);
     expect(counts.reduce((a, b) => a + b, 0)).toBe(2000);
   }, 180_000);
 
