@@ -215,8 +215,9 @@ export class Dispatcher {
   async stop(graceMs: number): Promise<void> {
     this.stopping = true;
     this.wakeup.wake();
-    // No longer counted among the dispatchers: the others' shares of the slots grow at once.
-    await this.listener.rename(STOPPING_DISPATCHER);
+    // No longer counted among the dispatchers: the others' shares of the slots grow at once. Not
+    // awaited: a connection that hangs must not hold up the stop (the name goes with it anyway).
+    void this.listener.rename(STOPPING_DISPATCHER);
     if (this.calls.size > 0) {
       this.logger.info({ items: this.calls.size, graceMs }, 'waiting for in-flight items');
       let timer: NodeJS.Timeout | undefined;

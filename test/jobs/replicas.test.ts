@@ -13,6 +13,7 @@ import { createJob } from '../helpers/fixtures.js';
 import { countBy, captionsOf, itemStates, waitFor, waitForJobsToFinish } from '../helpers/jobs.js';
 import { startProcess, stopProcess, type ServiceProcess } from '../helpers/process.js';
 import { api, copyWorkspace, startTestService, type TestService } from '../helpers/service.js';
+import { dispatcherConnectionName, STOPPING_DISPATCHER } from '../../src/db/dispatch.js';
 import { StandInBridge } from '../stand-ins/bridge.js';
 
 const CAPS = { jobs: 2, items: 6 };
@@ -95,6 +96,14 @@ async function sessionsGone(id: string): Promise<void> {
       where datname = current_database() and application_name = ${`graphcap-data-service ${id}`}`);
     return rows.length === 0;
   });
+}
+
+/** The application names of the dispatchers' LISTEN connections in this database. */
+async function dispatcherNames(): Promise<string[]> {
+  const { rows } = await svc.db.execute<{ name: string }>(sql`
+    select application_name as name from pg_stat_activity
+    where datname = current_database() and application_name like 'graphcap-dispatcher%'`);
+  return rows.map((r) => r.name);
 }
 
 async function runningItemsOf(owner: string, jobId: string): Promise<string[]> {
@@ -198,7 +207,14 @@ describe('three replicas on one database', () => {
     const victim = await busiestReplica(job.jobId);
     const held = await runningItemsOf(victim, job.jobId);
     const stopping = replicas.get(victim)!;
-    expect(await stopProcess(stopping, 'SIGTERM')).toBe(0);
+    const exited = stopProcess(stopping, 'SIGTERM');
+    // While its calls have their grace, it no longer counts among the dispatchers (the others' shares grow).
+    await waitFor(`${victim} to leave the count of dispatchers`, async () => {
+      const names = await dispatcherNames();
+      return !names.includes(dispatcherConnectionName(victim)) && names.includes(STOPPING_DISPATCHER);
+    });
+    expect(stopping.child.exitCode).toBeNull();
+    expect(await exited).toBe(0);
     replicas.delete(victim);
     const released = stopping
       .output()
