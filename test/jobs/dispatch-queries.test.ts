@@ -228,8 +228,8 @@ describe('claiming items', () => {
 
       // peer-1 finishes and goes, peer-2 stops: 'me' alone is left, and takes the slots it finds free.
       for (const item of theirs) expect(await record(svc.db, 'peer-1', completed(item))).toBe(true);
-      await peers[1]!.end();
-      await peers[2]!.query(`select set_config('application_name', $1, false)`, [STOPPING_DISPATCHER]);
+      await peers.splice(1, 1)[0]!.end();
+      await peers[1]!.query(`select set_config('application_name', $1, false)`, [STOPPING_DISPATCHER]);
       await waitFor('peer-1 to disconnect', async () => (await live()).length === 2);
       expect(await live()).toEqual([dispatcherConnectionName('me'), STOPPING_DISPATCHER]);
       expect(await claim(svc.db, job.jobId, 'me')).toHaveLength(2);
@@ -237,7 +237,7 @@ describe('claiming items', () => {
       expect(held).toHaveLength(4);
       expect(held.every((i) => i.leaseOwner === 'me')).toBe(true);
     } finally {
-      await Promise.all([peers[0]!.end(), peers[2]!.end()]);
+      await Promise.all(peers.map((peer) => peer.end()));
     }
   });
 });
