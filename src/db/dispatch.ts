@@ -154,10 +154,13 @@ export async function failJobsWithBrokenDependencies(db: Db): Promise<{ jobId: s
   }
 }
 
-/** A pending item (alias `i`) that is due and that no other replica holds in reserve. */
-const claimable = (owner: string) =>
+/**
+ * A pending item (alias `i`) that is due and that no other replica holds in reserve; without
+ * `owner`, one that no replica holds, `owner`'s own reserve excluded too.
+ */
+const claimable = (owner?: string) =>
   sql`i.status = 'pending' and (i.next_attempt_at is null or i.next_attempt_at <= now())
-      and (i.lease_owner is null or i.lease_owner = ${owner} or i.lease_expires_at < now())`;
+      and (i.lease_owner is null ${owner === undefined ? sql`` : sql`or i.lease_owner = ${owner}`} or i.lease_expires_at < now())`;
 
 /**
  * A running job (alias `j`) that has an item `owner` may claim and fewer than `maxRunningPerJob`
@@ -715,8 +718,7 @@ export async function recordAndSwap(db: Db, p: RecordAndSwapParams): Promise<Rec
       join jsonb_to_recordset(${JSON.stringify(p.reserve ?? [])}::jsonb) as r("jobId" uuid, n int) on r."jobId" = w.job_id
       cross join lateral (
         select id from job_queue.job_items i
-        where i.job_id = w.job_id and i.status = 'pending' and (i.next_attempt_at is null or i.next_attempt_at <= now())
-          and (i.lease_owner is null or i.lease_expires_at < now())
+        where i.job_id = w.job_id and ${claimable()}
           and i.seq > coalesce((select max(c.seq) from claimed c where c."jobId" = w.job_id), 0)
         order by seq limit greatest(0, least(r.n, coalesce(w.turn_left, r.n)))
         for update skip locked) next

@@ -487,8 +487,10 @@ export class Dispatcher {
     if (outcomes.length > 0) this.logger.debug(counts, 'outcomes recorded');
   }
 
-  /** `leaseDeadline`: the lease was set by the database after the round began, so this comes no later than it. */
-  /** `image`: given for an item from the reserve, whose row is still pending. */
+  /**
+   * `leaseDeadline`: the lease was set by the database after the round began, so this comes no later
+   * than it. `image`: given for an item from the reserve, whose row is still pending.
+   */
   private launch(item: ClaimedItem, leaseDeadline: number, image?: Promise<string>): void {
     const reserved = image !== undefined;
     const entry: InFlight = { item, controller: new AbortController(), leaseDeadline, reserved, image };

@@ -132,3 +132,11 @@ export function countBy<T>(values: T[]): Map<T, number> {
   for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
   return counts;
 }
+
+/** The application names of the dispatchers' LISTEN connections in this database, in order. */
+export async function dispatcherNames(db: Db): Promise<string[]> {
+  const { rows } = await db.execute<{ name: string }>(sql`
+    select application_name as name from pg_stat_activity
+    where datname = current_database() and application_name like 'graphcap-dispatcher%' order by 1`);
+  return rows.map((r) => r.name);
+}

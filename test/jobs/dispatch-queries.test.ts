@@ -23,7 +23,7 @@ import {
 import * as schema from '../../src/db/schema.js';
 import { createLogger } from '../../src/logger.js';
 import { createJob, finishItem, IMAGES, itemIds } from '../helpers/fixtures.js';
-import { itemStates, jobState, waitFor } from '../helpers/jobs.js';
+import { dispatcherNames, itemStates, jobState, waitFor } from '../helpers/jobs.js';
 import { api, startTestService, type TestService } from '../helpers/service.js';
 
 let svc: TestService;
@@ -212,10 +212,7 @@ describe('claiming items', () => {
       await client.connect();
       return client;
     };
-    const live = async () =>
-      (await svc.db.execute<{ name: string }>(sql`
-        select application_name as name from pg_stat_activity
-        where datname = current_database() and application_name like 'graphcap-dispatcher%' order by 1`)).rows.map((r) => r.name);
+    const live = () => dispatcherNames(svc.db);
     // Its own connection does not count twice; two peers make three dispatchers: a share of ceil(4 / 3) = 2.
     const peers = await Promise.all(['me', 'peer-1', 'peer-2'].map((owner) => connect(dispatcherConnectionName(owner))));
     try {

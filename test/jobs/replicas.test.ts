@@ -10,7 +10,7 @@ import { sql } from 'drizzle-orm';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createJob } from '../helpers/fixtures.js';
-import { countBy, captionsOf, itemStates, waitFor, waitForJobsToFinish } from '../helpers/jobs.js';
+import { countBy, captionsOf, dispatcherNames, itemStates, waitFor, waitForJobsToFinish } from '../helpers/jobs.js';
 import { startProcess, stopProcess, type ServiceProcess } from '../helpers/process.js';
 import { api, copyWorkspace, startTestService, type TestService } from '../helpers/service.js';
 import { dispatcherConnectionName, STOPPING_DISPATCHER } from '../../src/db/dispatch.js';
@@ -96,14 +96,6 @@ async function sessionsGone(id: string): Promise<void> {
       where datname = current_database() and application_name = ${`graphcap-data-service ${id}`}`);
     return rows.length === 0;
   });
-}
-
-/** The application names of the dispatchers' LISTEN connections in this database. */
-async function dispatcherNames(): Promise<string[]> {
-  const { rows } = await svc.db.execute<{ name: string }>(sql`
-    select application_name as name from pg_stat_activity
-    where datname = current_database() and application_name like 'graphcap-dispatcher%'`);
-  return rows.map((r) => r.name);
 }
 
 async function runningItemsOf(owner: string, jobId: string): Promise<string[]> {
@@ -210,7 +202,7 @@ describe('three replicas on one database', () => {
     const exited = stopProcess(stopping, 'SIGTERM');
     // While its calls have their grace, it no longer counts among the dispatchers (the others' shares grow).
     await waitFor(`${victim} to leave the count of dispatchers`, async () => {
-      const names = await dispatcherNames();
+      const names = await dispatcherNames(svc.db);
       return !names.includes(dispatcherConnectionName(victim)) && names.includes(STOPPING_DISPATCHER);
     });
     expect(stopping.child.exitCode).toBeNull();
