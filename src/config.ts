@@ -64,6 +64,11 @@ const envSchema = z.object({
   BODY_LIMIT_BYTES: int(1024, 100 * 1024 * 1024).default(1024 * 1024),
   /** Most items a single job may have; guards against a create that would fill the disk. */
   MAX_JOB_ITEMS: int(1, 10_000_000).default(1_000_000),
+  /**
+   * Items a create writes before it answers, and per transaction after it: the item writer writes
+   * the rest of a bigger job in chunks of this size (the job's total is known from the start).
+   */
+  JOB_ITEM_CHUNK: int(1, 100_000).default(1000),
   /** Import the workspace (perspectives, datasets) at start-up. */
   WORKSPACE_SYNC_ON_START: bool.default(true),
   /** Seconds a SIGTERM waits for in-flight work before the process exits. */

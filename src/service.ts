@@ -11,6 +11,7 @@ import { countJobsWithSecrets } from './db/jobs.js';
 import { createApp } from './http/app.js';
 import { Dispatcher } from './jobs/dispatcher.js';
 import { EventHub } from './jobs/event-hub.js';
+import { ItemWriter } from './jobs/item-writer.js';
 import { Notifier } from './jobs/notifier.js';
 import { Retention } from './jobs/retention.js';
 import type { Logger } from './logger.js';
@@ -41,6 +42,7 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
     const metrics = createMetrics({ db: database.db, pool: database.pool });
     const events = new EventHub({ db: database.db, databaseUrl: database.url, logger, pollMs: config.NOTIFIER_POLL_MS });
     await events.start();
+    const itemWriter = new ItemWriter({ db: database.db, logger, pollMs: config.POLL_INTERVAL_MS });
     const app = createApp({
       db: database.db,
       pool: database.pool,
@@ -49,6 +51,7 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
       openApiDocument: buildOpenApiDocument(),
       metrics,
       events,
+      itemWriter,
     });
     const server = createServer(app);
     // Slow or silent clients must not hold sockets forever.
@@ -63,6 +66,7 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
     const url = `http://${host}:${port}`;
     logger.info({ url, docs: `${url}/docs`, embeddedDatabase: !config.DATABASE_URL }, 'graphcap Data Service listening');
 
+    itemWriter.start();
     const dispatcher = startDispatcher(config, database, logger, metrics);
     const notifier = new Notifier({
       db: database.db,
@@ -89,7 +93,7 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
         const graceMs = config.SHUTDOWN_GRACE_SECONDS * 1000;
         // Live streams end first, so the server is not kept open by them.
         await events.stop();
-        await Promise.all([closeServer(server, graceMs), dispatcher?.stop(graceMs), retention.stop()]);
+        await Promise.all([closeServer(server, graceMs), dispatcher?.stop(graceMs), retention.stop(), itemWriter.stop()]);
         // Events the last recordings wrote still go out before the database closes.
         await notifier.stop();
         await database.close();

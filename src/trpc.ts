@@ -10,6 +10,7 @@ import type { Db } from './db/client.js';
 import { InvalidInputError, toTRPCError, type FieldError } from './errors.js';
 import { accessOf, type Scope } from './http/auth.js';
 import type { EventHub } from './jobs/event-hub.js';
+import type { ItemWriter } from './jobs/item-writer.js';
 import type { Logger } from './logger.js';
 
 export interface Context {
@@ -21,6 +22,8 @@ export interface Context {
   scope: Scope;
   /** Live job events of this process (src/jobs/event-hub.ts). */
   events: EventHub;
+  /** Writes the items a create left for later (src/jobs/item-writer.ts). */
+  itemWriter: ItemWriter;
 }
 
 export interface ErrorData {

@@ -41,6 +41,7 @@ beforeAll(async () => {
     requestId: 'test',
     scope: scopeOf(req as Request, svc.config),
     events: undefined as never,
+    itemWriter: undefined as never,
   });
   const handler = createOpenApiNodeHttpHandler({ router: appRouter, createContext });
   const rest = (req: Request, res: Response, next: NextFunction) => void handler(req, res, next);

@@ -5,6 +5,7 @@ import { createPool } from '../src/db/client.js';
 import { createApp } from '../src/http/app.js';
 import { EventHub } from '../src/jobs/event-hub.js';
 import { createLogger } from '../src/logger.js';
+import { ItemWriter } from '../src/jobs/item-writer.js';
 import { createMetrics } from '../src/metrics.js';
 import { buildOpenApiDocument } from '../src/openapi.js';
 import { createJob, IMAGES } from './helpers/fixtures.js';
@@ -112,6 +113,7 @@ describe('health', () => {
       openApiDocument: buildOpenApiDocument(),
       metrics: createMetrics({ db: svc.db, pool }),
       events: new EventHub({ db: svc.db, databaseUrl: svc.database.url, logger, pollMs: 1000 }),
+      itemWriter: new ItemWriter({ db: svc.db, logger, pollMs: 1000 }),
     });
     const server = app.listen(0, '127.0.0.1');
     await new Promise((resolve) => server.once('listening', resolve));

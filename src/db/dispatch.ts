@@ -18,6 +18,7 @@
 import { sql, type SQL } from 'drizzle-orm';
 import type { Db } from './client.js';
 import { insertCaptionsFrom, rollUpCtes, rollUpJobs, ROLL_UP_NOTIFY } from './items.js';
+import { writeRemainingChunks } from './item-chunks.js';
 import { EVENTS_CHANNEL, insertJobEvents, jobEventColumns, recordJobStatusChange, recordJobStatusChanges } from './outbox.js';
 import { notifyWork, pgArray, WORK_CHANNEL, type JobConfig } from './jobs.js';
 import {
@@ -135,6 +136,7 @@ export async function failJobsWithBrokenDependencies(db: Db): Promise<{ jobId: s
           sql`select 1 from job_queue.caption_jobs where job_id = ${b.jobId} and status = 'pending' for update`,
         );
         if (rows.length === 0) return false;
+        await writeRemainingChunks(tx, b.jobId);
         const cancelled = await tx.execute(sql`
           update job_queue.job_items
           set status = 'cancelled', next_attempt_at = null, completed_at = now(), updated_at = now()
@@ -333,7 +335,10 @@ const WAITING_PRIORITY = sql`(
 /**
  * Locks job rows, always in job id order: every transaction that touches a job locks its row
  * before its items, and several rows in one order, so recordings, claims and cancels never
- * deadlock. With `claimableUpTo`, also every claimable job (claimableJob). With `waiting`, also
+ * deadlock. FOR NO KEY UPDATE, as the round's own updates take: it excludes other rounds and
+ * cancels (FOR UPDATE) but not the item writer adding a running job's next chunk (FOR KEY SHARE),
+ * which would otherwise hold up the job's dispatch for the length of every chunk.
+ * With `claimableUpTo`, also every claimable job (claimableJob). With `waiting`, also
  * reads the best (lowest) priority of a startable pending job that has work left (fair share), or
  * null when none waits.
  */
@@ -349,7 +354,7 @@ async function lockJobs(
            ${waitingPriority} as "waitingPriority"
     from job_queue.caption_jobs j
     where j.job_id = any(${pgArray(jobIds)}::uuid[]) ${claimableUpTo === undefined ? sql`` : sql`or ${claimableJob(claimableUpTo.owner, claimableUpTo.maxRunningPerJob)}`}
-    order by j.job_id for update`);
+    order by j.job_id for no key update`);
   return { jobs: rows, waitingPriority: rows[0]?.waitingPriority ?? null };
 }
 
@@ -668,7 +673,7 @@ export async function recordAndSwap(db: Db, p: RecordAndSwapParams): Promise<Rec
     with locked as (
       select job_id, status, config, request_id, slice_items, priority, queue_position, created_at
       from job_queue.caption_jobs where job_id = any(${pgArray(jobIds)}::uuid[])
-      order by job_id for update
+      order by job_id for no key update
     ), ${recordCtes(p, locked)},
     ${providerPart}
     freed as (

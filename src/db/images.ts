@@ -5,6 +5,7 @@
 import { sql, type SQL } from 'drizzle-orm';
 import { ConflictError, InvalidInputError, NotFoundError } from '../errors.js';
 import type { Db, DbTime } from './client.js';
+import { CHUNKED_ITEMS } from './item-chunks.js';
 import { pgArray } from './jobs.js';
 import { allOf, dir, pageOf, textKey, type Order, type Page } from './lists.js';
 import { images } from './schema.js';
@@ -210,10 +211,12 @@ export async function deleteImagesIn(tx: Db, ids: string[]): Promise<number> {
   return result.rowCount ?? 0;
 }
 
+/** Pending and running items of the images, those not yet written (job_item_chunks) too. */
 async function countActiveItems(tx: Db, imageIds: string[]): Promise<number> {
+  const ids = sql`${pgArray(imageIds)}::uuid[]`;
   const { rows } = await tx.execute<{ n: number }>(sql`
-    select count(*) as n from job_queue.job_items
-    where image_id = any(${pgArray(imageIds)}::uuid[]) and status in ('pending', 'running')`);
+    select (select count(*) from job_queue.job_items where image_id = any(${ids}) and status in ('pending', 'running'))
+         + (select count(*) from ${CHUNKED_ITEMS} q where q.image_id = any(${ids})) as n`);
   return rows[0]?.n ?? 0;
 }
 

@@ -51,7 +51,8 @@ export interface ListItemsInput {
  * The cost follows the page, not the job: a live job's items are read through (job_id, status, seq),
  * the first page-end items of each status, merged by seq (one `(job_id, seq)` order across statuses
  * would need another index on the busiest table); unfiltered, the total is the job's item count
- * (`total_images`: items are made with the job and leave only with it). Read as one filter, a
+ * (`total_images`: items are made with the job and leave only with it; for a moment after the
+ * create of a big job, the last pages wait for the item writer). Read as one filter, a
  * 4,000-item job cost ~25 ms per page: every item fetched and sorted, then all of them counted.
  */
 export async function listItems(

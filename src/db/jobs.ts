@@ -11,6 +11,8 @@ import { ConflictError, InvalidInputError, NotFoundError, type FieldError } from
 import { toWorkspaceRelative, workspacePathProblem } from '../workspace.js';
 import type { Db, DbTime } from './client.js';
 import { findDataset } from './datasets.js';
+import { IMAGE_DELETE_LOCK } from './images.js';
+import { CHUNKED_ITEMS, ITEM_ID_PARTS, itemId, writeRemainingChunks } from './item-chunks.js';
 import { findPerspectivesByName } from './perspectives.js';
 import { FINISHED_JOB_STATUSES, type JobStatus, type JobType } from './schema.js';
 
@@ -136,13 +138,15 @@ export interface CreateJobInput {
 
 export interface CreateJobLimits {
   maxItems: number;
+  /** Items written in the create; the rest go to job_item_chunks for the item writer (JOB_ITEM_CHUNK). */
+  chunkItems: number;
 }
 
 type ImageSource = { kind: 'paths'; paths: string[] } | { kind: 'dataset'; datasetId: string };
 
 /**
- * Creates the job and all its items in one transaction: one INSERT ... SELECT writes every item,
- * however many. Unknown images, perspectives, datasets or dependencies, or a job that would have
+ * Creates the job in one transaction: one INSERT ... SELECT writes its first `chunkItems` items and
+ * the rest as chunk rows (src/db/item-chunks.ts), however many. Unknown images, perspectives, datasets or dependencies, or a job that would have
  * no items, are refused with an InvalidInputError naming them, and nothing is written.
  */
 export async function createJob(db: Db, input: CreateJobInput, limits: CreateJobLimits): Promise<JobRow> {
@@ -222,7 +226,11 @@ export async function createJob(db: Db, input: CreateJobInput, limits: CreateJob
   }
 
   const ids = perspectiveNames.map((n) => found.get(n)!.id);
+  const chunk = limits.chunkItems;
   return db.transaction(async (tx) => {
+    // Before the images are read: an image deleted after this waits for the commit and then sees
+    // the job's items and chunks (chunk rows have no reference check of their own).
+    await tx.execute(sql`select pg_advisory_xact_lock_shared(${IMAGE_DELETE_LOCK})`);
     const { rows: inserted } = await tx.execute<{ jobId: string }>(sql`
       insert into job_queue.caption_jobs
         (type, priority, perspectives, dataset_id, config, user_id, idempotency_key, request_id)
@@ -246,7 +254,8 @@ export async function createJob(db: Db, input: CreateJobInput, limits: CreateJob
       input.type === 'BACKFILL'
         ? sql`where not exists (select 1 from core_schema.captions c where c.image_id = i.id and c.perspective_id = p.id)
                 and not exists (select 1 from job_queue.job_items q where q.image_id = i.id and q.perspective = p.name
-                                and q.status in ('pending', 'running'))`
+                                and q.status in ('pending', 'running'))
+                and not exists (select 1 from ${CHUNKED_ITEMS} q where q.image_id = i.id and q.perspective = p.name)`
         : sql``;
     const { rows: counted } = await tx.execute<{ images: number; items: number }>(sql`
       with i as ${images},
@@ -257,11 +266,18 @@ export async function createJob(db: Db, input: CreateJobInput, limits: CreateJob
         ${onlyMissing}),
       inserted as (
         insert into job_queue.job_items (id, job_id, image_id, image_path, perspective)
-        select ${ITEM_ID}, ${jobId}, picked.id, picked.path, picked.name
+        select ${itemId(sql`picked.n`)}, ${jobId}, picked.id, picked.path, picked.name
         from picked cross join ${ITEM_ID_PARTS} as k
-        order by picked.path, picked.ord
-        returning 1)
-      select (select count(*) from i) as images, (select count(*) from inserted) as items`);
+        where picked.n < ${chunk}::int
+        order by picked.n
+        returning 1),
+      chunked as (
+        insert into job_queue.job_item_chunks (job_id, first_item, image_ids, image_paths, perspectives)
+        select ${jobId}, min(n)::int, array_agg(id order by n), array_agg(path order by n), array_agg(name order by n)
+        from picked where n >= ${chunk}::int group by n / ${chunk}::int
+        returning cardinality(image_ids) as n)
+      select (select count(*) from i) as images,
+             (select count(*) from inserted) + (select coalesce(sum(n), 0) from chunked) as items`);
     if (source!.kind === 'paths' && counted[0]!.images < source!.paths.length) {
       // Some paths are not registered images: refused, and the transaction (job row and all) rolls back.
       await unknownImages(tx);
@@ -286,18 +302,6 @@ export async function createJob(db: Db, input: CreateJobInput, limits: CreateJob
     return getJob(tx, jobId);
   });
 }
-
-/**
- * Item ids in insertion order: UUIDv7 (RFC 9562) with a counter, so that a job's items land at the
- * right edge of the primary key; random ids put each item on another page of it (a WAL full-page
- * image each after a checkpoint). k: the statement's time in milliseconds and 48 random bits, taken
- * once; picked.n, the item's 0-based place in the insert (below 2^26, as MAX_JOB_ITEMS is), fills
- * the 12 bits after the version and the 14 after the variant. Built in SQL: uuidv7() is PostgreSQL
- * 18's only, and it, like gen_random_uuid(), draws random bytes per row.
- */
-const ITEM_ID_PARTS = sql`(select lpad(to_hex((extract(epoch from clock_timestamp()) * 1000)::bigint), 12, '0') as ms,
-                                  right(gen_random_uuid()::text, 12) as rand)`;
-const ITEM_ID = sql`(k.ms || to_hex((7 << 28) | ((picked.n >> 14) << 16) | ((8 | ((picked.n >> 12) & 3)) << 12) | (picked.n & 4095)) || k.rand)::uuid`;
 
 /** The stored paths among `paths` that are no registered image (normally none: no rows come back). */
 async function findUnknownImagePaths(db: Db, paths: string[]): Promise<string[]> {
@@ -395,6 +399,8 @@ export async function cancelJob(db: Db, jobId: string): Promise<JobRow> {
     const job = await lockJob(tx, jobId);
     if (job.archived) throw new ConflictError(`job ${jobId} is archived`);
     if (isFinished(job.status)) throw new ConflictError(`job ${jobId} is already ${job.status}; only pending, running or paused jobs can be cancelled`);
+    // Items not yet written are cancelled too, as items: the job's record lists every one.
+    await writeRemainingChunks(tx, jobId);
     const result = await tx.execute(sql`
       update job_queue.job_items
       set status = 'cancelled', lease_owner = null, lease_expires_at = null, next_attempt_at = null,

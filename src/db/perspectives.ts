@@ -7,6 +7,7 @@ import { inArray, sql } from 'drizzle-orm';
 import { ConflictError, NotFoundError } from '../errors.js';
 import { hashDefinition, type PerspectiveDefinition } from '../workspace.js';
 import type { Db, DbTime } from './client.js';
+import { CHUNKED_ITEMS } from './item-chunks.js';
 import { pgArray } from './jobs.js';
 import { dir, pageOf, type Order, type Page } from './lists.js';
 import { perspectives } from './schema.js';
@@ -383,7 +384,8 @@ export async function deletePerspective(db: Db, id: string): Promise<void> {
     if (!current) throw new NotFoundError(`perspective ${id} not found`);
     refuseLibrary(current, 'deleted');
     const { rows: active } = await tx.execute<{ n: number }>(sql`
-      select count(*) as n from job_queue.job_items where perspective = ${current.name} and status in ('pending', 'running')`);
+      select (select count(*) from job_queue.job_items where perspective = ${current.name} and status in ('pending', 'running'))
+           + (select count(*) from ${CHUNKED_ITEMS} q where q.perspective = ${current.name}) as n`);
     if ((active[0]?.n ?? 0) > 0) {
       throw new ConflictError(`perspective ${current.name} is used by ${active[0]!.n} pending or running job item(s)`);
     }

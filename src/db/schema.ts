@@ -301,6 +301,29 @@ export const jobItems = queue.table(
   ],
 );
 
+/**
+ * Items of a job still to be written, a chunk of them per row: a create writes its first
+ * JOB_ITEM_CHUNK items and leaves the rest here, and the item writer (src/jobs/item-writer.ts) turns
+ * each row into its items, in order, one transaction each. A 10,000-item create wrote ~5 MB of
+ * WAL (a heap row and four index entries per item) inside the request; a chunk row is three arrays.
+ * Parallel arrays, one entry per item, in the job's order.
+ */
+export const jobItemChunks = queue.table(
+  'job_item_chunks',
+  {
+    jobId: uuid('job_id')
+      .notNull()
+      .references(() => captionJobs.jobId, { onDelete: 'cascade' }),
+    /** The 0-based place in the job of the chunk's first item. */
+    firstItem: integer('first_item').notNull(),
+    imageIds: uuid('image_ids').array().notNull(),
+    imagePaths: text('image_paths').array().notNull(),
+    perspectives: text('perspectives').array().notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [primaryKey({ columns: [t.jobId, t.firstItem] })],
+);
+
 /** Items of archived jobs, moved out of the hot table. Same columns, plus when they moved. */
 export const jobArchives = queue.table(
   'job_archives',

@@ -18,6 +18,7 @@ import { routeLabeller, type Metrics } from '../metrics.js';
 import { appRouter } from '../routers/index.js';
 import { createCallerFactory, type Context } from '../trpc.js';
 import type { EventHub } from '../jobs/event-hub.js';
+import type { ItemWriter } from '../jobs/item-writer.js';
 import { apiClosed, apiGate, requireToken, scopeOf } from './auth.js';
 import { boardRoute } from './board.js';
 import { eventsRoute } from './events.js';
@@ -33,6 +34,7 @@ export interface AppDeps {
   openApiDocument: OpenAPIObject;
   metrics: Metrics;
   events: EventHub;
+  itemWriter: ItemWriter;
 }
 
 declare module 'express-serve-static-core' {
@@ -106,6 +108,7 @@ export function createApp(deps: AppDeps): express.Express {
     requestId: (req as Request).requestId,
     scope: scopeOf(req as Request, config),
     events: deps.events,
+    itemWriter: deps.itemWriter,
   });
   const onError = ({ error, path }: { error: { code: string; cause?: unknown }; path?: string }) => {
     if (error.code === 'INTERNAL_SERVER_ERROR') logger.error({ err: error.cause ?? error, path }, 'procedure failed');

@@ -78,7 +78,11 @@ export const batchRouter = router({
     .output(job)
     .mutation(async ({ ctx, input }) => {
       const config = sealJobConfig(input.config, ctx.config.SECRETS_KEY);
-      return toJob(await createJob(ctx.db, { ...input, config }, { maxItems: ctx.config.MAX_JOB_ITEMS }));
+      const limits = { maxItems: ctx.config.MAX_JOB_ITEMS, chunkItems: ctx.config.JOB_ITEM_CHUNK };
+      const created = await createJob(ctx.db, { ...input, config }, limits);
+      // Items past the first chunk are written after the answer.
+      if (created.totalImages > limits.chunkItems) ctx.itemWriter.wake();
+      return toJob(created);
     }),
 
   list: publicProcedure

@@ -1,6 +1,7 @@
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CONFIG, countRows, createJob, DATASET, finishItem, IMAGES, itemIds } from '../helpers/fixtures.js';
+import { waitFor } from '../helpers/jobs.js';
 import { api, startTestService, type TestService } from '../helpers/service.js';
 
 let svc: TestService;
@@ -210,7 +211,13 @@ describe('create: refused input writes nothing', () => {
   });
 });
 
-describe('create: a big job is one insert', () => {
+/** Waits until the item writer has written every item of the job (src/jobs/item-writer.ts). */
+async function allItemsWritten(jobId: string, total: number) {
+  await waitFor(`${total} items of ${jobId}`, async () => (await itemIds(svc.db, jobId)).length === total, 30_000);
+  expect(await countRows(svc.db, 'job_queue.job_item_chunks')).toBe(0);
+}
+
+describe('create: a big job, its first chunk in the create and the rest just after', () => {
   it('creates a 10,000-item job with every item', async () => {
     // 2,500 registered images × 4 perspectives. Rows are inserted directly: only their paths matter here.
     await svc.db.execute(sql`
@@ -224,6 +231,7 @@ describe('create: a big job is one insert', () => {
       perspectives: ['art_critic', 'storytelling', 'graph_caption', 'poetic_metaphor'],
     });
     expect(job.totalImages).toBe(10_000);
+    await allItemsWritten(job.jobId, 10_000);
     const { rows } = await svc.db.execute<{ n: number; pairs: number }>(sql`
       select count(*)::int as n, count(distinct (image_id, perspective))::int as pairs
       from job_queue.job_items where job_id = ${job.jobId}`);
@@ -242,8 +250,13 @@ describe('create: a big job is one insert', () => {
       return rows.map((r) => r.id);
     };
     const started = Date.now();
-    const first = await ids((await createJob(svc.url, { type: 'DATASET_PERSPECTIVE', imagePaths: undefined, datasetName: 'ordered', perspectives })).jobId);
-    const second = await ids((await createJob(svc.url, { type: 'DATASET_PERSPECTIVE', imagePaths: undefined, datasetName: 'ordered', perspectives })).jobId);
+    const create = async () => {
+      const { jobId } = await createJob(svc.url, { type: 'DATASET_PERSPECTIVE', imagePaths: undefined, datasetName: 'ordered', perspectives });
+      await allItemsWritten(jobId, 17_500);
+      return ids(jobId);
+    };
+    const first = await create();
+    const second = await create();
     expect(first).toHaveLength(17_500);
     for (const id of [...first, ...second]) expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     // Ascending in insertion order within each job, and the second job's after the first's.
