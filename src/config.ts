@@ -68,7 +68,7 @@ const envSchema = z.object({
    * Items a create writes before it answers, and per transaction after it: the item writer writes
    * the rest of a bigger job in chunks of this size (the job's total is known from the start).
    */
-  JOB_ITEM_CHUNK: int(1, 100_000).default(1000),
+  JOB_ITEM_CHUNK: int(1, 100_000).default(500),
   /** Import the workspace (perspectives, datasets) at start-up. */
   WORKSPACE_SYNC_ON_START: bool.default(true),
   /** Seconds a SIGTERM waits for in-flight work before the process exits. */
