@@ -32,13 +32,13 @@ function insertChunks(chunks: SQL): SQL {
   return sql`
     with c as (${chunks}),
     gone as (delete from job_queue.job_item_chunks d using c where d.job_id = c.job_id and d.first_item = c.first_item),
-    u as (select c.job_id, c.first_item + u.ord - 1 as n, u.image_id, u.path, u.perspective
-          from c cross join unnest(c.image_ids, c.image_paths, c.perspectives) with ordinality as u(image_id, path, perspective, ord)),
+    listed as (select c.job_id, c.first_item + x.ord - 1 as n, x.image_id, x.path, x.perspective
+               from c cross join unnest(c.image_ids, c.image_paths, c.perspectives) with ordinality as x(image_id, path, perspective, ord)),
     inserted as (
       insert into job_queue.job_items (id, job_id, image_id, image_path, perspective)
-      select ${itemId(sql`u.n`)}, u.job_id, u.image_id, u.path, u.perspective
-      from u cross join ${ITEM_ID_PARTS} as k
-      order by u.n
+      select ${itemId(sql`listed.n`)}, listed.job_id, listed.image_id, listed.path, listed.perspective
+      from listed cross join ${ITEM_ID_PARTS} as k
+      order by listed.n
       returning 1)
     select count(*)::int as n from inserted`;
 }

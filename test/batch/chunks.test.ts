@@ -97,6 +97,20 @@ describe('items written after the create', () => {
     expect(await writeAll()).toEqual([]);
   });
 
+  it('a cancel while the writer writes: neither waits for the other forever, and every item ends cancelled', async () => {
+    const all = ['art_critic', 'storytelling', 'graph_caption', 'poetic_metaphor', 'time_tags', 'style_preset', 'locality_graph'];
+    const job = await create(all);
+    expect(job.totalImages).toBe(49);
+    const [written, cancelled] = await Promise.all([writeAll(), api(svc.url, 'POST', `${B}/cancel/${job.jobId}`)]);
+    expect(cancelled.status).toBe(200);
+    expect(cancelled.body).toMatchObject({ status: 'cancelled', cancelledImages: 49 });
+    const items49 = await items(job.jobId);
+    expect(items49).toHaveLength(49);
+    expect(items49.every((i) => i.status === 'cancelled')).toBe(true);
+    expect(written.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(46);
+    expect(await chunks(job.jobId)).toEqual([]);
+  });
+
   it('a job whose dependency did not complete fails with its unwritten items cancelled', async () => {
     const first = await create(['art_critic']);
     const second = await create(['storytelling'], { type: 'DEPENDENCY_CHAIN', dependsOn: [first.jobId] });
