@@ -146,8 +146,9 @@ type ImageSource = { kind: 'paths'; paths: string[] } | { kind: 'dataset'; datas
 
 /**
  * Creates the job in one transaction: one INSERT ... SELECT writes its first `chunkItems` items and
- * the rest as chunk rows (src/db/item-chunks.ts), however many. Unknown images, perspectives, datasets or dependencies, or a job that would have
- * no items, are refused with an InvalidInputError naming them, and nothing is written.
+ * the rest as chunk rows (src/db/item-chunks.ts), however many. Unknown images, perspectives,
+ * datasets or dependencies, or a job that would have no items, are refused with an
+ * InvalidInputError naming them, and nothing is written.
  */
 export async function createJob(db: Db, input: CreateJobInput, limits: CreateJobLimits): Promise<JobRow> {
   if (input.idempotencyKey) {
