@@ -5,6 +5,7 @@
 import type pg from 'pg';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Db } from './db/client.js';
+import { countUnwrittenItems } from './db/item-chunks.js';
 import { countUndelivered } from './db/outbox.js';
 import { listProviders } from './db/providers.js';
 import { getQueueDepth } from './db/statistics.js';
@@ -115,6 +116,14 @@ export function createMetrics(deps: { db: Db; pool: pg.Pool }): Metrics {
     registers: [registry],
     async collect() {
       this.set(await countUndelivered(deps.db));
+    },
+  });
+  new Gauge({
+    name: 'graphcap_job_items_unwritten',
+    help: 'Items of created jobs that the item writers have yet to write (job_item_chunks): a backlog that stays means no replica writes them.',
+    registers: [registry],
+    async collect() {
+      this.set(await countUnwrittenItems(deps.db));
     },
   });
   const eventDeliveries = new Counter({

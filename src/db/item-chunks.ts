@@ -46,12 +46,14 @@ function insertChunks(chunks: SQL): SQL {
 /**
  * Writes one chunk: the first of the job whose chunks are oldest, unless another replica is
  * writing that job's first chunk (then the next job's). Returns how many items it wrote, 0 when
- * no chunk is left to take. The dispatchers are told, as by a create.
+ * no chunk is left to take. The dispatchers are told, as by a create. A chunk that fails does not
+ * hold up the other jobs': its error is thrown only when no other chunk could be written.
  */
 export async function writeNextChunk(db: Db): Promise<number> {
   const { rows: candidates } = await db.execute<{ jobId: string; firstItem: number }>(sql`
     select job_id as "jobId", min(first_item) as "firstItem" from job_queue.job_item_chunks
     group by job_id order by min(created_at) limit 10`);
+  let failure: unknown;
   for (const { jobId, firstItem } of candidates) {
     const written = await db.transaction(async (tx) => {
       const { rows: job } = await tx.execute(sql`select 1 from job_queue.caption_jobs where job_id = ${jobId} for key share`);
@@ -63,9 +65,13 @@ export async function writeNextChunk(db: Db): Promise<number> {
       const n = rows[0]?.n ?? 0;
       if (n > 0) await notifyWork(tx);
       return n;
+    }).catch((error: unknown) => {
+      failure ??= error;
+      return 0;
     });
     if (written > 0) return written;
   }
+  if (failure !== undefined) throw failure;
   return 0;
 }
 
@@ -73,6 +79,14 @@ export async function writeNextChunk(db: Db): Promise<number> {
 export async function writeRemainingChunks(tx: Db, jobId: string): Promise<number> {
   const { rows } = await tx.execute<{ n: number }>(
     insertChunks(sql`select * from job_queue.job_item_chunks where job_id = ${jobId} order by first_item for update`),
+  );
+  return rows[0]?.n ?? 0;
+}
+
+/** Items in chunk rows, all jobs together (a gauge of the writers' backlog). */
+export async function countUnwrittenItems(db: Db): Promise<number> {
+  const { rows } = await db.execute<{ n: number }>(
+    sql`select coalesce(sum(cardinality(image_ids)), 0)::int as n from job_queue.job_item_chunks`,
   );
   return rows[0]?.n ?? 0;
 }

@@ -48,6 +48,12 @@ function expectedPairs(perspectives: string[]) {
   return [...IMAGES].sort().flatMap((path) => perspectives.map((perspective) => ({ imagePath: path, perspective })));
 }
 
+async function unwrittenGauge(): Promise<number> {
+  const text = await (await fetch(`${svc.url}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith('graphcap_job_items_unwritten '));
+  return Number(line?.split(' ')[1]);
+}
+
 async function writeAll(): Promise<number[]> {
   const written: number[] = [];
   for (let n; (n = await writeNextChunk(svc.db)) > 0; ) written.push(n);
@@ -61,6 +67,7 @@ describe('items written after the create', () => {
     expect(job.totalImages).toBe(14);
     expect(await items(job.jobId)).toHaveLength(CHUNK);
     expect(await chunks(job.jobId)).toEqual([3, 6, 9, 12].map((firstItem) => ({ firstItem, n: firstItem === 12 ? 2 : 3 })));
+    expect(await unwrittenGauge()).toBe(11);
     // The job's figures count every item from the start.
     const status = await api(svc.url, 'GET', `${B}/status/${job.jobId}`);
     expect(status.body.job).toMatchObject({ totalImages: 14, progress: 0 });
@@ -74,6 +81,7 @@ describe('items written after the create', () => {
     expect(ids).toEqual([...ids].sort());
     expect(new Set(ids).size).toBe(14);
     expect(await chunks(job.jobId)).toEqual([]);
+    expect(await unwrittenGauge()).toBe(0);
   });
 
   it('a service that starts writes what a create left (a crash after the create loses nothing)', async () => {
@@ -83,6 +91,29 @@ describe('items written after the create', () => {
     await waitFor('the items written', async () => (await items(job.jobId)).length === 7, 10_000);
     expect((await items(job.jobId)).map((i) => i.imagePath)).toEqual([...IMAGES].sort());
     expect(await chunks(job.jobId)).toEqual([]);
+  });
+
+  it('a chunk that cannot be written does not hold up the other jobs', async () => {
+    const broken = await create(['art_critic']);
+    // Its next chunk names an image that does not exist (only plain SQL could do that), and is the oldest.
+    await svc.db.execute(sql`
+      update job_queue.job_item_chunks set image_ids[1] = gen_random_uuid(), created_at = now() - interval '1 hour'
+      where job_id = ${broken.jobId} and first_item = 3`);
+    try {
+      const fine = await create(['storytelling']);
+      const error = await (async () => {
+        while ((await writeNextChunk(svc.db)) > 0);
+      })().then(
+        () => undefined,
+        (e: unknown) => e as Error & { cause?: { code?: string; message?: string } },
+      );
+      // Thrown once the broken chunk is all that is left: the other job's items are all written.
+      expect(error?.cause).toMatchObject({ code: '23503', message: expect.stringContaining('reference to images') });
+      expect(await items(fine.jobId)).toHaveLength(7);
+      expect(await chunks(broken.jobId)).toEqual([{ firstItem: 3, n: 3 }, { firstItem: 6, n: 1 }]);
+    } finally {
+      await svc.db.execute(sql`delete from job_queue.job_item_chunks where job_id = ${broken.jobId}`);
+    }
   });
 
   it('a cancel cancels the items not yet written, as items', async () => {
