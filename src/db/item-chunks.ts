@@ -76,11 +76,8 @@ export async function writeNextChunk(db: Db): Promise<number> {
 }
 
 /** Writes every chunk left of the job, inside the caller's transaction, which holds the job row FOR UPDATE. */
-export async function writeRemainingChunks(tx: Db, jobId: string): Promise<number> {
-  const { rows } = await tx.execute<{ n: number }>(
-    insertChunks(sql`select * from job_queue.job_item_chunks where job_id = ${jobId} order by first_item for update`),
-  );
-  return rows[0]?.n ?? 0;
+export async function writeRemainingChunks(tx: Db, jobId: string): Promise<void> {
+  await tx.execute(insertChunks(sql`select * from job_queue.job_item_chunks where job_id = ${jobId} order by first_item for update`));
 }
 
 /** Items in chunk rows, all jobs together (a gauge of the writers' backlog). */
