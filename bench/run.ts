@@ -24,7 +24,7 @@ import { createLogger } from '../src/logger.js';
 import { StandInBridge } from '../test/stand-ins/bridge.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const FIXTURE_WORKSPACE = fileURLToPath(new URL('../../shared/fixtures/graphcap-workspace', import.meta.url));
+const FIXTURE_WORKSPACE = fileURLToPath(new URL('../examples/workspace', import.meta.url));
 const FIXTURE_IMAGE = 'datasets/os_img/universe-8153526_640.jpg';
 const PERSPECTIVE = 'art_critic';
 const CONFIG = { provider: 'gemini', model: 'gemini-2.0-flash-exp' };

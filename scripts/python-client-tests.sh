@@ -37,7 +37,7 @@ venv=$(bash scripts/python-venv.sh)
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
   ./clients/python/graphcap-data-client
 
-cp -r ../shared/fixtures/graphcap-workspace "$work/workspace"
+cp -r examples/workspace "$work/workspace"
 
 echo "stand-in bridge on 127.0.0.1:$bridge_port"
 BRIDGE_HOST=127.0.0.1 BRIDGE_PORT=$bridge_port BRIDGE_LATENCY_MS=20 \

@@ -7,7 +7,7 @@
 import { sql, type SQL } from 'drizzle-orm';
 import { currentRequestId } from '../logger.js';
 import { parseDbTime, type Db, type DbTime } from './client.js';
-import { pgArray } from './jobs.js';
+import { pgArray } from './sql.js';
 
 /** NOTIFY channel: "new events were committed". A hint; readers also poll. */
 export const EVENTS_CHANNEL = 'graphcap_events';
@@ -28,7 +28,7 @@ export type OutboxEvent = {
   attempts: number;
 };
 
-/** An event as the broker and live subscribers receive it (API.md): `id` is unique per event. */
+/** An event as the broker and live subscribers receive it (README, "Following jobs live"): `id` is unique per event. */
 export function eventMessage(event: OutboxEvent) {
   return {
     id: event.eventId,

@@ -1,5 +1,5 @@
 /**
- * The Inference Bridge client: one `caption-from-path` call per item (API.md), with a timeout, the
+ * The Inference Bridge client: one `caption-from-path` call per item (graphcap's bridge contract), with a timeout, the
  * job's request id and an abort signal. Failures come out classified (src/jobs/errors.ts). It
  * never logs: the request carries the job's provider_config, which may hold secrets.
  *

@@ -15,7 +15,7 @@ import type { AppRouter } from '../../src/routers/index.js';
 import { startService, type Service } from '../../src/service.js';
 import { createTestDatabase, type TestDatabase } from './db.js';
 
-export const FIXTURE_WORKSPACE = fileURLToPath(new URL('../../../shared/fixtures/graphcap-workspace', import.meta.url));
+export const FIXTURE_WORKSPACE = fileURLToPath(new URL('../../examples/workspace', import.meta.url));
 
 export interface TestService {
   url: string;

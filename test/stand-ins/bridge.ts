@@ -1,7 +1,7 @@
 /**
  * A stand-in Inference Bridge: a real HTTP server on loopback that speaks the caption-from-path
- * contract of ../shared/design/API.md. It answers with the real caption (`parsed`) from the fixture's
- * datasets/os_img/analysis/batch_<perspective>/captions.jsonl when it knows the (image file name,
+ * contract of graphcap's Inference Bridge. It answers with the caption (`parsed`) from the example
+ * workspace's datasets/os_img/analysis/batch_<perspective>/captions.jsonl when it knows the (image file name,
  * perspective) pair, and with a deterministic synthetic caption otherwise.
  *
  * Latency, transient errors (503), hangs (at a rate or for chosen images), permanent failures (400)
@@ -19,7 +19,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 export const FIXTURE_ANALYSIS = fileURLToPath(
-  new URL('../../../shared/fixtures/graphcap-workspace/datasets/os_img/analysis', import.meta.url),
+  new URL('../../examples/workspace/datasets/os_img/analysis', import.meta.url),
 );
 
 export interface BridgeSettings {

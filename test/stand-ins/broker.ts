@@ -1,5 +1,5 @@
 /**
- * A stand-in message broker: a real HTTP server on loopback that takes `POST /events` (API.md) and
+ * A stand-in message broker: a real HTTP server on loopback that takes `POST /events` (README, "Following jobs live") and
  * records what arrives. It can answer 500, or go down (connections refused) and come back on the
  * same port.
  */
