@@ -3,8 +3,10 @@
  * start-up. Nothing else reads process.env.
  */
 import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { parseSecretsKey } from './secrets.js';
 
@@ -21,6 +23,12 @@ const url = z.preprocess(
     .optional(),
 );
 
+/**
+ * The Inference Bridge's address as a user writes it (http://inference-bridge:32100), or with its
+ * API prefix (…/api/v1): kept without the prefix, which the client adds to every route.
+ */
+const bridgeUrl = url.transform((value) => value?.replace(/\/api\/v1$/, ''));
+
 const token = z.preprocess(emptyToUndefined, z.string().min(16, 'must be at least 16 characters').optional());
 
 const bool = z.preprocess(emptyToUndefined, z.stringbool({ error: 'must be true or false' }));
@@ -36,12 +44,23 @@ const envSchema = z.object({
       .optional(),
   ),
   MESSAGE_BROKER_URL: url,
-  INFERENCE_BRIDGE_URL: url,
+  INFERENCE_BRIDGE_URL: bridgeUrl,
   NODE_ENV: z.preprocess(
     emptyToUndefined,
     z.enum(['development', 'production', 'test']).default('development'),
   ),
-  WORKSPACE_PATH: z.preprocess(emptyToUndefined, z.string().default('/workspace')),
+  /** Unset: /workspace when it exists (containers), else the repository's example workspace. */
+  WORKSPACE_PATH: z.preprocess(emptyToUndefined, z.string().optional()),
+  /**
+   * Where the Inference Bridge sees the workspace: image paths sent to it start here (graphcap's
+   * compose mounts the workspace at /workspace in both containers). Unset: WORKSPACE_PATH.
+   */
+  BRIDGE_WORKSPACE_PATH: z.preprocess(emptyToUndefined, z.string().optional()),
+  /**
+   * graphcap's provider.config.toml (TOML, or JSON for a .json file): providers imported at
+   * start-up. Unset: config/provider.config.toml in the workspace, when it exists.
+   */
+  PROVIDERS_FILE: z.preprocess(emptyToUndefined, z.string().optional()),
   MAX_CONCURRENT_JOBS: int(1, 1000).default(2),
   MAX_CONCURRENT_ITEMS: int(1, 1000).default(4),
   /**
@@ -71,8 +90,11 @@ const envSchema = z.object({
   JOB_ITEM_CHUNK: int(1, 100_000).default(500),
   /** Import the workspace (perspectives, datasets) at start-up. */
   WORKSPACE_SYNC_ON_START: bool.default(true),
-  /** Seconds a SIGTERM waits for in-flight work before the process exits. */
-  SHUTDOWN_GRACE_SECONDS: int(0, 3600).default(10),
+  /**
+   * Seconds a SIGTERM waits for in-flight bridge calls before it gives their items back. Shorter
+   * than Docker's default stop timeout (10 s), so the rest of the shutdown fits in it too.
+   */
+  SHUTDOWN_GRACE_SECONDS: int(0, 3600).default(5),
   /** Bearer token every /api request (tRPC, REST, SSE) must carry; unset = open (local use). */
   API_TOKEN: token,
   /** Bearer token of the internal item-update endpoint; when set, the API token is refused there. */
@@ -110,14 +132,17 @@ const envSchema = z.object({
       })
       .optional(),
   ),
-  /** Browser origins allowed by CORS (comma-separated), e.g. the graphcap UI; unset = none. */
+  /**
+   * Browser origins allowed by CORS (comma-separated), e.g. graphcap studio. Unset: studio's
+   * development origins in development (http://localhost:32200, http://127.0.0.1:32200), none otherwise.
+   */
   CORS_ORIGINS: z.preprocess(
     emptyToUndefined,
     z
       .string()
       .transform((v) => v.split(',').map((o) => o.trim()).filter(Boolean))
       .pipe(z.array(z.url({ error: 'must be comma-separated origins such as http://localhost:32200' })))
-      .default([]),
+      .optional(),
   ),
   /** Run the job dispatcher in this process; false makes an API-only replica. */
   DISPATCHER_ENABLED: bool.default(true),
@@ -125,8 +150,23 @@ const envSchema = z.object({
   POLL_INTERVAL_MS: int(10, 600_000).default(1000),
   /** Seconds an item's lease lasts; the holder renews it every third of that. */
   LEASE_SECONDS: int(1, 3600).default(30),
-  /** Milliseconds one Inference Bridge call may take before it counts as a transient failure. */
-  BRIDGE_TIMEOUT_MS: int(50, 3_600_000).default(120_000),
+  /**
+   * Milliseconds one Inference Bridge call may take. graphcap's bridge gives the model up to 180 s
+   * a try and its client retries twice (three tries), so the default waits that out.
+   */
+  BRIDGE_TIMEOUT_MS: int(50, 3_600_000).default(600_000),
+  /**
+   * Retry an item whose bridge call timed out. Off by default: the bridge does not stop a model
+   * call when its caller goes, so a retry would pay for the same caption twice.
+   */
+  BRIDGE_RETRY_TIMEOUTS: bool.default(false),
+  /** Milliseconds between checks of the bridge (its health and perspective routes). */
+  BRIDGE_CHECK_INTERVAL_MS: int(100, 3_600_000).default(30_000),
+  /**
+   * Minutes a provider's circuit breaker may stay open before the jobs that use it are paused
+   * (with the reason); resuming them is the user's call. 0 = never pause.
+   */
+  PROVIDER_OUTAGE_PAUSE_MINUTES: z.preprocess(emptyToUndefined, z.coerce.number().min(0).max(10_080)).default(15),
   /** Attempts an item gets (transient failures and expired leases included) before it fails. */
   MAX_ATTEMPTS: int(1, 1000).default(5),
   /** Milliseconds of the first retry's backoff ceiling; doubles per attempt (src/jobs/retry.ts). */
@@ -136,7 +176,7 @@ const envSchema = z.object({
   /**
    * Adapt dispatch to each (provider, model): an in-flight limit that halves on throttling,
    * failures and rising latency and grows back on success, Retry-After, a circuit breaker
-   * (src/db/providers.ts); false = only the static caps.
+   * (src/db/provider-states.ts); false = only the static caps.
    */
   ADAPTIVE_DISPATCH: bool.default(true),
   /** Provider failures in a row (no success between) that open its circuit breaker. */
@@ -167,11 +207,27 @@ const envSchema = z.object({
   });
 
 export type Config = Readonly<
-  Omit<z.infer<typeof envSchema>, 'WORKSPACE_PATH' | 'EMBEDDED_PG_DATA'> & {
+  Omit<z.infer<typeof envSchema>, 'WORKSPACE_PATH' | 'BRIDGE_WORKSPACE_PATH' | 'EMBEDDED_PG_DATA' | 'CORS_ORIGINS'> & {
     WORKSPACE_PATH: string;
+    /** Where WORKSPACE_PATH came from: the variable, /workspace, or the repository's example. */
+    WORKSPACE_SOURCE: 'env' | 'default' | 'example';
+    BRIDGE_WORKSPACE_PATH: string;
     EMBEDDED_PG_DATA: string;
+    CORS_ORIGINS: string[];
+    PROVIDERS_FILE: string | undefined;
+    /** Reads a variable the providers file names for an API key (`env_var`): the only other read of the environment. */
+    readEnv: (name: string) => string | undefined;
   }
 >;
+
+/** The service's version (package.json), as graphcap's health answer carries one. */
+export const SERVICE_VERSION = (JSON.parse(readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+
+/** The repository's example workspace (examples/workspace): the default when there is no /workspace. */
+export const EXAMPLE_WORKSPACE = path.join(packageRoot(), 'examples', 'workspace');
+
+/** graphcap studio's development server (its vite.config.ts): allowed by CORS in development. */
+const STUDIO_DEV_ORIGINS = ['http://localhost:32200', 'http://127.0.0.1:32200'];
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -195,11 +251,34 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(lines.join('\n'));
   }
   const config = parsed.data;
+  const [workspace, source] = config.WORKSPACE_PATH
+    ? [config.WORKSPACE_PATH, 'env' as const]
+    : existsSync('/workspace')
+      ? ['/workspace', 'default' as const]
+      : [EXAMPLE_WORKSPACE, 'example' as const];
   return Object.freeze({
     ...config,
-    WORKSPACE_PATH: path.resolve(config.WORKSPACE_PATH),
+    WORKSPACE_PATH: path.resolve(workspace),
+    WORKSPACE_SOURCE: source,
+    BRIDGE_WORKSPACE_PATH: path.posix.resolve(config.BRIDGE_WORKSPACE_PATH ?? path.resolve(workspace)),
     EMBEDDED_PG_DATA: path.resolve(config.EMBEDDED_PG_DATA),
+    CORS_ORIGINS: config.CORS_ORIGINS ?? (config.NODE_ENV === 'development' ? STUDIO_DEV_ORIGINS : []),
+    PROVIDERS_FILE: config.PROVIDERS_FILE ? path.resolve(config.PROVIDERS_FILE) : workspaceProvidersFile(path.resolve(workspace)),
+    readEnv: (name: string) => env[name],
   });
+}
+
+/** graphcap's place for a workspace's providers, when the file is there. */
+function workspaceProvidersFile(workspace: string): string | undefined {
+  const file = path.join(workspace, 'config', 'provider.config.toml');
+  return existsSync(file) ? file : undefined;
+}
+
+/** The folder of package.json: src/ and dist/src/ both sit below it. */
+function packageRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(path.join(dir, 'package.json')) && path.dirname(dir) !== dir) dir = path.dirname(dir);
+  return dir;
 }
 
 const SECRET_LIKE = /URL|TOKEN|KEY|SECRET|PASSWORD/;

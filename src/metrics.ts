@@ -5,9 +5,10 @@
 import type pg from 'pg';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Db } from './db/client.js';
+import { BRIDGE_STATES, type BridgeMonitor } from './jobs/bridge-monitor.js';
 import { countUnwrittenItems } from './db/item-chunks.js';
 import { countUndelivered } from './db/outbox.js';
-import { listProviders } from './db/providers.js';
+import { listProviders } from './db/provider-states.js';
 import { getQueueDepth } from './db/statistics.js';
 
 export interface Metrics {
@@ -25,7 +26,7 @@ export interface Metrics {
   dispatchRounds: Histogram;
 }
 
-export function createMetrics(deps: { db: Db; pool: pg.Pool }): Metrics {
+export function createMetrics(deps: { db: Db; pool: pg.Pool; bridge?: BridgeMonitor }): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
 
@@ -41,6 +42,18 @@ export function createMetrics(deps: { db: Db; pool: pg.Pool }): Metrics {
     labelNames: ['method', 'route'] as const,
     buckets: [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
     registers: [registry],
+  });
+
+  new Gauge({
+    name: 'graphcap_bridge_state',
+    help: 'The Inference Bridge as its last check saw it: 1 for the current state (ok, unreachable, incompatible, unknown); none without INFERENCE_BRIDGE_URL.',
+    labelNames: ['state'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      if (!deps.bridge) return;
+      for (const state of BRIDGE_STATES) this.set({ state }, deps.bridge.state === state ? 1 : 0);
+    },
   });
 
   // Queue depth is read from the database at scrape time, so every replica reports the same truth;

@@ -3,6 +3,8 @@
  * SECRETS_KEY before it is stored, opened only to build a bridge call, and never returned.
  */
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { InvalidInputError } from './errors.js';
 
 /** A sealed value as stored in the job's config. */
@@ -37,6 +39,16 @@ export function open(value: Sealed, key: Buffer): unknown {
   return JSON.parse(text);
 }
 
+/** `value` sealed for storage, or a 400 naming `field` when the service has no key to seal it with. */
+export function sealInput(value: unknown, key: Buffer | undefined, field: string): Sealed {
+  if (!key) {
+    throw new InvalidInputError(`${field} is stored encrypted, and this service has no SECRETS_KEY`, [
+      { path: field, message: 'the service needs SECRETS_KEY to accept secrets' },
+    ]);
+  }
+  return seal(value, key);
+}
+
 /** The job config to store: providerConfig sealed, or a 400 when there is no key to seal it with. */
 export function sealJobConfig<T extends { providerConfig?: Record<string, unknown> }>(
   config: T,
@@ -50,4 +62,28 @@ export function sealJobConfig<T extends { providerConfig?: Record<string, unknow
     ]);
   }
   return { ...rest, providerConfig: seal(providerConfig, key) };
+}
+
+/**
+ * The key of a local install: read from `file`, or made and written there (readable by this user
+ * only) the first time. For the embedded database, whose data sits beside it: a fresh clone can
+ * store provider keys without configuring anything. Production sets SECRETS_KEY.
+ */
+export async function loadOrCreateKeyFile(file: string): Promise<Buffer> {
+  const existing = await readFile(file, 'utf8').catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return undefined;
+    throw error;
+  });
+  if (existing !== undefined) {
+    const key = parseSecretsKey(existing.trim());
+    if (!key) throw new Error(`${file} does not hold a 32-byte key (64 hex characters); remove it to make a new one, or set SECRETS_KEY`);
+    return key;
+  }
+  const key = randomBytes(32);
+  await mkdir(path.dirname(file), { recursive: true });
+  // 'wx': two processes starting at once must not both write one.
+  await writeFile(file, `${key.toString('hex')}\n`, { mode: 0o600, flag: 'wx' }).catch(async (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EEXIST') throw error;
+  });
+  return loadOrCreateKeyFile(file);
 }

@@ -1,22 +1,30 @@
 /**
- * Wires the service: database (embedded or DATABASE_URL, migrated), workspace import, HTTP server.
+ * Wires the service: database (embedded or DATABASE_URL, migrated), workspace and providers file
+ * import, the Inference Bridge (client, monitor, providers), HTTP server, background workers.
  * `main.ts` runs it as a process; tests start it in-process against their own database.
  */
-import { existsSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { createServer, type Server } from 'node:http';
+import path from 'node:path';
 import type { Config } from './config.js';
 import { openDatabase, type Database } from './db/client.js';
 import { countJobsWithSecrets } from './db/jobs.js';
 import { createApp } from './http/app.js';
+import { BridgeMonitor, withoutCredentials } from './jobs/bridge-monitor.js';
 import { Dispatcher } from './jobs/dispatcher.js';
 import { EventHub } from './jobs/event-hub.js';
+import { createInferenceBridge, type InferenceBridge } from './jobs/inference.js';
 import { ItemWriter } from './jobs/item-writer.js';
 import { Notifier } from './jobs/notifier.js';
+import { ProviderPacer } from './jobs/provider-pacer.js';
+import { ProviderRegistry } from './jobs/provider-registry.js';
 import { Retention } from './jobs/retention.js';
 import type { Logger } from './logger.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { buildOpenApiDocument } from './openapi.js';
+import { importProvidersFile } from './providers-file.js';
+import { loadOrCreateKeyFile } from './secrets.js';
+import { workspaceState } from './workspace.js';
 import { syncWorkspace } from './workspace-sync.js';
 
 export interface Service {
@@ -31,15 +39,30 @@ export interface Service {
   close(): Promise<void>;
 }
 
-export async function startService(config: Config, logger: Logger): Promise<Service> {
+export async function startService(given: Config, logger: Logger): Promise<Service> {
+  const config = await withLocalSecretsKey(given, logger);
   const database = await openDatabase(config, logger);
+  let bridge: InferenceBridge | undefined;
+  let monitor: BridgeMonitor | undefined;
   try {
     await checkSecretsKey(database.db, config, logger);
-    if (config.WORKSPACE_SYNC_ON_START) {
-      if (existsSync(config.WORKSPACE_PATH)) await syncWorkspace(database.db, config.WORKSPACE_PATH, logger);
-      else logger.warn({ workspace: config.WORKSPACE_PATH }, 'WORKSPACE_PATH does not exist; nothing imported');
+    await importWorkspace(database, config, logger);
+    const providers = new ProviderRegistry(database.db, config.SECRETS_KEY);
+    const pacer = new ProviderPacer();
+    if (config.INFERENCE_BRIDGE_URL) {
+      bridge = createInferenceBridge({
+        url: config.INFERENCE_BRIDGE_URL,
+        timeoutMs: config.BRIDGE_TIMEOUT_MS,
+        retryTimeouts: config.BRIDGE_RETRY_TIMEOUTS,
+        workspacePath: config.WORKSPACE_PATH,
+        bridgeWorkspacePath: config.BRIDGE_WORKSPACE_PATH,
+        secretsKey: config.SECRETS_KEY,
+        providers,
+      });
+      monitor = new BridgeMonitor({ baseUrl: config.INFERENCE_BRIDGE_URL, db: database.db, logger, intervalMs: config.BRIDGE_CHECK_INTERVAL_MS });
+      await monitor.start();
     }
-    const metrics = createMetrics({ db: database.db, pool: database.pool });
+    const metrics = createMetrics({ db: database.db, pool: database.pool, bridge: monitor });
     const events = new EventHub({ db: database.db, databaseUrl: database.url, logger, pollMs: config.NOTIFIER_POLL_MS });
     await events.start();
     const itemWriter = new ItemWriter({ db: database.db, logger, pollMs: config.POLL_INTERVAL_MS });
@@ -52,6 +75,7 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
       metrics,
       events,
       itemWriter,
+      bridge: bridge && monitor ? { client: bridge, monitor, providers, pacer } : undefined,
     });
     const server = createServer(app);
     // Slow or silent clients must not hold sockets forever.
@@ -64,10 +88,16 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
     const { port } = server.address() as AddressInfo;
     const host = config.HOST === '0.0.0.0' || config.HOST === '::' ? '127.0.0.1' : config.HOST;
     const url = `http://${host}:${port}`;
-    logger.info({ url, docs: `${url}/docs`, embeddedDatabase: !config.DATABASE_URL }, 'graphcap Data Service listening');
+    logger.info(
+      { url, docs: `${url}/docs`, embeddedDatabase: !config.DATABASE_URL, bridge: config.INFERENCE_BRIDGE_URL && withoutCredentials(config.INFERENCE_BRIDGE_URL) },
+      'graphcap Data Service listening',
+    );
 
     itemWriter.start();
-    const dispatcher = startDispatcher(config, database, logger, metrics);
+    const dispatcher = bridge && monitor ? startDispatcher(config, database, logger, metrics, { bridge, monitor, providers, pacer }) : undefined;
+    if (!config.INFERENCE_BRIDGE_URL) {
+      logger.warn('INFERENCE_BRIDGE_URL is not set: the dispatcher is idle and jobs stay queued until a replica with a bridge runs them');
+    }
     const notifier = new Notifier({
       db: database.db,
       databaseUrl: database.url,
@@ -93,7 +123,9 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
         const graceMs = config.SHUTDOWN_GRACE_SECONDS * 1000;
         // Live streams end first, so the server is not kept open by them.
         await events.stop();
+        monitor?.stop();
         await Promise.all([closeServer(server, graceMs), dispatcher?.stop(graceMs), retention.stop(), itemWriter.stop()]);
+        await bridge?.close();
         // Events the last recordings wrote still go out before the database closes.
         await notifier.stop();
         await database.close();
@@ -101,22 +133,70 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
       })());
     return { url, database, server, close };
   } catch (error) {
+    monitor?.stop();
+    await bridge?.close().catch(() => undefined);
     await database.close().catch(() => undefined);
     throw error;
   }
 }
 
-/** The dispatcher, unless this replica is API-only or has no Inference Bridge to call. */
-function startDispatcher(config: Config, database: Database, logger: Logger, metrics: Metrics): Dispatcher | undefined {
+/**
+ * The workspace at start-up: say which one is used and when it is missing or empty, import it
+ * (WORKSPACE_SYNC_ON_START), then the providers file.
+ */
+async function importWorkspace(database: Database, config: Config, logger: Logger): Promise<void> {
+  const workspace = config.WORKSPACE_PATH;
+  if (config.WORKSPACE_SOURCE === 'example') {
+    logger.info({ workspace }, 'WORKSPACE_PATH is not set and there is no /workspace: serving the example workspace');
+  }
+  const state = await workspaceState(workspace);
+  if (state === 'missing') logger.warn({ workspace }, 'WORKSPACE_PATH does not exist: no datasets or perspectives to import');
+  if (state === 'empty') logger.warn({ workspace }, 'the workspace has no datasets/ and no perspective_library/: nothing to import');
+  if (config.WORKSPACE_SYNC_ON_START && state !== 'missing') await syncWorkspace(database.db, workspace, logger);
+  if (config.PROVIDERS_FILE) {
+    await importProvidersFile(database.db, config.PROVIDERS_FILE, { secretsKey: config.SECRETS_KEY, readEnv: config.readEnv, logger });
+  }
+}
+
+interface BridgeParts {
+  bridge: InferenceBridge;
+  monitor: BridgeMonitor;
+  providers: ProviderRegistry;
+  pacer: ProviderPacer;
+}
+
+/** The dispatcher, unless this replica is API-only. */
+function startDispatcher(config: Config, database: Database, logger: Logger, metrics: Metrics, parts: BridgeParts): Dispatcher | undefined {
   if (!config.DISPATCHER_ENABLED) {
     logger.info('dispatcher disabled (DISPATCHER_ENABLED=false): this replica serves the API only');
     return undefined;
   }
-  if (!config.INFERENCE_BRIDGE_URL) {
-    logger.warn('INFERENCE_BRIDGE_URL is not set: the dispatcher is idle and jobs stay queued until a replica with a bridge runs them');
-    return undefined;
-  }
-  return new Dispatcher({ db: database.db, pool: database.pool, databaseUrl: database.url, config, logger, metrics });
+  return new Dispatcher({
+    db: database.db,
+    pool: database.pool,
+    databaseUrl: database.url,
+    config,
+    logger,
+    metrics,
+    bridge: parts.bridge,
+    providers: parts.providers,
+    pacer: parts.pacer,
+    bridgeState: () => parts.monitor.state,
+    onMissingRoute: (detail) => parts.monitor.reportMissingRoute(detail),
+  });
+}
+
+/**
+ * Without SECRETS_KEY, a service on its embedded database keeps a key of its own beside the data
+ * (EMBEDDED_PG_DATA's folder), so provider keys can be stored on a fresh clone. With DATABASE_URL
+ * the key must be given: replicas must share it.
+ */
+async function withLocalSecretsKey(config: Config, logger: Logger): Promise<Config> {
+  if (config.SECRETS_KEY || config.DATABASE_URL) return config;
+  const file = path.join(path.dirname(config.EMBEDDED_PG_DATA), 'secrets.key');
+  const key = await loadOrCreateKeyFile(file);
+  logger.info({ file }, 'SECRETS_KEY is not set: provider keys are sealed with the local key of the embedded database');
+  return Object.freeze({ ...config, SECRETS_KEY: key });
 }
 
 async function closeServer(server: Server, graceMs: number): Promise<void> {

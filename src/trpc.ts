@@ -9,8 +9,12 @@ import type { Config } from './config.js';
 import type { Db } from './db/client.js';
 import { InvalidInputError, toTRPCError, type FieldError } from './errors.js';
 import { accessOf, type Scope } from './http/auth.js';
+import type { BridgeMonitor } from './jobs/bridge-monitor.js';
 import type { EventHub } from './jobs/event-hub.js';
+import type { InferenceBridge } from './jobs/inference.js';
 import type { ItemWriter } from './jobs/item-writer.js';
+import type { ProviderPacer } from './jobs/provider-pacer.js';
+import type { ProviderRegistry } from './jobs/provider-registry.js';
 import type { Logger } from './logger.js';
 
 export interface Context {
@@ -24,6 +28,15 @@ export interface Context {
   events: EventHub;
   /** Writes the items a create left for later (src/jobs/item-writer.ts). */
   itemWriter: ItemWriter;
+  /** The Inference Bridge, for one-off captions; undefined without INFERENCE_BRIDGE_URL. */
+  bridge?: BridgeContext;
+}
+
+export interface BridgeContext {
+  client: InferenceBridge;
+  monitor: BridgeMonitor;
+  providers: ProviderRegistry;
+  pacer: ProviderPacer;
 }
 
 export interface ErrorData {

@@ -36,6 +36,25 @@ function isPlainRelativePath(input: string): boolean {
   return input.length <= 1024 && PLAIN_RELATIVE_PATH.test(input);
 }
 
+/**
+ * A client's path in the form graphcap's parts write them, made workspace-relative: studio sends
+ * `/workspace/datasets/...` (the path both containers mount), the Media Server `/datasets/...`,
+ * a local tool the absolute path under WORKSPACE_PATH. `roots` are the absolute places the
+ * workspace is known by (workspaceRoots). Anything else is returned as given, for the checks to
+ * refuse (an absolute path outside, `..`).
+ */
+export function fromClientPath(input: string, roots: readonly string[]): string {
+  if (!input.startsWith('/')) return input;
+  for (const root of roots) if (input.startsWith(`${root}/`)) return input.slice(root.length + 1);
+  return input.startsWith('/datasets/') ? input.slice(1) : input;
+}
+
+/** The absolute paths that name the workspace: WORKSPACE_PATH, where the bridge sees it, and graphcap's /workspace. */
+export function workspaceRoots(config: { WORKSPACE_PATH: string; BRIDGE_WORKSPACE_PATH: string }): string[] {
+  const roots = [config.WORKSPACE_PATH, config.BRIDGE_WORKSPACE_PATH, '/workspace'].map((r) => r.replace(/\/+$/, '')).filter(Boolean);
+  return [...new Set(roots)];
+}
+
 /** Why a client path is not acceptable, or undefined when it is. */
 export function workspacePathProblem(input: string): string | undefined {
   if (isPlainRelativePath(input)) return undefined;
@@ -43,7 +62,9 @@ export function workspacePathProblem(input: string): string | undefined {
   if (input.length > 1024) return 'must be at most 1024 characters';
   if (input.includes('\0')) return 'must not contain NUL';
   const slashed = input.replaceAll('\\', '/');
-  if (slashed.startsWith('/') || /^[a-zA-Z]:/.test(slashed)) return 'must be relative to the workspace';
+  if (slashed.startsWith('/') || /^[a-zA-Z]:/.test(slashed)) {
+    return 'must be in the workspace: datasets/..., /datasets/..., /workspace/... or under WORKSPACE_PATH';
+  }
   if (slashed.split('/').includes('..')) return 'must not contain ".." segments';
   const normalised = path.posix.normalize(slashed);
   if (normalised === '.' || normalised.endsWith('/')) return 'must name a file';
@@ -62,6 +83,18 @@ export async function resolveInWorkspace(root: string, relative: string, realRoo
     throw new InvalidInputError(`invalid image path ${JSON.stringify(relative)}: leaves the workspace`);
   }
   return real;
+}
+
+/** `missing`: no such folder; `empty`: neither datasets/ nor perspective_library/ holds anything. */
+export type WorkspaceState = 'ok' | 'empty' | 'missing';
+
+export async function workspaceState(root: string): Promise<WorkspaceState> {
+  const isFolder = await stat(root).then((s) => s.isDirectory(), () => false);
+  if (!isFolder) return 'missing';
+  const entries = async (folder: string) =>
+    (await readdir(path.join(root, folder)).catch(() => [])).filter((name) => !name.startsWith('.') && !/^readme/i.test(name));
+  const [datasets, library] = await Promise.all([entries('datasets'), entries('perspective_library')]);
+  return datasets.length + library.length === 0 ? 'empty' : 'ok';
 }
 
 // ---------------------------------------------------------------------------------------------

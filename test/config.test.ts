@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../src/config.js';
+import { ConfigError, EXAMPLE_WORKSPACE, loadConfig } from '../src/config.js';
 
 describe('configuration', () => {
   it('has the design’s defaults', () => {
@@ -7,7 +7,6 @@ describe('configuration', () => {
     expect(config).toMatchObject({
       PORT: 32550,
       NODE_ENV: 'development',
-      WORKSPACE_PATH: '/workspace',
       MAX_CONCURRENT_JOBS: 2,
       MAX_CONCURRENT_ITEMS: 4,
       LOG_LEVEL: 'info',
@@ -15,6 +14,23 @@ describe('configuration', () => {
     expect(config.DATABASE_URL).toBeUndefined();
     expect(config.MESSAGE_BROKER_URL).toBeUndefined();
     expect(config.INFERENCE_BRIDGE_URL).toBeUndefined();
+    // No /workspace on the test machine: the repository's example workspace, and the bridge sees it there too.
+    expect(config).toMatchObject({ WORKSPACE_PATH: EXAMPLE_WORKSPACE, WORKSPACE_SOURCE: 'example', BRIDGE_WORKSPACE_PATH: EXAMPLE_WORKSPACE });
+    expect(config.PROVIDERS_FILE).toBe(`${EXAMPLE_WORKSPACE}/config/provider.config.toml`);
+    // graphcap studio's development server may call the API from the browser in development only.
+    expect(config.CORS_ORIGINS).toEqual(['http://localhost:32200', 'http://127.0.0.1:32200']);
+    expect(loadConfig({ NODE_ENV: 'production' }).CORS_ORIGINS).toEqual([]);
+    // The default grace fits in Docker's default stop timeout (10 s), with room for the rest of the shutdown.
+    expect(config.SHUTDOWN_GRACE_SECONDS).toBeLessThan(10);
+  });
+
+  it('takes the bridge address with or without its /api/v1 prefix, and the bridge’s own view of the workspace', () => {
+    for (const given of ['http://inference-bridge:32100', 'http://inference-bridge:32100/', 'http://inference-bridge:32100/api/v1', 'http://inference-bridge:32100/api/v1/']) {
+      expect(loadConfig({ INFERENCE_BRIDGE_URL: given }).INFERENCE_BRIDGE_URL, given).toBe('http://inference-bridge:32100');
+    }
+    expect(loadConfig({ INFERENCE_BRIDGE_URL: 'http://proxy/bridge/api/v1' }).INFERENCE_BRIDGE_URL).toBe('http://proxy/bridge');
+    const config = loadConfig({ WORKSPACE_PATH: '/srv/graphcap', BRIDGE_WORKSPACE_PATH: '/workspace' });
+    expect(config).toMatchObject({ WORKSPACE_PATH: '/srv/graphcap', WORKSPACE_SOURCE: 'env', BRIDGE_WORKSPACE_PATH: '/workspace' });
   });
 
   it('parses values and treats empty strings as unset', () => {

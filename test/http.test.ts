@@ -8,7 +8,7 @@ import { createLogger } from '../src/logger.js';
 import { ItemWriter } from '../src/jobs/item-writer.js';
 import { createMetrics } from '../src/metrics.js';
 import { buildOpenApiDocument } from '../src/openapi.js';
-import { createJob, IMAGES } from './helpers/fixtures.js';
+import { CONFIG, createJob, IMAGES } from './helpers/fixtures.js';
 import { api, startTestService, type TestService } from './helpers/service.js';
 
 /** Log lines the service writes, parsed. */
@@ -50,7 +50,7 @@ describe('request ids and logs', () => {
       svc.url,
       'POST',
       '/api/perspectives/batch/create',
-      { type: 'MULTI_PERSPECTIVE', perspectives: ['art_critic'], imagePaths: [IMAGES[0]], config: { provider: 'p', model: 'm' } },
+      { type: 'MULTI_PERSPECTIVE', perspectives: ['art_critic'], imagePaths: [IMAGES[0]], config: CONFIG },
       { 'x-request-id': 'create-42' },
     );
     const { rows } = await svc.db.execute<{ request_id: string }>(

@@ -5,7 +5,7 @@ import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/logger.js';
 import { isSealed, open } from '../src/secrets.js';
 import { startService } from '../src/service.js';
-import { CONFIG, IMAGES } from './helpers/fixtures.js';
+import { CONFIG, IMAGES, inlineProvider } from './helpers/fixtures.js';
 import { api, startTestService } from './helpers/service.js';
 
 const KEY_HEX = 'ab'.repeat(32);
@@ -21,7 +21,7 @@ describe('provider secrets', () => {
         type: 'MULTI_PERSPECTIVE',
         perspectives: ['art_critic'],
         imagePaths: [IMAGES[0]],
-        config: { ...CONFIG, providerConfig: { apiKey: SECRET, region: 'eu' } },
+        config: { ...CONFIG, providerConfig: inlineProvider(SECRET) },
       };
       const created = await api(svc.url, 'POST', '/api/perspectives/batch/create', body);
       expect(created.status).toBe(200);
@@ -41,7 +41,15 @@ describe('provider secrets', () => {
       const stored = rows[0]!.config.providerConfig;
       expect(JSON.stringify(stored)).not.toContain(SECRET);
       expect(isSealed(stored)).toBe(true);
-      expect(open(stored as never, Buffer.from(KEY_HEX, 'hex'))).toEqual({ apiKey: SECRET, region: 'eu' });
+      // Stored in the bridge's shape: snake_case, name and models filled from the job's config.
+      expect(open(stored as never, Buffer.from(KEY_HEX, 'hex'))).toEqual({
+        name: CONFIG.provider,
+        kind: 'openai',
+        environment: 'local',
+        base_url: 'http://127.0.0.1:9/v1',
+        api_key: SECRET,
+        models: [CONFIG.model],
+      });
       expect(logged.join('')).not.toContain(SECRET);
     } finally {
       await svc.close();
@@ -55,7 +63,7 @@ describe('provider secrets', () => {
         type: 'MULTI_PERSPECTIVE',
         perspectives: ['art_critic'],
         imagePaths: [IMAGES[0]],
-        config: { ...CONFIG, providerConfig: { apiKey: SECRET } },
+        config: { ...CONFIG, providerConfig: inlineProvider(SECRET) },
       });
       expect(refused.status).toBe(400);
       expect(refused.body.errors).toEqual([{ path: 'config.providerConfig', message: expect.stringContaining('SECRETS_KEY') }]);
@@ -74,7 +82,7 @@ describe('provider secrets', () => {
         type: 'MULTI_PERSPECTIVE',
         perspectives: ['art_critic'],
         imagePaths: [IMAGES[0]],
-        config: { ...CONFIG, providerConfig: { apiKey: SECRET } },
+        config: { ...CONFIG, providerConfig: inlineProvider(SECRET) },
       });
       const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', DATABASE_URL: svc.database.url, WORKSPACE_PATH: svc.workspace });
       await expect(startService(config, createLogger('silent'))).rejects.toThrow(

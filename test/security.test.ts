@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { resolveInWorkspace } from '../src/workspace.js';
-import { createJob, IMAGES, itemIds } from './helpers/fixtures.js';
+import { CONFIG, createJob, IMAGES, itemIds } from './helpers/fixtures.js';
 import { api, startTestService, type TestService } from './helpers/service.js';
 
 const API_TOKEN = 'api-token-0123456789abcdef';
@@ -43,7 +43,7 @@ describe('access control with tokens set', () => {
       svc.url,
       'POST',
       '/api/perspectives/batch/create',
-      { type: 'MULTI_PERSPECTIVE', perspectives: ['art_critic'], imagePaths: [IMAGES[0]], config: { provider: 'p', model: 'm' } },
+      { type: 'MULTI_PERSPECTIVE', perspectives: ['art_critic'], imagePaths: [IMAGES[0]], config: CONFIG },
       bearer(API_TOKEN),
     );
     expect(created.status).toBe(200);
@@ -88,7 +88,7 @@ describe('paths stay inside the workspace', () => {
         svc.url,
         'POST',
         '/api/perspectives/batch/create',
-        { type: 'MULTI_PERSPECTIVE', perspectives: ['art_critic'], imagePaths: [imagePath], config: { provider: 'p', model: 'm' } },
+        { type: 'MULTI_PERSPECTIVE', perspectives: ['art_critic'], imagePaths: [imagePath], config: CONFIG },
         bearer(API_TOKEN),
       );
       expect(refused.status, imagePath).toBe(400);
@@ -127,7 +127,7 @@ describe('metrics', () => {
       svc.url,
       'POST',
       '/api/perspectives/batch/create',
-      { type: 'MULTI_PERSPECTIVE', perspectives: ['art_critic'], imagePaths: IMAGES.slice(0, 3), config: { provider: 'p', model: 'm' } },
+      { type: 'MULTI_PERSPECTIVE', perspectives: ['art_critic'], imagePaths: IMAGES.slice(0, 3), config: CONFIG },
       bearer(API_TOKEN),
     );
     const jobId = created.body.jobId as string;

@@ -6,7 +6,7 @@
 import { sql, type SQL } from 'drizzle-orm';
 import { InvalidInputError, NotFoundError } from '../errors.js';
 import type { Db, DbTime } from './client.js';
-import { pgArray } from './jobs.js';
+import { pgArray } from './sql.js';
 import { allOf, dir, pageOf, textKey, type Order, type Page } from './lists.js';
 
 export interface CoverageInput {

@@ -3,7 +3,7 @@ import { and, eq, sql, type SQL } from 'drizzle-orm';
 import { ConflictError, InvalidInputError, NotFoundError, type FieldError } from '../errors.js';
 import type { Db, DbTime } from './client.js';
 import { deleteImagesIn, touchDatasets } from './images.js';
-import { pgArray } from './jobs.js';
+import { pgArray } from './sql.js';
 import { allOf, dir, pageOf, textKey, type Order, type Page } from './lists.js';
 import { datasetImages, datasets, images } from './schema.js';
 

@@ -20,7 +20,9 @@ import type { Db } from './client.js';
 import { insertCaptionsFrom, rollUpCtes, rollUpJobs, ROLL_UP_NOTIFY } from './items.js';
 import { writeRemainingChunks } from './item-chunks.js';
 import { EVENTS_CHANNEL, insertJobEvents, jobEventColumns, recordJobStatusChange, recordJobStatusChanges } from './outbox.js';
-import { notifyWork, pgArray, WORK_CHANNEL, type JobConfig } from './jobs.js';
+import { notifyWork, WORK_CHANNEL } from './channels.js';
+import type { JobConfig } from './jobs.js';
+import { pgArray } from './sql.js';
 import {
   PROVIDER_BUDGET_JSON,
   providerCtes,
@@ -30,7 +32,7 @@ import {
   type ProviderBudget,
   type ProviderFeedback,
   type ProviderSettings,
-} from './providers.js';
+} from './provider-states.js';
 import type { JobStatus } from './schema.js';
 
 // Serializes "count the running jobs, then start one" across replicas; any fixed number will do,
@@ -54,6 +56,12 @@ const liveDispatchers = (owner: string) => sql`(1 + (
   where datname = current_database() and application_name like 'graphcap-dispatcher %'
     and application_name <> ${dispatcherConnectionName(owner)}))`;
 
+/** The dispatchers connected to this database, `owner` always counted: what each replica's share divides by. */
+export async function countDispatchers(db: Db, owner: string): Promise<number> {
+  const { rows } = await db.execute<{ n: number }>(sql`select ${liveDispatchers(owner)} as n`);
+  return rows[0]?.n ?? 1;
+}
+
 /** An item this replica has claimed, with what the bridge call needs from its job. */
 export interface ClaimedItem {
   itemId: string;
@@ -65,7 +73,7 @@ export interface ClaimedItem {
   config: JobConfig;
   /** X-Request-Id of the job's create call, if it had one. */
   requestId: string | null;
-  /** A half-open breaker's probe: its failure gives the attempt back (src/db/providers.ts). */
+  /** A half-open breaker's probe: its failure gives the attempt back (src/db/provider-states.ts). */
   probe?: boolean;
 }
 
@@ -194,6 +202,8 @@ export type ItemOutcome = {
 export type ProviderSignal =
   | { kind: 'ok'; latencyMs: number }
   | { kind: 'throttled'; retryAfterMs: number | null }
+  /** Held back here, never sent: the provider's stored rate limit is used up for `retryAfterMs` (no slow-down). */
+  | { kind: 'paced'; retryAfterMs: number }
   | { kind: 'failed' };
 
 /** An item by id and job (whose row a round locks first). */
@@ -231,7 +241,7 @@ export interface RecordAndClaimParams extends ReserveChanges {
   maxRunningPerJob: number;
   /** Fair share: items a job may claim per turn while another job waits (FAIR_SHARE_SLICE_ITEMS); 0 or unset = no limit. */
   sliceItems?: number;
-  /** Adaptive dispatch per (provider, model) (src/db/providers.ts); unset = the static caps only. */
+  /** Adaptive dispatch per (provider, model) (src/db/provider-states.ts); unset = the static caps only. */
   providers?: ProviderSettings;
   /**
    * Given the claimed items before the transaction commits, so that their calls begin while the
@@ -311,7 +321,7 @@ const roundFeedbackCte = (jobs: SQL) => sql`
              (count(*) filter (where o.signal = 'ok'))::int as ok,
              (count(*) filter (where o.signal = 'throttled'))::int as throttled,
              (count(*) filter (where o.signal = 'failed'))::int as failed,
-             nullif(max(coalesce(o."retryAfterMs", 0)) filter (where o.signal = 'throttled'), 0) as "retryAfterMs",
+             nullif(max(coalesce(o."retryAfterMs", 0)) filter (where o.signal in ('throttled', 'paced')), 0) as "retryAfterMs",
              avg(o."latencyMs") filter (where o.signal = 'ok') as "latencyMs"
       from (${jobs}) l left join o on o."jobId" = l.job_id group by 1, 2
     )`;
@@ -377,7 +387,7 @@ function recordCtes(
     reserved: o.reserved === true,
     signal: o.signal?.kind ?? null,
     latencyMs: o.signal?.kind === 'ok' ? o.signal.latencyMs : null,
-    retryAfterMs: o.signal?.kind === 'throttled' ? o.signal.retryAfterMs : null,
+    retryAfterMs: o.signal?.kind === 'throttled' || o.signal?.kind === 'paced' ? o.signal.retryAfterMs : null,
     ...(o.status === 'completed'
       ? { status: 'completed', result: o.result, rawText: o.rawText }
       : { status: o.retryInMs === null ? 'failed' : 'pending', error: o.error, retryInMs: o.retryInMs, giveBack: o.status === 'deferred' }),

@@ -11,7 +11,7 @@
  */
 import { sql, type SQL } from 'drizzle-orm';
 import type { Db } from './client.js';
-import { notifyWork } from './jobs.js';
+import { notifyWork } from './channels.js';
 
 /**
  * Item ids in insertion order: UUIDv7 (RFC 9562) with a counter, so that a job's items land at the

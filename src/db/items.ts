@@ -6,7 +6,9 @@
 import { sql, type SQL } from 'drizzle-orm';
 import { ConflictError, InvalidInputError, NotFoundError } from '../errors.js';
 import type { Db, DbTime } from './client.js';
-import { getJob, JOB_FINISHED, notifyWork, pgArray, WORK_CHANNEL, type JobRow } from './jobs.js';
+import { JOB_FINISHED, notifyWork, WORK_CHANNEL } from './channels.js';
+import { getJob, type JobRow } from './jobs.js';
+import { pgArray } from './sql.js';
 import { EVENTS_CHANNEL, insertJobEvents, jobEventColumns, recordJobStatusChange } from './outbox.js';
 import { ITEM_STATUSES, type ItemStatus, type JobStatus } from './schema.js';
 

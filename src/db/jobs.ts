@@ -9,19 +9,15 @@ import type { Sealed } from '../secrets.js';
 import { recordJobCreated, recordJobProgress, recordJobStatusChange } from './outbox.js';
 import { ConflictError, InvalidInputError, NotFoundError, type FieldError } from '../errors.js';
 import { toWorkspaceRelative, workspacePathProblem } from '../workspace.js';
+import { CANCEL_CHANNEL, notifyWork } from './channels.js';
 import type { Db, DbTime } from './client.js';
+import { pgArray } from './sql.js';
 import { findDataset } from './datasets.js';
 import { IMAGE_DELETE_LOCK } from './images.js';
 import { CHUNKED_ITEMS, ITEM_ID_PARTS, itemId, writeRemainingChunks } from './item-chunks.js';
 import { findPerspectivesByName } from './perspectives.js';
+import { providerProblems } from './providers.js';
 import { FINISHED_JOB_STATUSES, type JobStatus, type JobType } from './schema.js';
-
-/** Channel the dispatcher LISTENs on: a NOTIFY here means "there may be work". */
-export const WORK_CHANNEL = 'graphcap_work';
-/** WORK_CHANNEL's payload when a job finished: jobs that depend on it may now start or fail. */
-export const JOB_FINISHED = 'finished';
-/** Channel carrying the id of a job that was cancelled, so every replica aborts its calls. */
-export const CANCEL_CHANNEL = 'graphcap_job_cancelled';
 
 export interface JobConfig {
   provider: string;
@@ -155,7 +151,7 @@ export async function createJob(db: Db, input: CreateJobInput, limits: CreateJob
     const existing = await findJobByIdempotencyKey(db, input.idempotencyKey);
     if (existing) return existing;
   }
-  const errors: FieldError[] = [];
+  const errors: FieldError[] = await providerProblems(db, input.config);
 
   const perspectiveNames = [...new Set(input.perspectives)];
   const found = new Map((await findPerspectivesByName(db, perspectiveNames)).map((p) => [p.name, p]));
@@ -446,7 +442,10 @@ export async function resumeJob(db: Db, jobId: string): Promise<JobRow> {
     const job = await lockJob(tx, jobId);
     if (job.archived) throw new ConflictError(`job ${jobId} is archived`);
     if (job.status !== 'paused') throw new ConflictError(`job ${jobId} is ${job.status}; only paused jobs can be resumed`);
-    await tx.execute(sql`update job_queue.caption_jobs set status = 'pending', updated_at = now() where job_id = ${jobId}`);
+    // A reason it was paused for (its provider, say) is over; resumed_at restarts the outage clock.
+    await tx.execute(sql`
+      update job_queue.caption_jobs set status = 'pending', error = null, resumed_at = now(), updated_at = now()
+      where job_id = ${jobId}`);
     await recordJobStatusChange(tx, jobId, job.status, 'resumed by request');
     await notifyWork(tx);
     return getJob(tx, jobId);
@@ -606,17 +605,4 @@ export async function countJobsWithSecrets(db: Db): Promise<number> {
     select count(*) as n from job_queue.caption_jobs
     where status in ${ACTIVE} and not archived and config ? 'providerConfig'`);
   return rows[0]?.n ?? 0;
-}
-
-/** Wakes dispatchers on every replica once the transaction commits. */
-export async function notifyWork(tx: Db): Promise<void> {
-  await tx.execute(sql`select pg_notify(${WORK_CHANNEL}, '')`);
-}
-
-/**
- * A JS array as one bound parameter. Drizzle would otherwise expand an array into a list of
- * parameters, one per element; a single array parameter keeps big creates to one statement.
- */
-export function pgArray(values: readonly (string | number)[]): SQL {
-  return sql`${sql.param(values)}`;
 }

@@ -8,7 +8,7 @@ import { ConflictError, NotFoundError } from '../errors.js';
 import { hashDefinition, type PerspectiveDefinition } from '../workspace.js';
 import type { Db, DbTime } from './client.js';
 import { CHUNKED_ITEMS } from './item-chunks.js';
-import { pgArray } from './jobs.js';
+import { pgArray } from './sql.js';
 import { dir, pageOf, type Order, type Page } from './lists.js';
 import { perspectives } from './schema.js';
 

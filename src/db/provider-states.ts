@@ -146,6 +146,7 @@ export function providerCtes(s: ProviderSettings): SQL {
           open_until = case when ${opens} then now() + make_interval(secs => ${cooldownMs} / 1000.0)
                             when ${closes} then null else d.open_until end,
           opened_count = case when ${opens} then d.opened_count + 1 when ${closes} then 0 else d.opened_count end,
+          outage_since = case when ${opens} and d.breaker = 'closed' then now() when ${closes} then null else d.outage_since end,
           updated_at = now()
       from pnext d where p.provider = d.provider and p.model = d.model
       returning p.*, d.concurrency_limit as previous_limit,

@@ -5,7 +5,7 @@
  */
 import { sql } from 'drizzle-orm';
 import type { Db } from './client.js';
-import { pgArray } from './jobs.js';
+import { pgArray } from './sql.js';
 import { FINISHED_JOB_STATUSES } from './schema.js';
 
 const FINISHED = sql.raw(`(${FINISHED_JOB_STATUSES.map((s) => `'${s}'`).join(', ')})`);

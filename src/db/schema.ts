@@ -192,6 +192,54 @@ export const captions = core.table(
   ],
 );
 
+export const PROVIDER_ENVIRONMENTS = ['cloud', 'local'] as const;
+export type ProviderEnvironment = (typeof PROVIDER_ENVIRONMENTS)[number];
+/** Where a provider is defined: through the API, or in the providers file (read-only through the API). */
+export const PROVIDER_SOURCES = ['api', 'config'] as const;
+export type ProviderSource = (typeof PROVIDER_SOURCES)[number];
+
+/** A model of a provider, as graphcap lists them. */
+export interface ProviderModel {
+  name: string;
+  isEnabled: boolean;
+}
+
+/**
+ * The AI providers jobs call through the Inference Bridge (graphcap's providers: name, kind,
+ * environment, base URL, API key, models, rate limits). Jobs name one in `config.provider`; the
+ * dispatcher builds the bridge's provider_config from this row at call time.
+ */
+export const providers = core.table(
+  'providers',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    name: text('name').notNull(),
+    /** openai, gemini, ollama, vllm ...: what the bridge's client factory expects. */
+    kind: text('kind').notNull(),
+    environment: text('environment').$type<ProviderEnvironment>().notNull(),
+    baseUrl: text('base_url').notNull(),
+    /** The API key sealed with SECRETS_KEY (src/secrets.ts); never returned. */
+    apiKey: jsonb('api_key'),
+    isEnabled: boolean('is_enabled').notNull().default(true),
+    models: jsonb('models').$type<ProviderModel[]>().notNull().default(sql`'[]'::jsonb`),
+    defaultModel: text('default_model'),
+    requestsPerMinute: integer('requests_per_minute'),
+    tokensPerMinute: integer('tokens_per_minute'),
+    source: text('source').$type<ProviderSource>().notNull().default('api'),
+    /** Set when the provider refused its credentials (401/403): its jobs pause until it is changed. */
+    misconfiguredAt: tstz('misconfigured_at'),
+    misconfiguredReason: text('misconfigured_reason'),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+  },
+  (t) => [
+    uniqueIndex('providers_name_key').on(t.name),
+    check('providers_environment_check', inList('environment', PROVIDER_ENVIRONMENTS)),
+    check('providers_source_check', inList('source', PROVIDER_SOURCES)),
+    check('providers_rate_limits_check', sql`coalesce(requests_per_minute, 1) >= 1 and coalesce(tokens_per_minute, 1) >= 1`),
+  ],
+);
+
 // ---------------------------------------------------------------------------------------------
 // job_queue
 
@@ -233,6 +281,8 @@ export const captionJobs = queue.table(
     requestId: text('request_id'),
     archived: boolean('archived').notNull().default(false),
     archiveDate: tstz('archive_date'),
+    /** The last resume: a provider outage pauses a job again only once it has lasted that long since. */
+    resumedAt: tstz('resumed_at'),
     createdAt: createdAt(),
     updatedAt: updatedAt(),
     startedAt: tstz('started_at'),
@@ -426,7 +476,7 @@ export type BreakerState = (typeof BREAKER_STATES)[number];
 
 /**
  * What the dispatchers of every replica know about each (provider, model) the Inference Bridge
- * calls (src/db/providers.ts): an adaptive in-flight limit (AIMD: halved on throttling and
+ * calls (src/db/provider-states.ts): an adaptive in-flight limit (AIMD: halved on throttling and
  * failures, grown by one per limit's worth of successes, never above the configured caps), a
  * Retry-After block, a circuit breaker (open: no calls until `open_until`, then one probe at a
  * time), and the latency figures that count as "slowing down". Shared here so three replicas do
@@ -448,6 +498,8 @@ export const providerStates = queue.table(
     openUntil: tstz('open_until'),
     /** Times the breaker opened since it last closed: the cool-down doubles with each. */
     openedCount: integer('opened_count').notNull().default(0),
+    /** When the breaker first opened in the current outage (null while closed): long outages pause jobs. */
+    outageSince: tstz('outage_since'),
     /** The last decrease: at most one per second, so one burst of 429s halves the limit once. */
     decreasedAt: tstz('decreased_at'),
     /** Fast and slow moving averages of successful calls' latency: the fast one well ahead = rising. */

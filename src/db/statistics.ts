@@ -1,7 +1,7 @@
 /** Queue figures, computed in SQL from the job counters and a recent window of finished items. */
 import { sql } from 'drizzle-orm';
 import type { Db } from './client.js';
-import { listProviders } from './providers.js';
+import { listProviders } from './provider-states.js';
 import { JOB_STATUSES, type ItemStatus, type JobStatus } from './schema.js';
 
 export interface QueueStatistics {

@@ -11,14 +11,15 @@ import helmet from 'helmet';
 import type pg from 'pg';
 import swaggerUi from 'swagger-ui-express';
 import { createOpenApiNodeHttpHandler, type OpenAPIObject } from 'trpc-to-openapi';
-import type { Config } from '../config.js';
+import { SERVICE_VERSION, type Config } from '../config.js';
 import type { Db } from '../db/client.js';
 import { requestContext, type Logger } from '../logger.js';
 import { routeLabeller, type Metrics } from '../metrics.js';
 import { appRouter } from '../routers/index.js';
-import { createCallerFactory, type Context } from '../trpc.js';
+import { createCallerFactory, type BridgeContext, type Context } from '../trpc.js';
 import type { EventHub } from '../jobs/event-hub.js';
 import type { ItemWriter } from '../jobs/item-writer.js';
+import { workspaceState } from '../workspace.js';
 import { apiClosed, apiGate, requireToken, scopeOf } from './auth.js';
 import { boardRoute } from './board.js';
 import { eventsRoute } from './events.js';
@@ -35,6 +36,8 @@ export interface AppDeps {
   metrics: Metrics;
   events: EventHub;
   itemWriter: ItemWriter;
+  /** The Inference Bridge (client, monitor, providers), when INFERENCE_BRIDGE_URL is set. */
+  bridge?: BridgeContext;
 }
 
 declare module 'express-serve-static-core' {
@@ -71,14 +74,13 @@ export function createApp(deps: AppDeps): express.Express {
     app.use(cors({ origin: config.CORS_ORIGINS, exposedHeaders: ['X-Request-Id', 'ETag'], maxAge: 600 }));
   }
 
-  app.get('/health', async (_req, res) => {
-    const database = await pingDatabase(deps.pool);
-    res.status(database === 'ok' ? 200 : 503).json({
-      status: database === 'ok' ? 'ok' : 'unavailable',
-      database,
-      uptimeSeconds: Math.round(process.uptime()),
-    });
-  });
+  // Open to all, like graphcap's: /health for orchestrators, /api/health where graphcap studio looks.
+  const health = async (_req: Request, res: Response) => {
+    const report = await healthReport(deps);
+    res.status(report.database === 'ok' ? 200 : 503).json(report);
+  };
+  app.get('/health', health);
+  app.get('/api/health', health);
 
   app.get('/metrics', requireToken(config, (c) => c.METRICS_REQUIRE_TOKEN && apiClosed(c)), async (_req, res) => {
     res.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics());
@@ -109,6 +111,7 @@ export function createApp(deps: AppDeps): express.Express {
     scope: scopeOf(req as Request, config),
     events: deps.events,
     itemWriter: deps.itemWriter,
+    bridge: deps.bridge,
   });
   const onError = ({ error, path }: { error: { code: string; cause?: unknown }; path?: string }) => {
     if (error.code === 'INTERNAL_SERVER_ERROR') logger.error({ err: error.cause ?? error, path }, 'procedure failed');
@@ -215,6 +218,35 @@ function defaultJsonContentType(req: Request, _res: Response, next: NextFunction
 function httpStatusOf(error: unknown): number {
   const status = (error as { status?: unknown; statusCode?: unknown })?.status ?? (error as { statusCode?: unknown })?.statusCode;
   return typeof status === 'number' && status >= 400 && status < 600 ? status : 500;
+}
+
+/**
+ * graphcap's health answer (status, service, version, timestamp) with what this service depends
+ * on: the database (503 without it), the Inference Bridge and the workspace, whose troubles are
+ * `warnings` (the API works without them).
+ */
+async function healthReport(deps: AppDeps) {
+  const [database, workspace] = await Promise.all([pingDatabase(deps.pool), workspaceState(deps.config.WORKSPACE_PATH)]);
+  const bridge = deps.bridge?.monitor.snapshot() ?? null;
+  const warnings: string[] = [];
+  if (workspace === 'missing') warnings.push(`the workspace ${deps.config.WORKSPACE_PATH} does not exist (WORKSPACE_PATH)`);
+  if (workspace === 'empty') warnings.push(`the workspace ${deps.config.WORKSPACE_PATH} has no datasets and no perspectives`);
+  if (!bridge) warnings.push('INFERENCE_BRIDGE_URL is not set: no job runs');
+  else if (bridge.state === 'unreachable' || bridge.state === 'incompatible') warnings.push(`the Inference Bridge is ${bridge.state}: ${bridge.detail}`);
+  if (bridge && bridge.unknownPerspectives.length > 0) {
+    warnings.push(`the Inference Bridge does not know ${bridge.unknownPerspectives.join(', ')} (restart it to load new perspectives)`);
+  }
+  return {
+    status: database === 'ok' ? 'ok' : 'unavailable',
+    service: 'graphcap-data-service',
+    version: SERVICE_VERSION,
+    timestamp: new Date().toISOString(),
+    database,
+    bridge,
+    workspace: { path: deps.config.WORKSPACE_PATH, state: workspace },
+    warnings,
+    uptimeSeconds: Math.round(process.uptime()),
+  };
 }
 
 async function pingDatabase(pool: pg.Pool): Promise<'ok' | 'unavailable'> {

@@ -29,7 +29,9 @@ const CODES: Record<number, string> = {
   415: 'UNSUPPORTED_MEDIA_TYPE',
   429: 'TOO_MANY_REQUESTS',
   500: 'INTERNAL_SERVER_ERROR',
+  502: 'BAD_GATEWAY',
   503: 'SERVICE_UNAVAILABLE',
+  504: 'GATEWAY_TIMEOUT',
 };
 
 export function problem(status: number, detail: string, extra: Partial<Problem> = {}): Problem {
@@ -61,7 +63,8 @@ function fromOpenApiError(status: number, body: OpenApiErrorBody, instance: stri
   if (errors && detail === 'Input validation failed') {
     detail = `${detail}: ${errors.map((e) => `${e.path}: ${e.message}`).join('; ')}`;
   }
-  if (status >= 500) detail = 'Internal server error';
+  // Only an unexpected error hides its text (502-504 say what the bridge or provider did).
+  if (status === 500) detail = 'Internal server error';
   return problem(status, detail, { code: body.code ?? problem(status, '').code, instance, errors });
 }
 

@@ -38,14 +38,29 @@ import {
   type RecordAndSwapResult,
   type ReserveState,
 } from '../db/dispatch.js';
-import { CANCEL_CHANNEL, JOB_FINISHED, WORK_CHANNEL } from '../db/jobs.js';
+import { CANCEL_CHANNEL, JOB_FINISHED, PROVIDERS_CHANNEL, WORK_CHANNEL } from '../db/channels.js';
 import { PgListener } from '../db/listener.js';
-import { providerKey, type ProviderBudget, type ProviderSettings } from '../db/providers.js';
+import { pauseJobsOfBlockedProviders, pauseJobWithReason } from '../db/provider-pauses.js';
+import { providerKey, type ProviderBudget, type ProviderSettings } from '../db/provider-states.js';
+import { countDispatchers } from '../db/dispatch.js';
+import { markProviderMisconfigured } from '../db/providers.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
-import { classifyError, PermanentError, ReplicaError, ThrottledError } from './errors.js';
+import type { BridgeState } from './bridge-monitor.js';
+import {
+  BridgeIncompatibleError,
+  classifyError,
+  PermanentError,
+  ProviderAuthError,
+  ProviderUnavailableError,
+  ReplicaError,
+  ThrottledError,
+  TimedOutError,
+} from './errors.js';
 import { Wakeup } from './wakeup.js';
-import { createInferenceBridge, type InferenceBridge } from './inference.js';
+import type { InferenceBridge } from './inference.js';
+import type { ProviderPacer } from './provider-pacer.js';
+import type { ProviderRegistry } from './provider-registry.js';
 import { backoffMs, canRetry, type RetryPolicy } from './retry.js';
 
 /** Why an in-flight call was aborted; only a shutdown gives the item back. */
@@ -95,6 +110,16 @@ export interface DispatcherOptions {
   config: Config;
   logger: Logger;
   metrics?: Pick<Metrics, 'itemOutcomes' | 'bridgeCalls' | 'itemStarts' | 'dispatchRounds'>;
+  /** The bridge client (the service owns and closes it). */
+  bridge: InferenceBridge;
+  /** The stored providers jobs name: dropped from the cache when a replica says one changed. */
+  providers: ProviderRegistry;
+  /** Providers' stored rate limits. */
+  pacer: ProviderPacer;
+  /** What the bridge monitor knows: nothing is claimed while the bridge is incompatible. */
+  bridgeState?: () => BridgeState;
+  /** A caption call met a route the bridge lacks. */
+  onMissingRoute?: (detail: string) => void;
 }
 
 export class Dispatcher {
@@ -104,6 +129,10 @@ export class Dispatcher {
   private readonly logger: Logger;
   private readonly metrics: DispatcherOptions['metrics'];
   private readonly bridge: InferenceBridge;
+  private readonly providers: ProviderRegistry;
+  private readonly pacer: ProviderPacer;
+  private readonly bridgeState: () => BridgeState;
+  private readonly onMissingRoute: (detail: string) => void;
   private readonly retry: RetryPolicy;
   private readonly leaseMs: number;
   private readonly owner: string;
@@ -153,12 +182,11 @@ export class Dispatcher {
     this.owner = config.REPLICA_ID;
     this.metrics = options.metrics;
     this.logger = options.logger.child({ component: 'dispatcher', replica: this.owner });
-    this.bridge = createInferenceBridge({
-      url: config.INFERENCE_BRIDGE_URL!,
-      timeoutMs: config.BRIDGE_TIMEOUT_MS,
-      workspacePath: config.WORKSPACE_PATH,
-      secretsKey: config.SECRETS_KEY,
-    });
+    this.bridge = options.bridge;
+    this.providers = options.providers;
+    this.pacer = options.pacer;
+    this.bridgeState = options.bridgeState ?? (() => 'unknown');
+    this.onMissingRoute = options.onMissingRoute ?? (() => {});
     this.retry = { maxAttempts: config.MAX_ATTEMPTS, baseMs: config.RETRY_BASE_MS, maxMs: config.RETRY_MAX_MS };
     this.leaseMs = config.LEASE_SECONDS * 1000;
     this.providerSettings = config.ADAPTIVE_DISPATCH
@@ -171,9 +199,14 @@ export class Dispatcher {
       : undefined;
     this.listener = new PgListener({
       url: options.databaseUrl,
-      channels: [WORK_CHANNEL, CANCEL_CHANNEL],
+      channels: [WORK_CHANNEL, CANCEL_CHANNEL, PROVIDERS_CHANNEL],
       applicationName: dispatcherConnectionName(this.owner),
       onNotification: (channel, payload) => {
+        if (channel === PROVIDERS_CHANNEL) {
+          // A provider changed (a new key, enabled again ...): the next call reads it anew.
+          this.providers.invalidate();
+          this.unblockProvider(payload);
+        }
         if (channel === CANCEL_CHANNEL) this.abortJob(payload);
         if (channel === CANCEL_CHANNEL || payload === JOB_FINISHED) this.jobFinished = true;
         this.queueChanged = true;
@@ -181,6 +214,7 @@ export class Dispatcher {
       },
       // Whatever was notified while the connection was down: look now.
       onConnect: () => {
+        this.providers.invalidate();
         this.queueChanged = true;
         this.jobFinished = true;
         this.wakeup.wake();
@@ -241,7 +275,7 @@ export class Dispatcher {
     }
     clearInterval(this.leaseTimer);
     await this.renewal;
-    await Promise.all([this.listener.stop(), this.bridge.close()]);
+    await this.listener.stop();
     this.logger.info('dispatcher stopped');
   }
 
@@ -279,7 +313,7 @@ export class Dispatcher {
     for (const entry of this.inFlight.values()) if (entry.reserved && !ended.has(entry.item.itemId)) promote.push(ref(entry.item));
     const release = this.toRelease;
     this.toRelease = [];
-    const claim = !this.stopping;
+    const claim = this.mayStart();
     const now = performance.now();
     const full = claim && (this.queueChanged || now - this.lastFullRound >= this.config.POLL_INTERVAL_MS);
     if (full) {
@@ -298,12 +332,22 @@ export class Dispatcher {
     if (full) await this.sweep(now);
   }
 
-  /** Expired leases and broken dependencies, on full rounds. */
+  /** New calls may begin: not while stopping, nor into a bridge that lacks the caption route. */
+  private mayStart(): boolean {
+    return !this.stopping && this.bridgeState() !== 'incompatible';
+  }
+
+  /** Expired leases, broken dependencies, jobs of blocked providers, the count of replicas: on full rounds. */
   private async sweep(now: number): Promise<void> {
     // Leases last many poll intervals: a sweep per poll interval is soon enough.
     const sweep = now - this.lastSweep >= this.config.POLL_INTERVAL_MS;
     if (sweep) {
       this.lastSweep = now;
+      this.pacer.setReplicas(await countDispatchers(this.db, this.owner));
+      for (const paused of await pauseJobsOfBlockedProviders(this.db, this.config.PROVIDER_OUTAGE_PAUSE_MINUTES)) {
+        this.logger.warn(paused, 'job paused: its provider cannot serve it');
+        this.abortReserve(paused.jobId);
+      }
       const rescued = await rescueExpiredLeases(this.db, this.config.MAX_ATTEMPTS);
       if (rescued.retried + rescued.failed > 0) {
         this.logger.warn(rescued, 'rescued items whose lease expired');
@@ -423,7 +467,7 @@ export class Dispatcher {
    */
   private handOn(jobId: string): void {
     const r = this.reserves.get(jobId);
-    if (!r?.flowing || this.stopping || this.cancelledJobs.has(jobId)) return;
+    if (!r?.flowing || !this.mayStart() || this.cancelledJobs.has(jobId)) return;
     const now = performance.now();
     for (let next = r.items.shift(); next; next = r.items.shift()) {
       // Its lease missed renewals: another replica may take it soon, so give it back instead.
@@ -460,6 +504,11 @@ export class Dispatcher {
   private blockProvider(p: { provider: string; model: string }, until: number): void {
     const key = providerKey(p);
     this.providerBlocks.set(key, Math.max(this.providerBlocks.get(key) ?? 0, until));
+  }
+
+  /** A provider changed: what this replica held against it (every model) no longer holds. */
+  private unblockProvider(name: string): void {
+    for (const key of this.providerBlocks.keys()) if ((JSON.parse(key) as string[])[0] === name) this.providerBlocks.delete(key);
   }
 
   /** The outcomes' items are no longer held: recorded, or late (cancelled, rescued) and dropped. */
@@ -528,6 +577,22 @@ export class Dispatcher {
     let outcome: ItemOutcome;
     try {
       if (controller.signal.aborted) throw controller.signal.reason;
+      const pacedForMs = await this.pace(item);
+      if (pacedForMs > 0) {
+        this.blockProvider(item.config, performance.now() + pacedForMs);
+        this.inFlight.delete(item.itemId);
+        this.outcomes.push({
+          itemId: item.itemId,
+          jobId: item.jobId,
+          processingTime: 0,
+          status: 'deferred',
+          error: `not sent: provider ${item.config.provider} is at its rate limit`,
+          retryInMs: pacedForMs,
+          signal: { kind: 'paced', retryAfterMs: pacedForMs },
+        });
+        this.wakeup.wake();
+        return;
+      }
       const caption = await this.bridge.caption(item, { signal: controller.signal, requestId, image });
       const latencyMs = performance.now() - started;
       const processingTime = Math.round(latencyMs);
@@ -550,30 +615,78 @@ export class Dispatcher {
     this.wakeup.wake();
   }
 
+  /** Milliseconds the item's call must wait for its stored provider's rate limit; 0: it may go now (and counts). */
+  private async pace(item: ClaimedItem): Promise<number> {
+    if (item.config.providerConfig !== undefined) return 0;
+    const provider = await this.providers.get(item.config.provider);
+    return this.pacer.take(item.config.provider, provider?.requestsPerMinute ?? null);
+  }
+
   /**
-   * A failed call. Permanent: the item fails. Throttled (429, 503 with Retry-After), or a failed
-   * probe of a half-open breaker: the provider's state, not the item's, so it waits without
-   * spending the attempt. Otherwise retried after a backoff while attempts are left.
+   * A failed call. Permanent: the item fails (a refused key also marks its provider). Throttled
+   * (429, 503 with Retry-After), or a failed probe of a half-open breaker: the provider's state,
+   * not the item's, so it waits without spending the attempt; so does an item whose provider is
+   * disabled or misconfigured, or that met a bridge without the route. Otherwise retried after a
+   * backoff while attempts are left.
    */
   private failure(item: ClaimedItem, error: unknown, processingTime: number): ItemOutcome {
-    const failure = classifyError(error);
+    const failure = classifyError(error, this.config.BRIDGE_RETRY_TIMEOUTS);
     const permanent = failure instanceof PermanentError;
     this.metrics?.bridgeCalls.observe({ outcome: permanent ? 'permanent' : 'transient' }, processingTime / 1000);
     const base = { itemId: item.itemId, jobId: item.jobId, processingTime };
+    if (failure instanceof BridgeIncompatibleError) this.onMissingRoute(failure.message);
+    if (failure instanceof BridgeIncompatibleError || failure instanceof ProviderUnavailableError) {
+      // Nothing the item did: it waits for the bridge or the provider to be fixed, the job for its pause.
+      this.blockProvider(item.config, performance.now() + this.config.POLL_INTERVAL_MS);
+      this.queueChanged = true;
+      return { ...base, status: 'deferred', error: failure.message, retryInMs: this.config.POLL_INTERVAL_MS };
+    }
+    if (failure instanceof ProviderAuthError) this.providerRefused(item, failure.message);
     const adaptive = this.providerSettings !== undefined;
     if (adaptive && failure instanceof ThrottledError) {
       const waitMs = failure.retryAfterMs ?? backoffMs(1, this.retry);
       if (failure.retryAfterMs !== null) this.blockProvider(item.config, performance.now() + failure.retryAfterMs);
       return { ...base, status: 'deferred', error: failure.message, retryInMs: waitMs, signal: { kind: 'throttled', retryAfterMs: failure.retryAfterMs } };
     }
-    // Whether it speaks about the provider: this replica's own trouble (no key for the secrets) does not.
-    const signal = permanent || failure instanceof ReplicaError ? undefined : ({ kind: 'failed' } as const);
+    // Whether it speaks about the provider: this replica's own trouble (no key for the secrets) does
+    // not, nor does an item's own (permanent), but a call that never ended does.
+    const aboutProvider = (!permanent || failure instanceof TimedOutError) && !(failure instanceof ReplicaError);
+    const signal = aboutProvider ? ({ kind: 'failed' } as const) : undefined;
     if (adaptive && item.probe && signal) {
       return { ...base, status: 'deferred', error: failure.message, retryInMs: 0, signal };
     }
     const retry = !permanent && canRetry(item.attempts, this.retry);
     const message = retry || permanent ? failure.message : `${failure.message} (gave up after ${item.attempts} attempts)`;
     return { ...base, status: 'failed', error: message, retryInMs: retry ? backoffMs(item.attempts, this.retry) : null, signal };
+  }
+
+  /**
+   * The provider refused the key: no more of its calls from here, and its jobs pause. A stored
+   * provider is marked misconfigured (every replica's sweep then pauses its jobs); a job that
+   * brought its own provider_config is paused alone.
+   */
+  private providerRefused(item: ClaimedItem, reason: string): void {
+    this.blockProvider(item.config, performance.now() + this.config.POLL_INTERVAL_MS);
+    const done =
+      item.config.providerConfig === undefined
+        ? markProviderMisconfigured(this.db, item.config.provider, reason)
+        : pauseJobWithReason(this.db, item.jobId, `its provider_config was refused (${reason}): create a new job with a working one`);
+    done.then(
+      (changed) => {
+        if (changed) this.logger.warn({ provider: item.config.provider, jobId: item.jobId, reason }, 'provider refused its credentials: its jobs pause');
+        this.queueChanged = true;
+        this.wakeup.wake();
+      },
+      (error: unknown) => this.logger.error({ err: error, provider: item.config.provider }, 'could not mark the provider misconfigured'),
+    );
+  }
+
+  /** The job was paused: its reserve goes back at the next round. */
+  private abortReserve(jobId: string): void {
+    const r = this.reserves.get(jobId);
+    if (!r) return;
+    this.toRelease.push(...r.items.map((x) => ref(x.item)));
+    this.reserves.delete(jobId);
   }
 
   /** Renews the leases of everything held; aborts calls whose item is no longer ours. */

@@ -1,7 +1,10 @@
 /**
- * The Inference Bridge client: one `caption-from-path` call per item (graphcap's bridge contract), with a timeout, the
- * job's request id and an abort signal. Failures come out classified (src/jobs/errors.ts). It
- * never logs: the request carries the job's provider_config, which may hold secrets.
+ * The Inference Bridge client: one `caption-from-path` call per item, as graphcap's bridge takes it
+ * (`POST /api/v1/perspectives/caption-from-path`, snake_case, `provider_config` and `model`
+ * required), with a timeout, the job's request id and an abort signal. The provider_config comes
+ * from the stored provider the job names, read at call time (src/jobs/provider-registry.ts), or
+ * from the job's own sealed one. Failures come out classified (src/jobs/errors.ts), with the key
+ * scrubbed from the bridge's texts. It never logs: the request carries the key.
  *
  * It is undici's connection pool (the HTTP engine of Node's own fetch) rather than ky, the
  * service's HTTP client elsewhere: this is the one call made per item, and on the 2-core bench
@@ -9,14 +12,25 @@
  * in one process, 4,000 calls, 8 at a time), the largest share of the service's CPU per item.
  */
 import { realpath } from 'node:fs/promises';
+import path from 'node:path';
 import { Pool } from 'undici';
 import type { ClaimedItem } from '../db/dispatch.js';
 import type { JobConfig } from '../db/jobs.js';
 import { isSealed, open } from '../secrets.js';
 import { resolveInWorkspace } from '../workspace.js';
-import { BridgeTimeoutError, classifyError, classifyStatus, PermanentError, ReplicaError, TransientError } from './errors.js';
+import { BRIDGE_API } from './bridge-monitor.js';
+import {
+  BridgeTimeoutError,
+  classifyError,
+  classifyStatus,
+  PermanentError,
+  ProviderUnavailableError,
+  ReplicaError,
+  TransientError,
+} from './errors.js';
+import type { ProviderRegistry } from './provider-registry.js';
 
-const CAPTION_PATH = 'perspectives/caption-from-path';
+const CAPTION_PATH = `${BRIDGE_API}/perspectives/caption-from-path`;
 // The part of an error body kept as the item's error.
 const MAX_MESSAGE = 1000;
 
@@ -34,28 +48,38 @@ export interface CallOptions {
   image?: Promise<string>;
 }
 
+/** What a call needs of an item: its job's config, image and perspective (a claimed item, or a one-off caption without a job). */
+export type CaptionTarget = Pick<ClaimedItem, 'imagePath' | 'perspective' | 'config'> & { jobId: string | null; itemId: string | null };
+
 export interface InferenceBridge {
   /** The absolute real path of the item's image in the workspace; rejects with a PermanentError when it is not in it. */
-  resolveImage(item: ClaimedItem): Promise<string>;
+  resolveImage(item: Pick<ClaimedItem, 'imagePath'>): Promise<string>;
   /** Resolves with the caption; rejects with a PermanentError or TransientError, or the signal's reason once aborted. */
-  caption(item: ClaimedItem, options: CallOptions): Promise<Caption>;
+  caption(item: CaptionTarget, options: CallOptions): Promise<Caption>;
   /** Closes the pooled connections. */
   close(): Promise<void>;
 }
 
 export interface InferenceBridgeOptions {
+  /** The bridge's address, without its /api/v1 prefix (src/config.ts strips one given). */
   url: string;
   timeoutMs: number;
+  /** A timed-out call's item is retried (BRIDGE_RETRY_TIMEOUTS), or fails. */
+  retryTimeouts: boolean;
   workspacePath: string;
+  /** Where the bridge sees the workspace: image_path is built from it (BRIDGE_WORKSPACE_PATH). */
+  bridgeWorkspacePath: string;
   /** Opens the jobs' sealed provider secrets (src/secrets.ts). */
   secretsKey: Buffer | undefined;
+  /** The stored providers jobs name. */
+  providers: ProviderRegistry;
 }
 
 export function createInferenceBridge(options: InferenceBridgeOptions): InferenceBridge {
   const base = new URL(options.url);
   // Keep-alive connections to the bridge, as many as calls in flight (the caps bound them).
   const pool = new Pool(base.origin, { connections: null, pipelining: 1 });
-  const path = `${base.pathname.replace(/\/+$/, '')}/${CAPTION_PATH}`;
+  const route = `${base.pathname.replace(/\/+$/, '')}${CAPTION_PATH}`;
   // The workspace root's real path, resolved once (and again after a failure): each call then
   // costs one realpath, its image's.
   let realRoot: Promise<string> | undefined;
@@ -65,7 +89,7 @@ export function createInferenceBridge(options: InferenceBridgeOptions): Inferenc
       throw error;
     }));
 
-  const resolveImage = (item: ClaimedItem) =>
+  const resolveImage = (item: Pick<ClaimedItem, 'imagePath'>) =>
     workspaceRoot()
       .then((root) => resolveInWorkspace(options.workspacePath, item.imagePath, root))
       .catch((error: Error) => {
@@ -75,14 +99,18 @@ export function createInferenceBridge(options: InferenceBridgeOptions): Inferenc
   return {
     resolveImage,
     async caption(item, { signal, requestId, image }) {
-      const imagePath = await (image ?? resolveImage(item));
+      const real = await (image ?? resolveImage(item));
+      // The same file as the bridge sees it: its workspace root, then the path inside ours.
+      const imagePath = path.posix.join(options.bridgeWorkspacePath, path.relative(await workspaceRoot(), real).split(path.sep).join('/'));
       const c = item.config;
+      const config = await providerConfig(c, options);
+      const secrets = typeof config.api_key === 'string' && config.api_key.length >= 4 ? [config.api_key] : [];
       // Options the job leaves unset are left out (JSON drops undefined), so the bridge's own defaults apply.
       const body = JSON.stringify({
         perspective: item.perspective,
         image_path: imagePath,
         provider: c.provider,
-        provider_config: providerConfig(c, options.secretsKey),
+        provider_config: config,
         model: c.model,
         max_tokens: c.maxTokens,
         temperature: c.temperature,
@@ -100,13 +128,13 @@ export function createInferenceBridge(options: InferenceBridgeOptions): Inferenc
       const timer = setTimeout(() => call.abort(new BridgeTimeoutError(options.timeoutMs)), options.timeoutMs);
       try {
         const response = await pool.request({
-          path,
+          path: route,
           method: 'POST',
           headers: {
             'content-type': 'application/json',
             'x-request-id': requestId,
-            'x-job-id': item.jobId,
-            'x-item-id': item.itemId,
+            ...(item.jobId ? { 'x-job-id': item.jobId } : {}),
+            ...(item.itemId ? { 'x-item-id': item.itemId } : {}),
           },
           body,
           signal: call.signal,
@@ -114,7 +142,7 @@ export function createInferenceBridge(options: InferenceBridgeOptions): Inferenc
         if (response.statusCode < 200 || response.statusCode >= 300) {
           const text = await response.body.text().catch(() => '');
           const retryAfter = response.headers['retry-after'];
-          throw classifyStatus(response.statusCode, errorMessage(text), Array.isArray(retryAfter) ? retryAfter[0] : retryAfter);
+          throw classifyStatus(response.statusCode, errorMessage(text, secrets), Array.isArray(retryAfter) ? retryAfter[0] : retryAfter);
         }
         let answer: unknown;
         try {
@@ -126,7 +154,7 @@ export function createInferenceBridge(options: InferenceBridgeOptions): Inferenc
         return parseCaption(answer);
       } catch (error) {
         if (signal.aborted) throw signal.reason;
-        throw classifyError(call.signal.aborted ? call.signal.reason : error);
+        throw classifyError(call.signal.aborted ? call.signal.reason : error, options.retryTimeouts);
       } finally {
         clearTimeout(timer);
         signal.removeEventListener('abort', onAbort);
@@ -136,21 +164,36 @@ export function createInferenceBridge(options: InferenceBridgeOptions): Inferenc
   };
 }
 
-/** The job's provider secrets in the clear, for the request body only. */
-function providerConfig(config: JobConfig, key: Buffer | undefined): unknown {
+/**
+ * The bridge's provider_config for the call, key in the clear, for the request body only: the
+ * job's own (sealed at create) or the stored provider's as it is now.
+ */
+async function providerConfig(config: JobConfig, options: InferenceBridgeOptions): Promise<Record<string, unknown>> {
   const value: unknown = config.providerConfig;
-  if (value === undefined || !isSealed(value)) return value;
-  // Transient: another replica, with the right key, may run the item.
-  if (!key) throw new ReplicaError('the job has sealed provider secrets and this replica has no SECRETS_KEY');
-  try {
-    return open(value, key);
-  } catch {
-    throw new ReplicaError("the job's provider secrets cannot be opened with this replica's SECRETS_KEY");
+  if (value !== undefined) {
+    if (!isSealed(value)) return value as Record<string, unknown>;
+    // Transient: another replica, with the right key, may run the item.
+    if (!options.secretsKey) throw new ReplicaError('the job has sealed provider secrets and this replica has no SECRETS_KEY');
+    try {
+      return open(value, options.secretsKey) as Record<string, unknown>;
+    } catch {
+      throw new ReplicaError("the job's provider secrets cannot be opened with this replica's SECRETS_KEY");
+    }
   }
+  const provider = await options.providers.get(config.provider);
+  if (!provider) throw new PermanentError(`there is no provider named ${config.provider} (create it under /api/providers)`);
+  if (!provider.isEnabled) throw new ProviderUnavailableError(`provider ${config.provider} is disabled`);
+  if (provider.misconfigured) throw new ProviderUnavailableError(`provider ${config.provider} is marked misconfigured: change it, then resume its jobs`);
+  if (!provider.bridgeConfig) throw new ReplicaError(provider.problem ?? `provider ${config.provider} cannot be used here`);
+  return provider.bridgeConfig;
 }
 
-/** The bridge's reason for an error answer: FastAPI's `detail`, else `error` or `message`, else the text. */
-function errorMessage(text: string): string {
+/**
+ * The bridge's reason for an error answer (FastAPI's `detail`, else `error` or `message`, else the
+ * text), without the key it was sent (a provider's error may quote it) and without pydantic's
+ * echo of the request's fields, capped.
+ */
+export function errorMessage(text: string, secrets: readonly string[] = []): string {
   let message = text;
   try {
     const parsed = JSON.parse(text) as Record<string, unknown>;
@@ -159,6 +202,8 @@ function errorMessage(text: string): string {
   } catch {
     // not JSON: keep the text
   }
+  for (const secret of secrets) message = message.split(secret).join('[redacted]');
+  message = message.replace(/input_value=\{.*?\}, input_type=/gs, 'input_value=[redacted], input_type=');
   return (message.trim() || 'no message').slice(0, MAX_MESSAGE);
 }
 

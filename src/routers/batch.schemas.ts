@@ -3,7 +3,7 @@ import { z } from 'zod';
 import type { ItemRow } from '../db/items.js';
 import type { JobConfig, JobRow } from '../db/jobs.js';
 import { JOB_SORT_KEYS } from '../db/jobs.js';
-import { ITEM_STATUSES, JOB_STATUSES, JOB_TYPES } from '../db/schema.js';
+import { ITEM_STATUSES, JOB_STATUSES, JOB_TYPES, PROVIDER_ENVIRONMENTS } from '../db/schema.js';
 import {
   analyzeInputExample,
   analyzeOutputExample,
@@ -18,7 +18,7 @@ import {
   retryFailedExample,
   statisticsExample,
 } from './batch.examples.js';
-import { bodyNumber, iso, isoOrNull, limit, order, page, paginated, queryBoolean, queryList, timestamp, uuid } from './common.js';
+import { bodyBoolean, bodyNumber, iso, isoOrNull, limit, order, page, paginated, queryBoolean, queryList, timestamp, uuid } from './common.js';
 
 export const jobType = z.enum(JOB_TYPES).meta({
   id: 'JobType',
@@ -66,7 +66,7 @@ const imagePaths = z
 
 /** The config's fields; `number` wraps numbers (bodyNumber for input, as-is for output). */
 const configFields = (number: (schema: z.ZodNumber) => z.ZodType<number, number>) => ({
-  provider: z.string().min(1).max(128).describe('Inference provider name, e.g. gemini, openai, ollama.'),
+  provider: z.string().min(1).max(128).describe('A stored provider’s name (/api/providers), e.g. gemini, openai, ollama; or any name with a providerConfig.'),
   model: z.string().min(1).max(256),
   maxTokens: number(z.int().min(1).max(1_000_000)).optional(),
   temperature: number(z.number().min(0).max(2)).optional(),
@@ -77,13 +77,53 @@ const configFields = (number: (schema: z.ZodNumber) => z.ZodType<number, number>
   resizeResolution: z.string().min(1).max(64).optional(),
 });
 
+/**
+ * A job's own provider settings, in the shape graphcap's Inference Bridge validates (its
+ * ProviderConfig, snake_case); the camelCase spellings graphcap studio uses are taken too and sent
+ * as snake_case. `name` defaults to config.provider, `environment` to cloud, `models` to config.model.
+ */
+const perMinute = bodyNumber(z.int().min(1).max(100_000_000)).nullable().optional();
+export const inlineProviderConfig = z
+  .strictObject({
+    name: z.string().min(1).max(128).optional(),
+    kind: z.string().regex(/^[\w.-]{1,64}$/, 'must be 1-64 letters, digits, _ . -').optional(),
+    environment: z.enum(PROVIDER_ENVIRONMENTS).optional(),
+    base_url: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).max(2048).optional(),
+    baseUrl: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).max(2048).optional(),
+    api_key: z.string().max(8192).optional(),
+    apiKey: z.string().max(8192).optional(),
+    models: z.array(z.string().min(1).max(256)).max(500).optional(),
+    fetch_models: bodyBoolean.optional(),
+    fetchModels: bodyBoolean.optional(),
+    rate_limits: z
+      .strictObject({ requests_per_minute: perMinute, tokens_per_minute: perMinute })
+      .meta({ id: 'InlineProviderRateLimits', description: 'Calls and tokens per minute (the bridge’s spelling).' })
+      .optional(),
+    rateLimits: z
+      .strictObject({ requestsPerMinute: perMinute, tokensPerMinute: perMinute })
+      .meta({ id: 'InlineProviderRateLimitsCamel', description: 'Calls and tokens per minute (graphcap studio’s spelling).' })
+      .optional(),
+  })
+  .superRefine((c, ctx) => {
+    const pairs = [['base_url', 'baseUrl'], ['api_key', 'apiKey'], ['fetch_models', 'fetchModels'], ['rate_limits', 'rateLimits']] as const;
+    for (const [snake, camel] of pairs) {
+      if (c[snake] !== undefined && c[camel] !== undefined) ctx.addIssue({ code: 'custom', path: [camel], message: `give ${snake} or ${camel}, not both` });
+    }
+    if (c.kind === undefined) ctx.addIssue({ code: 'custom', path: ['kind'], message: 'required (openai, gemini, ollama, vllm ...)' });
+    if (c.base_url === undefined && c.baseUrl === undefined) ctx.addIssue({ code: 'custom', path: ['base_url'], message: 'required' });
+    if (c.api_key === undefined && c.apiKey === undefined) ctx.addIssue({ code: 'custom', path: ['api_key'], message: 'required (an empty string for a server without keys)' });
+  })
+  .meta({
+    id: 'InlineProviderConfig',
+    description:
+      "The Inference Bridge's provider_config for this job alone (may hold credentials; sealed at rest, never returned). " +
+      'Usually a stored provider is named in config.provider instead.',
+  });
+
 export const jobConfigInput = z
   .strictObject({
     ...configFields(bodyNumber),
-    providerConfig: z
-      .record(z.string().max(128), z.unknown())
-      .optional()
-      .describe('Provider settings passed to the Inference Bridge (may hold credentials). Never returned.'),
+    providerConfig: inlineProviderConfig.optional(),
   })
   .meta({ example: { provider: 'gemini', model: 'gemini-2.0-flash-exp', maxTokens: 4096, temperature: 0.8 } });
 
@@ -153,7 +193,7 @@ export const job = z
     failedImages: z.int().describe('Items failed.'),
     cancelledImages: z.int().describe('Items cancelled.'),
     progress: z.number().min(0).max(100).describe('Percent of items finished (completed or failed).'),
-    error: z.string().nullable().describe('Why the job ended as it did, when there is a reason.'),
+    error: z.string().nullable().describe('Why the job ended as it did, or why it was paused for its provider (misconfigured, disabled, unreachable), when there is a reason.'),
     archived: z.boolean(),
     archiveDate: timestamp.nullable(),
     dependsOn: z.array(z.uuid()),

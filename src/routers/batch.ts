@@ -23,7 +23,7 @@ import { getStatistics } from '../db/statistics.js';
 import { InvalidInputError, type FieldError } from '../errors.js';
 import { sealJobConfig } from '../secrets.js';
 import { internalProcedure, publicProcedure, router } from '../trpc.js';
-import { toWorkspaceRelative, workspacePathProblem } from '../workspace.js';
+import { fromClientPath, toWorkspaceRelative, workspacePathProblem, workspaceRoots } from '../workspace.js';
 import {
   analyzeInput,
   analyzeOutput,
@@ -48,6 +48,24 @@ import {
   toJob,
 } from './batch.schemas.js';
 import { iso, isoOrNull } from './common.js';
+
+/** The job config with its own providerConfig, if any, in the bridge's snake_case (see inlineProviderConfig). */
+function toBridgeShape(config: z.infer<typeof createJobInput>['config']) {
+  const given = config.providerConfig;
+  if (!given) return { ...config, providerConfig: undefined };
+  const limits = given.rate_limits ?? (given.rateLimits && { requests_per_minute: given.rateLimits.requestsPerMinute, tokens_per_minute: given.rateLimits.tokensPerMinute });
+  const providerConfig: Record<string, unknown> = {
+    name: given.name ?? config.provider,
+    kind: given.kind,
+    environment: given.environment ?? 'cloud',
+    base_url: given.base_url ?? given.baseUrl,
+    api_key: given.api_key ?? given.apiKey,
+    models: given.models ?? [config.model],
+    fetch_models: given.fetch_models ?? given.fetchModels,
+    rate_limits: limits,
+  };
+  return { ...config, providerConfig: JSON.parse(JSON.stringify(providerConfig)) as Record<string, unknown> };
+}
 
 const BASE = '/api/perspectives/batch';
 const tags = ['batch'];
@@ -77,9 +95,11 @@ export const batchRouter = router({
     .input(createJobInput)
     .output(job)
     .mutation(async ({ ctx, input }) => {
-      const config = sealJobConfig(input.config, ctx.config.SECRETS_KEY);
+      const config = sealJobConfig(toBridgeShape(input.config), ctx.config.SECRETS_KEY);
       const limits = { maxItems: ctx.config.MAX_JOB_ITEMS, chunkItems: ctx.config.JOB_ITEM_CHUNK };
-      const created = await createJob(ctx.db, { ...input, config }, limits);
+      const roots = workspaceRoots(ctx.config);
+      const imagePaths = input.imagePaths?.map((p) => fromClientPath(p, roots));
+      const created = await createJob(ctx.db, { ...input, imagePaths, config }, limits);
       // Items past the first chunk are written after the answer.
       if (created.totalImages > limits.chunkItems) ctx.itemWriter.wake();
       return toJob(created);
@@ -219,6 +239,8 @@ export const batchRouter = router({
       });
       let images: { ids: string[] } | { datasetId: string } | undefined;
       if (input.imagePaths) {
+        const roots = workspaceRoots(ctx.config);
+        input.imagePaths = input.imagePaths.map((p) => fromClientPath(p, roots));
         input.imagePaths.forEach((p, i) => {
           const problem = workspacePathProblem(p);
           if (problem) fieldErrors.push({ path: `imagePaths.${i}`, message: problem });

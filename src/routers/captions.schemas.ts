@@ -1,7 +1,7 @@
 /** Input and output schemas of the captions API (`/api/captions`). */
 import { z } from 'zod';
 import { CAPTION_SORT_KEYS, type CaptionRow } from '../db/captions.js';
-import { iso, limit, order, page, paginated, queryInt, queryList, timestamp, uuid } from './common.js';
+import { bodyNumber, iso, limit, order, page, paginated, queryInt, queryList, timestamp, uuid } from './common.js';
 
 export const perspectiveName = z
   .string()
@@ -100,3 +100,26 @@ export const updateCaptionInput = z
   });
 
 export const captionDeleted = z.object({ deleted: z.literal(true), captionId: z.uuid() });
+
+/** A caption made now for one image and perspective through a stored provider (graphcap studio's interactive view). */
+export const generateCaptionInput = z
+  .strictObject({
+    imageId: uuid('image').optional(),
+    imagePath: z.string().min(1).max(1024).describe('A workspace path (datasets/..., /datasets/..., /workspace/...) instead of imageId.').optional(),
+    perspective: perspectiveName,
+    provider: z.string().min(1).max(128).describe('A stored provider’s name (/api/providers).'),
+    model: z.string().min(1).max(256).describe('Default: the provider’s default model.').optional(),
+    options: z
+      .strictObject({
+        maxTokens: bodyNumber(z.int().min(1).max(1_000_000)).optional(),
+        temperature: bodyNumber(z.number().min(0).max(2)).optional(),
+        topP: bodyNumber(z.number().min(0).max(1)).optional(),
+        repetitionPenalty: bodyNumber(z.number().min(0).max(10)).optional(),
+        globalContext: z.string().max(100_000).optional(),
+        context: z.array(z.string().max(100_000)).max(100).optional(),
+        resizeResolution: z.string().min(1).max(64).optional(),
+      })
+      .optional(),
+  })
+  .refine((i) => (i.imageId === undefined) !== (i.imagePath === undefined), { message: 'give exactly one of imageId or imagePath', path: ['imageId'] })
+  .meta({ examples: [{ imagePath: 'datasets/os_img/ural-owl-6676441_640.jpg', perspective: 'graph_caption', provider: 'gemini' }] });

@@ -1,5 +1,7 @@
 /** Captions: `/api/captions`. Thin: parse, call the repository, shape. */
 import { createCaption, deleteCaption, getCaption, listCaptions, updateCaption } from '../db/captions.js';
+import { generateCaption } from '../jobs/one-off-caption.js';
+import { workspaceRoots } from '../workspace.js';
 import { publicProcedure, router } from '../trpc.js';
 import {
   caption,
@@ -7,6 +9,7 @@ import {
   captionIdParam,
   captionPage,
   createCaptionInput,
+  generateCaptionInput,
   listCaptionsInput,
   toCaption,
   updateCaptionInput,
@@ -22,6 +25,34 @@ const errors = {
 };
 
 export const captionsRouter = router({
+  generate: publicProcedure
+    .meta({
+      openapi: {
+        method: 'POST',
+        path: `${BASE}/generate`,
+        tags,
+        summary: 'Make a caption now, through a stored provider',
+        description:
+          'One image and perspective, answered when the Inference Bridge has the caption (it may take minutes): stored ' +
+          'like any caption (no job) and returned. The stored provider’s key is sent from here, so the caller never holds ' +
+          'it. The provider must be enabled and list the model; its rate limit applies (429), and while it is failing ' +
+          '(circuit breaker open) or without a bridge the answer is 503. The bridge refusing the call is a 502 with its reason.',
+        errorResponses: {
+          400: 'Invalid input, or an unknown image, perspective, provider or model',
+          409: 'The provider refused its credentials earlier: change it first',
+          429: 'The provider is at its rate limit',
+          500: 'Unexpected error',
+          502: 'The Inference Bridge or the provider refused the call',
+          503: 'No bridge, the bridge is incompatible or down, or the provider is failing',
+        },
+      },
+    })
+    .input(generateCaptionInput)
+    .output(caption)
+    .mutation(async ({ ctx, input, signal }) =>
+      toCaption(await generateCaption({ db: ctx.db, bridge: ctx.bridge, requestId: ctx.requestId, retryTimeouts: ctx.config.BRIDGE_RETRY_TIMEOUTS, workspaceRoots: workspaceRoots(ctx.config), signal }, input)),
+    ),
+
   list: publicProcedure
     .meta({
       openapi: {

@@ -6,7 +6,7 @@ import { createImage, deleteImage, getImage, listImages, updateImageFile, type L
 import { findPerspectivesByName } from '../db/perspectives.js';
 import { InvalidInputError, type FieldError } from '../errors.js';
 import { publicProcedure, router } from '../trpc.js';
-import { readWorkspaceImage } from '../workspace.js';
+import { fromClientPath, readWorkspaceImage, workspaceRoots } from '../workspace.js';
 import { toCaption } from './captions.schemas.js';
 import {
   createImageInput,
@@ -114,7 +114,7 @@ export const imagesRouter = router({
     .input(createImageInput)
     .output(image)
     .mutation(async ({ ctx, input }) => {
-      const file = await readWorkspaceImage(ctx.config.WORKSPACE_PATH, input.path);
+      const file = await readWorkspaceImage(ctx.config.WORKSPACE_PATH, fromClientPath(input.path, workspaceRoots(ctx.config)));
       return toImage(await createImage(ctx.db, { ...file, fileMtime: file.mtime }, input.datasetIds));
     }),
 
@@ -135,7 +135,7 @@ export const imagesRouter = router({
     .output(image)
     .mutation(async ({ ctx, input }) => {
       const target = input.path ?? (await getImage(ctx.db, input.imageId)).path;
-      const file = await readWorkspaceImage(ctx.config.WORKSPACE_PATH, target);
+      const file = await readWorkspaceImage(ctx.config.WORKSPACE_PATH, fromClientPath(target, workspaceRoots(ctx.config)));
       return toImage(await updateImageFile(ctx.db, input.imageId, { ...file, fileMtime: file.mtime }));
     }),
 

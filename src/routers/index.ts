@@ -9,6 +9,7 @@ import { captionsRouter } from './captions.js';
 import { datasetsRouter } from './datasets.js';
 import { imagesRouter } from './images.js';
 import { perspectivesRouter } from './perspectives.js';
+import { providersRouter } from './providers.js';
 import { workspaceRouter } from './workspace.js';
 
 export const appRouter = router({
@@ -19,6 +20,7 @@ export const appRouter = router({
   datasets: datasetsRouter,
   perspectives: perspectivesRouter,
   captions: captionsRouter,
+  providers: providersRouter,
   access: accessQuery,
 });
 

@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CONFIG, countRows, createJob, DATASET, finishItem, IMAGES, itemIds } from '../helpers/fixtures.js';
+import { CONFIG, countRows, createJob, DATASET, finishItem, IMAGES, inlineProvider, itemIds } from '../helpers/fixtures.js';
 import { waitFor } from '../helpers/jobs.js';
 import { api, startTestService, type TestService } from '../helpers/service.js';
 
@@ -125,7 +125,7 @@ describe('create: idempotency and secrets', () => {
   });
 
   it('providerConfig is stored but never returned', async () => {
-    const job = await createJob(svc.url, { config: { ...CONFIG, providerConfig: { apiKey: 'sk-very-secret' }, temperature: 0.4 } });
+    const job = await createJob(svc.url, { config: { ...CONFIG, providerConfig: inlineProvider('sk-very-secret'), temperature: 0.4 } });
     expect(job.config).toEqual({ ...CONFIG, temperature: 0.4, hasProviderConfig: true });
     const status = await api(svc.url, 'GET', `/api/perspectives/batch/status/${job.jobId}`);
     expect(JSON.stringify(status.body)).not.toContain('sk-very-secret');

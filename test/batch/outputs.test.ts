@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listItems } from '../../src/db/items.js';
 import { getJob, listJobs } from '../../src/db/jobs.js';
 import { jobPage, jobStatusOutput, toItem, toJob } from '../../src/routers/batch.schemas.js';
-import { CONFIG, createJob, finishItem, IMAGES, itemIds } from '../helpers/fixtures.js';
+import { CONFIG, createJob, finishItem, IMAGES, inlineProvider, itemIds } from '../helpers/fixtures.js';
 import { api, startTestService, type TestService } from '../helpers/service.js';
 
 let svc: TestService;
@@ -24,7 +24,7 @@ describe('list and status outputs', () => {
   it('are what output validation returns, for jobs and items in every state', async () => {
     // Pending, with every config field and a provider secret.
     await createJob(svc.url, {
-      config: { ...CONFIG, maxTokens: 100, temperature: 0.5, topP: 0.9, repetitionPenalty: 1.1, globalContext: 'g', context: ['c'], resizeResolution: '512', providerConfig: { apiKey: 'k' } },
+      config: { ...CONFIG, maxTokens: 100, temperature: 0.5, topP: 0.9, repetitionPenalty: 1.1, globalContext: 'g', context: ['c'], resizeResolution: '512', providerConfig: inlineProvider('k') },
       userId: 'someone',
       idempotencyKey: 'outputs-1',
     });

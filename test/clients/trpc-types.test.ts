@@ -58,7 +58,7 @@ describe('the tRPC contract (types)', () => {
     expectTypeOf<CreateJobInput['dependsOn']>().toEqualTypeOf<string[] | undefined>();
     expectTypeOf<CreateJobInput['idempotencyKey']>().toEqualTypeOf<string | undefined>();
     expectTypeOf<CreateJobInput['config']['temperature']>().toEqualTypeOf<number | undefined>();
-    expectTypeOf<CreateJobInput['config']['providerConfig']>().toEqualTypeOf<Record<string, unknown> | undefined>();
+    expectTypeOf<NonNullable<CreateJobInput['config']['providerConfig']>['api_key']>().toEqualTypeOf<string | undefined>();
     expectTypeOf<RouterInputs['batch']['create']>().toEqualTypeOf<CreateJobInput>();
     expectTypeOf<RouterOutputs['batch']['create']>().toEqualTypeOf<Job>();
   });

@@ -399,13 +399,19 @@ describe('the OpenAPI document', () => {
     ['get', '/api/captions/{captionId}'],
     ['patch', '/api/captions/{captionId}'],
     ['delete', '/api/captions/{captionId}'],
+    ['post', '/api/captions/generate'],
+    ['get', '/api/providers'],
+    ['post', '/api/providers'],
+    ['get', '/api/providers/{providerId}'],
+    ['patch', '/api/providers/{providerId}'],
+    ['delete', '/api/providers/{providerId}'],
   ] as const;
 
   it('covers every data endpoint, with its schemas and problem-details errors', () => {
     type Operation = { summary?: string; description?: string; tags?: string[]; responses: Record<string, { content?: Record<string, unknown> }> };
     const doc = JSON.parse(renderOpenApiDocument()) as { paths: Record<string, Record<string, Operation>> };
     const documented = Object.entries(doc.paths).flatMap(([p, ops]) =>
-      Object.keys(ops).filter(() => /^\/api\/(images|datasets|captions|perspectives(?!\/batch))/.test(p)).map((m) => `${m} ${p}`),
+      Object.keys(ops).filter(() => /^\/api\/(images|datasets|captions|providers|perspectives(?!\/batch))/.test(p)).map((m) => `${m} ${p}`),
     );
     expect(documented.sort()).toEqual(DATA.map(([m, p]) => `${m} ${p}`).sort());
     for (const [method, route] of DATA) {

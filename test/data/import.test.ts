@@ -9,7 +9,7 @@ import { deflateSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addDatasetMembers, removeDatasetMembers } from '../../src/db/datasets.js';
 import { findImagesByPath } from '../../src/db/images.js';
-import { createJob, finishItem, IMAGES, itemIds } from '../helpers/fixtures.js';
+import { CONFIG, createJob, finishItem, IMAGES, itemIds } from '../helpers/fixtures.js';
 import { getOk, headerDimensions, qs } from '../helpers/data.js';
 import { api, startTestService, type TestService } from '../helpers/service.js';
 
@@ -168,7 +168,7 @@ describe('importing the fixture workspace', () => {
       type: 'MULTI_PERSPECTIVE',
       perspectives: ['time_tags'],
       imagePaths: [IMAGES[0]],
-      config: { provider: 'p', model: 'm' },
+      config: CONFIG,
     });
     expect(refused.status).toBe(400);
   });

@@ -6,7 +6,7 @@ import { Writable } from 'node:stream';
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config.js';
-import { pgArray } from '../../src/db/jobs.js';
+import { pgArray } from '../../src/db/sql.js';
 import { createLogger } from '../../src/logger.js';
 import { Retention, runRetention, type RetentionRun } from '../../src/jobs/retention.js';
 import { createJob, finishItem, IMAGES, itemIds } from '../helpers/fixtures.js';

@@ -53,3 +53,6 @@ export async function finishItem(url: string, itemId: string, outcome: 'complete
   if (done.status !== 200) throw new Error(`${outcome} failed: ${JSON.stringify(done.body)}`);
   return done.body;
 }
+
+/** A job's own provider_config (camelCase, as graphcap studio writes it) with the given key. */
+export const inlineProvider = (apiKey: string) => ({ kind: 'openai', environment: 'local', baseUrl: 'http://127.0.0.1:9/v1', apiKey });

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { sql } from 'drizzle-orm';
 import type { Db } from '../../src/db/client.js';
-import { pgArray } from '../../src/db/jobs.js';
+import { pgArray } from '../../src/db/sql.js';
 import { FIXTURE_ANALYSIS } from '../stand-ins/bridge.js';
 
 /**

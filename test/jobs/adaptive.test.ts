@@ -1,5 +1,5 @@
 /**
- * Adaptive dispatch end to end (src/db/providers.ts): real HTTP, real PostgreSQL, the stand-in
+ * Adaptive dispatch end to end (src/db/provider-states.ts): real HTTP, real PostgreSQL, the stand-in
  * Inference Bridge as a real server that rate-limits (429 with Retry-After), goes down (503s for
  * 30 s) or slows down on command. Two replicas share one database and one provider, so what one
  * learns holds for both.

@@ -1,26 +1,35 @@
 /**
- * A stand-in Inference Bridge: a real HTTP server on loopback that speaks the caption-from-path
- * contract of graphcap's Inference Bridge. It answers with the caption (`parsed`) from the example
- * workspace's datasets/os_img/analysis/batch_<perspective>/captions.jsonl when it knows the (image file name,
+ * A stand-in Inference Bridge: a real HTTP server on loopback that behaves like graphcap's real
+ * bridge by default (test/stand-ins/graphcap-answers.ts): routes under /api/v1 (health, the
+ * perspective list, caption-from-path, a provider's test-connection), `provider_config` and `model`
+ * required (400), pydantic's 404 for a provider_config it cannot read, unknown perspectives and
+ * missing images 404, every provider error a 500 quoting the provider, `raw_text` null. It knows
+ * the perspectives of its workspace's library, loaded at its start as the real one does, and
+ * answers with the caption (`parsed`) of the workspace's
+ * datasets/<dataset>/analysis/batch_<perspective>/captions.jsonl when it has the (image file name,
  * perspective) pair, and with a deterministic synthetic caption otherwise.
  *
- * Latency, transient errors (503), hangs (at a rate or for chosen images), permanent failures (400)
- * for chosen images and "down" (connections refused)
- * are settable in code or at run time with `POST /__control` (JSON; `GET /__control` shows settings
- * and figures). Every call is recorded with what was in flight when it arrived, for assertions.
+ * Latency, transient errors, a rate-limited or unreachable provider, refused API keys, hangs (at a
+ * rate or for chosen images), permanent failures (400) for chosen images and "down" (connections
+ * refused) are settable in code or at run time with `POST /__control` (JSON; `GET /__control`
+ * shows settings and figures); `faultStyle: 'http'` answers throttling and outages as plain HTTP
+ * (429 with Retry-After, 503) instead of graphcap's 500s. Every call is recorded with what was in
+ * flight when it arrived, for assertions.
  *
- * `npm run bridge` runs it on 127.0.0.1:32560 (BRIDGE_HOST, BRIDGE_PORT, BRIDGE_LATENCY_MS to change).
+ * `npm run bridge` runs it on 127.0.0.1:32560 (BRIDGE_HOST, BRIDGE_PORT, BRIDGE_LATENCY_MS,
+ * BRIDGE_WORKSPACE to change).
  */
 import { createHash } from 'node:crypto';
-import { access, readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import * as graphcap from './graphcap-answers.js';
 
-export const FIXTURE_ANALYSIS = fileURLToPath(
-  new URL('../../examples/workspace/datasets/os_img/analysis', import.meta.url),
-);
+/** The repository's example workspace: where the stand-in finds captions and perspectives by default. */
+export const EXAMPLE_WORKSPACE = fileURLToPath(new URL('../../examples/workspace', import.meta.url));
+export const FIXTURE_ANALYSIS = path.join(EXAMPLE_WORKSPACE, 'datasets', 'os_img', 'analysis');
 
 export interface BridgeSettings {
   /** Milliseconds before each answer: a number, or [min, max] for a uniform spread. */
@@ -38,8 +47,16 @@ export interface BridgeSettings {
   /** Until this Date.now(), every call is answered 429 with `Retry-After: retryAfterSeconds` (a rate-limited provider). */
   throttleUntil: number;
   retryAfterSeconds: number;
-  /** Until this Date.now(), every call is answered 503 without Retry-After (the provider is down). */
+  /** Until this Date.now(), the provider cannot be reached (graphcap: 500 "Connection error."; http: 503). */
   unavailableUntil: number;
+  /** How throttling, outages and random errors are answered: as graphcap's bridge does (500s quoting the provider), or as plain HTTP. */
+  faultStyle: 'graphcap' | 'http';
+  /** API keys the provider refuses (401 invalid_api_key inside a 500). */
+  rejectedKeys: string[];
+  /** Error texts quote the key whole (a careless provider), to check that the service scrubs it. */
+  echoKeys: boolean;
+  /** Every /api/v1 route answers FastAPI's 404: not graphcap's bridge. */
+  incompatible: boolean;
 }
 
 /** The request body of caption-from-path. */
@@ -62,6 +79,8 @@ export interface BridgeCall {
   jobId?: string;
   itemId?: string;
   body: CaptionRequestBody;
+  /** provider_config.api_key as it arrived. */
+  apiKey?: string;
   /** Calls in flight when this one arrived, itself included. */
   inFlight: number;
   /** Set when it was chosen to hang. */
@@ -94,6 +113,10 @@ const DEFAULTS: BridgeSettings = {
   throttleUntil: 0,
   retryAfterSeconds: 1,
   unavailableUntil: 0,
+  faultStyle: 'graphcap',
+  rejectedKeys: [],
+  echoKeys: false,
+  incompatible: false,
 };
 
 export class StandInBridge {
@@ -103,6 +126,8 @@ export class StandInBridge {
   private server: Server;
   private readonly sockets = new Set<Socket>();
   private readonly captions: Map<string, Record<string, unknown>>;
+  /** The perspectives it knows: its library's, loaded at its start (the real bridge's way). */
+  readonly perspectives: string[];
   private readonly jobsInFlight = new Map<string, number>();
   private readonly itemsInFlight = new Set<string>();
   private current = 0;
@@ -111,8 +136,15 @@ export class StandInBridge {
   private readonly host: string;
   private upTimer: NodeJS.Timeout | undefined;
 
-  private constructor(captions: Map<string, Record<string, unknown>>, settings: BridgeSettings, host: string, port: number) {
+  private constructor(
+    captions: Map<string, Record<string, unknown>>,
+    perspectives: string[],
+    settings: BridgeSettings,
+    host: string,
+    port: number,
+  ) {
     this.captions = captions;
+    this.perspectives = perspectives;
     this.settings = settings;
     this.random = mulberry32(settings.seed);
     this.host = host;
@@ -120,10 +152,17 @@ export class StandInBridge {
     this.server = this.createServer();
   }
 
-  /** Starts it on `host` (127.0.0.1) and `port` (0: any free port). */
-  static async start(options: Partial<BridgeSettings> & { port?: number; host?: string } = {}): Promise<StandInBridge> {
-    const { port = 0, host = '127.0.0.1', ...settings } = options;
-    const bridge = new StandInBridge(await loadFixtureCaptions(), { ...DEFAULTS, ...settings }, host, port);
+  /**
+   * Starts it on `host` (127.0.0.1) and `port` (0: any free port), with the captions and the
+   * perspective library of `workspace` (the example workspace by default).
+   */
+  static async start(
+    options: Partial<BridgeSettings> & { port?: number; host?: string; workspace?: string } = {},
+  ): Promise<StandInBridge> {
+    const { port = 0, host = '127.0.0.1', workspace = EXAMPLE_WORKSPACE, ...settings } = options;
+    const captions = await loadWorkspaceCaptions(workspace);
+    const perspectives = await graphcap.loadPerspectiveNames(path.join(workspace, 'perspective_library'));
+    const bridge = new StandInBridge(captions, perspectives, { ...DEFAULTS, ...settings }, host, port);
     await bridge.listen();
     return bridge;
   }
@@ -217,8 +256,23 @@ export class StandInBridge {
     }
     if (route === 'GET /__control') return json(res, 200, { settings: this.settings, stats: this.getStats() });
     if (route === 'POST /__control') return this.control(res, text);
-    if (route === 'POST /perspectives/caption-from-path') return this.caption(req, res, text);
-    json(res, 404, { detail: `no route ${route}` });
+    if (this.settings.incompatible) return send(res, graphcap.noRoute);
+    if (route === 'GET /api/v1/health') return json(res, 200, { status: 'healthy' });
+    if (route === 'GET /api/v1/perspectives/list') {
+      return json(res, 200, { perspectives: this.perspectives.map((name) => ({ name, display_name: name, version: '1', description: '' })) });
+    }
+    if (route === 'POST /api/v1/perspectives/caption-from-path') return this.caption(req, res, text);
+    if (/^POST \/api\/v1\/providers\/[^/]+\/test-connection$/.test(route)) return this.testConnection(res, route, text);
+    send(res, graphcap.noRoute);
+  }
+
+  /** As the real one: a config it can read is a "success", whether or not the key works (it asks the provider nothing). */
+  private testConnection(res: ServerResponse, route: string, text: string): void {
+    const config = parseObject(text);
+    const missing = ['name', 'kind', 'environment', 'base_url', 'api_key'].filter((f) => typeof config?.[f] !== 'string');
+    if (!config || missing.length > 0) return send(res, graphcap.validationError(missing));
+    const provider = decodeURIComponent(route.split('/')[4]!);
+    json(res, 200, { status: 'success', message: 'Connection successful', result: { provider, connected: true, success: true } });
   }
 
   private control(res: ServerResponse, text: string): void {
@@ -303,15 +357,30 @@ export class StandInBridge {
       json(res, status, payload);
     };
 
-    const problem = await requestProblem(body);
-    if (problem) return answer('invalid', 422, { detail: problem });
-    // A rate-limited or down provider answers at once.
+    const refused = await this.requestProblem(body);
+    if (refused) return answer('invalid', refused.status, refused.body);
+    const apiKey = String(body.provider_config!.api_key);
+    call.apiKey = apiKey;
+    const http = this.settings.faultStyle === 'http';
+    // A rate-limited, unreachable or key-refusing provider answers at once.
     if (Date.now() < this.settings.throttleUntil) {
       call.retryAfterMs = this.settings.retryAfterSeconds * 1000;
-      res.setHeader('retry-after', String(this.settings.retryAfterSeconds));
-      return answer('throttled', 429, { detail: 'rate limit reached (stand-in bridge)' });
+      if (http) {
+        res.setHeader('retry-after', String(this.settings.retryAfterSeconds));
+        return answer('throttled', 429, { detail: 'rate limit reached (stand-in bridge)' });
+      }
+      const limited = graphcap.rateLimited(body.image_path, String(body.model), this.settings.retryAfterSeconds);
+      return answer('throttled', limited.status, limited.body);
     }
-    if (Date.now() < this.settings.unavailableUntil) return answer('transient', 503, { detail: 'the provider is down (stand-in bridge)' });
+    if (Date.now() < this.settings.unavailableUntil) {
+      if (http) return answer('transient', 503, { detail: 'the provider is down (stand-in bridge)' });
+      const down = graphcap.connectionError(body.image_path);
+      return answer('transient', down.status, down.body);
+    }
+    if (this.settings.rejectedKeys.includes(apiKey)) {
+      const bad = graphcap.invalidKey(body.image_path, apiKey, this.settings.echoKeys);
+      return answer('permanent', bad.status, bad.body);
+    }
     const imageFile = path.basename(body.image_path);
     const roll = this.random();
     const delay = this.latency();
@@ -323,11 +392,34 @@ export class StandInBridge {
       const permanent = this.settings.permanentFailures[imageFile];
       if (permanent !== undefined) return answer('permanent', 400, { detail: permanent });
       if (roll < this.settings.hangRate + this.settings.errorRate) {
-        return answer('transient', 503, { detail: 'the provider is overloaded (stand-in bridge)' });
+        if (http) return answer('transient', 503, { detail: 'the provider is overloaded (stand-in bridge)' });
+        const failed = graphcap.serverError(body.image_path);
+        return answer('transient', failed.status, failed.body);
       }
       const result = this.captionFor(imageFile, body.perspective);
-      answer('ok', 200, { perspective: body.perspective, provider: body.provider ?? 'gemini', result, raw_text: JSON.stringify(result) });
+      answer('ok', 200, { perspective: body.perspective, provider: body.provider, result, raw_text: null });
     }, delay);
+  }
+
+  /**
+   * What the real bridge refuses before any model call, in its order: provider_config or model
+   * missing (400), the image not there (404), a provider_config pydantic cannot read (404), an
+   * unknown perspective (404).
+   */
+  private async requestProblem(body: CaptionRequestBody): Promise<graphcap.Answer | undefined> {
+    const missing = ['perspective', 'image_path', 'provider', 'provider_config', 'model'].filter((f) => body[f] === undefined || body[f] === null);
+    if (missing.length > 0) return graphcap.validationError(missing);
+    const isFile = await stat(String(body.image_path)).then((s) => s.isFile(), () => false);
+    if (!isFile) return graphcap.imageNotFound(String(body.image_path));
+    const config = body.provider_config;
+    if (typeof config !== 'object' || config === null || Object.keys(config).length === 0) {
+      return { status: 400, body: { detail: `Provider configuration not provided for '${body.provider}'. Please include provider_config in the request.` } };
+    }
+    if (!body.model) return { status: 400, body: { detail: `Model name not provided for '${body.provider}'. Please include model in the request.` } };
+    const unreadable = graphcap.providerConfigProblem(config);
+    if (unreadable) return unreadable;
+    if (!this.perspectives.includes(body.perspective)) return graphcap.unknownPerspective(body.perspective, this.perspectives);
+    return undefined;
   }
 
   private latency(): number {
@@ -337,39 +429,44 @@ export class StandInBridge {
   }
 }
 
-/** What is wrong with a request, as a real bridge would see it: missing fields, an unreadable image. */
-async function requestProblem(body: CaptionRequestBody): Promise<string | undefined> {
-  if (typeof body.perspective !== 'string' || !body.perspective) return 'perspective is required';
-  if (typeof body.image_path !== 'string' || !path.isAbsolute(body.image_path)) return 'image_path must be an absolute path';
-  try {
-    await access(body.image_path);
-  } catch {
-    return `image not found: ${body.image_path}`;
-  }
-  return undefined;
-}
-
 /**
- * (image file name, perspective) → `parsed`, from every batch_<perspective>/captions.jsonl; a later
- * line wins. Without the fixture (a container image, say) every caption is synthetic.
+ * (image file name, perspective) → `parsed`, from every datasets/<dataset>/analysis/batch_<perspective>/captions.jsonl
+ * of the workspace; a later line wins. A workspace without them: every caption is synthetic.
  */
-export async function loadFixtureCaptions(): Promise<Map<string, Record<string, unknown>>> {
+export async function loadWorkspaceCaptions(workspace: string): Promise<Map<string, Record<string, unknown>>> {
   const captions = new Map<string, Record<string, unknown>>();
-  const folders = await readdir(FIXTURE_ANALYSIS).catch((error: NodeJS.ErrnoException) => {
-    if (error.code === 'ENOENT') return [];
-    throw error;
-  });
-  for (const folder of folders.sort()) {
-    if (!folder.startsWith('batch_')) continue;
-    const perspective = folder.slice('batch_'.length);
-    const text = await readFile(path.join(FIXTURE_ANALYSIS, folder, 'captions.jsonl'), 'utf8').catch(() => '');
-    for (const line of text.split('\n')) {
-      if (!line.trim()) continue;
-      const entry = JSON.parse(line) as { filename: string; parsed: Record<string, unknown> };
-      captions.set(key(path.basename(entry.filename), perspective), entry.parsed);
+  const datasets = path.join(workspace, 'datasets');
+  for (const dataset of (await readdir(datasets).catch(() => [])).sort()) {
+    const analysis = path.join(datasets, dataset, 'analysis');
+    for (const folder of (await readdir(analysis).catch(() => [])).sort()) {
+      if (!folder.startsWith('batch_')) continue;
+      const perspective = folder.slice('batch_'.length);
+      const text = await readFile(path.join(analysis, folder, 'captions.jsonl'), 'utf8').catch(() => '');
+      for (const line of text.split('\n')) {
+        if (!line.trim()) continue;
+        try {
+          const entry = JSON.parse(line) as { filename: string; parsed: Record<string, unknown> };
+          captions.set(key(path.basename(entry.filename), perspective), entry.parsed);
+        } catch {
+          // a torn line: skipped
+        }
+      }
     }
   }
   return captions;
+}
+
+function parseObject(text: string): Record<string, unknown> | undefined {
+  try {
+    const value = JSON.parse(text) as unknown;
+    return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function send(res: ServerResponse, answer: graphcap.Answer): void {
+  json(res, answer.status, answer.body);
 }
 
 function syntheticCaption(imageFile: string, perspective: string): Record<string, unknown> {
@@ -430,6 +527,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
     host: process.env.BRIDGE_HOST ?? '127.0.0.1',
     port: Number(process.env.BRIDGE_PORT ?? 32560),
     latencyMs: Number(process.env.BRIDGE_LATENCY_MS ?? 1000),
+    workspace: process.env.BRIDGE_WORKSPACE || EXAMPLE_WORKSPACE,
   });
   let shown = 0;
   setInterval(() => {
@@ -445,7 +543,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
   }, 200);
   process.stdout.write(
     `stand-in Inference Bridge on ${bridge.url} (latency ${process.env.BRIDGE_LATENCY_MS ?? 1000} ms, ` +
-      `${bridge.fixtureCaptions} fixture captions)\n` +
+      `${bridge.fixtureCaptions} workspace captions, ${bridge.perspectives.length} perspectives)\n` +
       `  change it at run time: curl -X POST ${bridge.url}/__control -d '{"errorRate":0.3,"hangRate":0.1}'\n`,
   );
   const stop = () => void bridge.close().then(() => process.exit(0));

@@ -605,6 +605,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/captions/generate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Make a caption now, through a stored provider
+         * @description One image and perspective, answered when the Inference Bridge has the caption (it may take minutes): stored like any caption (no job) and returned. The stored provider’s key is sent from here, so the caller never holds it. The provider must be enabled and list the model; its rate limit applies (429), and while it is failing (circuit breaker open) or without a bridge the answer is 503. The bridge refusing the call is a 502 with its reason.
+         */
+        post: operations["captions-generate"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/captions": {
         parameters: {
             query?: never;
@@ -655,6 +675,58 @@ export interface paths {
          * @description Its result, raw text, model or provider. The image, perspective, revision, job, item and time stay.
          */
         patch: operations["captions-update"];
+        trace?: never;
+    };
+    "/api/providers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List providers
+         * @description Filtered by kind, enabled and part of the name; sorted by name (default), createdAt or updatedAt. API keys are never returned.
+         */
+        get: operations["providers-list"];
+        put?: never;
+        /**
+         * Create a provider
+         * @description Its API key is stored encrypted with SECRETS_KEY and never returned (a 400 when the service has no key). Jobs name the provider in config.provider. 409 when the name is taken.
+         */
+        post: operations["providers-create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/providers/{providerId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get a provider
+         * @description Its settings, whether it has an API key (never the key), and whether it is marked misconfigured.
+         */
+        get: operations["providers-get"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a provider
+         * @description 409 while unfinished jobs name it, or when the providers file defines it.
+         */
+        delete: operations["providers-delete"];
+        options?: never;
+        head?: never;
+        /**
+         * Change a provider
+         * @description Only the fields given change. apiKey: a string replaces the key, null clears it. A change clears the misconfigured mark (paused jobs can then be resumed). Renaming a provider that unfinished jobs use, or changing one defined in the providers file, is a 409.
+         */
+        patch: operations["providers-update"];
         trace?: never;
     };
     "/api/access": {
@@ -726,6 +798,34 @@ export interface components {
          * @enum {string}
          */
         JobType: "MULTI_PERSPECTIVE" | "DATASET_PERSPECTIVE" | "BACKFILL" | "DEPENDENCY_CHAIN";
+        /** @description The Inference Bridge's provider_config for this job alone (may hold credentials; sealed at rest, never returned). Usually a stored provider is named in config.provider instead. */
+        InlineProviderConfig: {
+            name?: string;
+            kind?: string;
+            /** @enum {string} */
+            environment?: "cloud" | "local";
+            /** Format: uri */
+            base_url?: string;
+            /** Format: uri */
+            baseUrl?: string;
+            api_key?: string;
+            apiKey?: string;
+            models?: string[];
+            fetch_models?: boolean;
+            fetchModels?: boolean;
+            rate_limits?: components["schemas"]["InlineProviderRateLimits"];
+            rateLimits?: components["schemas"]["InlineProviderRateLimitsCamel"];
+        };
+        /** @description Calls and tokens per minute (the bridge’s spelling). */
+        InlineProviderRateLimits: {
+            requests_per_minute?: number | null;
+            tokens_per_minute?: number | null;
+        };
+        /** @description Calls and tokens per minute (graphcap studio’s spelling). */
+        InlineProviderRateLimitsCamel: {
+            requestsPerMinute?: number | null;
+            tokensPerMinute?: number | null;
+        };
         /**
          * @description pending → running → completed (all items done) | partial (some failed) | failed (all failed) | cancelled. paused: a pending or running job paused by request; nothing new is dispatched until it is resumed (back to pending).
          * @enum {string}
@@ -787,7 +887,7 @@ export interface components {
             perspectives: string[];
             datasetId: string | null;
             config: {
-                /** @description Inference provider name, e.g. gemini, openai, ollama. */
+                /** @description A stored provider’s name (/api/providers), e.g. gemini, openai, ollama; or any name with a providerConfig. */
                 provider: string;
                 model: string;
                 maxTokens?: number;
@@ -812,7 +912,7 @@ export interface components {
             cancelledImages: number;
             /** @description Percent of items finished (completed or failed). */
             progress: number;
-            /** @description Why the job ended as it did, when there is a reason. */
+            /** @description Why the job ended as it did, or why it was paused for its provider (misconfigured, disabled, unreachable), when there is a reason. */
             error: string | null;
             archived: boolean;
             archiveDate: string | null;
@@ -1251,6 +1351,60 @@ export interface components {
              */
             createdAt: string;
         };
+        /** @description A page of providers. */
+        ProviderPage: {
+            items: components["schemas"]["Provider"][];
+            /** @description Items matching the filters, over all pages. */
+            total: number;
+            page: number;
+            limit: number;
+        };
+        /** @description An AI provider the Inference Bridge calls for jobs that name it. */
+        Provider: {
+            /** Format: uuid */
+            providerId: string;
+            name: string;
+            kind: string;
+            /** @enum {string} */
+            environment: "cloud" | "local";
+            baseUrl: string;
+            /** @description Whether an API key is stored (the key itself is never returned). */
+            hasApiKey: boolean;
+            isEnabled: boolean;
+            models: {
+                name: string;
+                isEnabled: boolean;
+            }[];
+            defaultModel: string | null;
+            rateLimits: {
+                requestsPerMinute: number | null;
+                tokensPerMinute: number | null;
+            };
+            /**
+             * @description api: made through the API; config: defined in the providers file (read-only here).
+             * @enum {string}
+             */
+            source: "api" | "config";
+            /** @description Set when the provider refused its credentials: its jobs are paused until the provider is changed. */
+            misconfigured: {
+                /**
+                 * Format: date-time
+                 * @description ISO 8601 time in UTC.
+                 */
+                since: string;
+                reason: string;
+            } | null;
+            /**
+             * Format: date-time
+             * @description ISO 8601 time in UTC.
+             */
+            createdAt: string;
+            /**
+             * Format: date-time
+             * @description ISO 8601 time in UTC.
+             */
+            updatedAt: string;
+        };
         /**
          * @description What the caller’s bearer token allows.
          * @example {
@@ -1367,7 +1521,7 @@ export interface operations {
                      *     }
                      */
                     config: {
-                        /** @description Inference provider name, e.g. gemini, openai, ollama. */
+                        /** @description A stored provider’s name (/api/providers), e.g. gemini, openai, ollama; or any name with a providerConfig. */
                         provider: string;
                         model: string;
                         maxTokens?: number;
@@ -1377,10 +1531,7 @@ export interface operations {
                         globalContext?: string;
                         context?: string[];
                         resizeResolution?: string;
-                        /** @description Provider settings passed to the Inference Bridge (may hold credentials). Never returned. */
-                        providerConfig?: {
-                            [key: string]: unknown;
-                        };
+                        providerConfig?: components["schemas"]["InlineProviderConfig"];
                     };
                     userId?: string;
                     /** @description Jobs that must complete first. */
@@ -4269,6 +4420,122 @@ export interface operations {
             };
         };
     };
+    "captions-generate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** Format: uuid */
+                    imageId?: string;
+                    /** @description A workspace path (datasets/..., /datasets/..., /workspace/...) instead of imageId. */
+                    imagePath?: string;
+                    /** @description Perspective name, e.g. art_critic. */
+                    perspective: string;
+                    /** @description A stored provider’s name (/api/providers). */
+                    provider: string;
+                    /** @description Default: the provider’s default model. */
+                    model?: string;
+                    options?: {
+                        maxTokens?: number;
+                        temperature?: number;
+                        topP?: number;
+                        repetitionPenalty?: number;
+                        globalContext?: string;
+                        context?: string[];
+                        resizeResolution?: string;
+                    };
+                };
+            };
+        };
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Caption"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The read-only token (API_READ_TOKEN) may not change anything: this needs the API token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed in the job’s current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The provider is at its rate limit */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The Inference Bridge or the provider refused the call */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No bridge, the bridge is incompatible or down, or the provider is failing */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     "captions-list": {
         parameters: {
             query?: {
@@ -4610,6 +4877,411 @@ export interface operations {
             };
             /** @description Job not found */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "providers-list": {
+        parameters: {
+            query?: {
+                /** @description Only providers of this kind. */
+                kind?: string;
+                /** @description Only enabled (true) or disabled (false) providers. */
+                isEnabled?: boolean;
+                /** @description Only providers whose name contains this (any case). */
+                nameContains?: string;
+                /** @description Ties are broken by name. */
+                sort?: "name" | "createdAt" | "updatedAt";
+                /** @description Sort direction. */
+                order?: "asc" | "desc";
+                /** @description Page number, from 1. */
+                page?: number;
+                /** @description Items per page, 1 to 100. */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderPage"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "providers-create": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    name: string;
+                    /** @description The client the Inference Bridge uses: openai, gemini, ollama, vllm ... */
+                    kind: string;
+                    /** @enum {string} */
+                    environment: "cloud" | "local";
+                    /** Format: uri */
+                    baseUrl: string;
+                    /** @description Stored encrypted, never returned (hasApiKey says whether there is one). */
+                    apiKey?: string;
+                    /** @default true */
+                    isEnabled?: boolean;
+                    /**
+                     * @description Models jobs may name; empty: any model (a local server whose models are not listed).
+                     * @default []
+                     */
+                    models?: {
+                        name: string;
+                        /** @default true */
+                        isEnabled?: boolean;
+                    }[];
+                    defaultModel?: string | null;
+                    rateLimits?: {
+                        /** @description Calls per minute, across replicas; null = no limit. */
+                        requestsPerMinute?: number | null;
+                        /** @description Tokens (stored and shown; the bridge reports no token counts, so it is not enforced) per minute, across replicas; null = no limit. */
+                        tokensPerMinute?: number | null;
+                    };
+                };
+            };
+        };
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Provider"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The read-only token (API_READ_TOKEN) may not change anything: this needs the API token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed in the job’s current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "providers-get": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The provider id. */
+                providerId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Provider"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Job not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "providers-delete": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The provider id. */
+                providerId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @constant */
+                        deleted: true;
+                        /** Format: uuid */
+                        providerId: string;
+                    };
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The read-only token (API_READ_TOKEN) may not change anything: this needs the API token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Job not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed in the job’s current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "providers-update": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The provider id. */
+                providerId: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    name?: string;
+                    /** @description The client the Inference Bridge uses: openai, gemini, ollama, vllm ... */
+                    kind?: string;
+                    /** @enum {string} */
+                    environment?: "cloud" | "local";
+                    /** Format: uri */
+                    baseUrl?: string;
+                    /** @description A new key replaces the stored one; null clears it; absent keeps it. */
+                    apiKey?: string | null;
+                    isEnabled?: boolean;
+                    /** @description Models jobs may name; empty: any model (a local server whose models are not listed). */
+                    models?: {
+                        name: string;
+                        /** @default true */
+                        isEnabled?: boolean;
+                    }[];
+                    defaultModel?: string | null;
+                    rateLimits?: {
+                        /** @description Calls per minute, across replicas; null = no limit. */
+                        requestsPerMinute?: number | null;
+                        /** @description Tokens (stored and shown; the bridge reports no token counts, so it is not enforced) per minute, across replicas; null = no limit. */
+                        tokensPerMinute?: number | null;
+                    };
+                };
+            };
+        };
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Provider"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The read-only token (API_READ_TOKEN) may not change anything: this needs the API token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Job not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed in the job’s current state */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

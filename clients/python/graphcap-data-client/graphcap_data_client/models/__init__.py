@@ -8,7 +8,6 @@ from .batch_analyze_images_response_200_by_perspective_item import BatchAnalyzeI
 from .batch_analyze_images_response_200_missing_pairs_item import BatchAnalyzeImagesResponse200MissingPairsItem
 from .batch_create_body import BatchCreateBody
 from .batch_create_body_config import BatchCreateBodyConfig
-from .batch_create_body_config_provider_config import BatchCreateBodyConfigProviderConfig
 from .batch_list_order import BatchListOrder
 from .batch_list_sort import BatchListSort
 from .batch_reorder_body import BatchReorderBody
@@ -32,6 +31,8 @@ from .caption_result import CaptionResult
 from .captions_create_body import CaptionsCreateBody
 from .captions_create_body_result import CaptionsCreateBodyResult
 from .captions_delete_response_200 import CaptionsDeleteResponse200
+from .captions_generate_body import CaptionsGenerateBody
+from .captions_generate_body_options import CaptionsGenerateBodyOptions
 from .captions_list_order import CaptionsListOrder
 from .captions_list_sort import CaptionsListSort
 from .captions_update_body import CaptionsUpdateBody
@@ -58,6 +59,10 @@ from .images_delete_response_200 import ImagesDeleteResponse200
 from .images_list_order import ImagesListOrder
 from .images_list_sort import ImagesListSort
 from .images_update_body import ImagesUpdateBody
+from .inline_provider_config import InlineProviderConfig
+from .inline_provider_config_environment import InlineProviderConfigEnvironment
+from .inline_provider_rate_limits import InlineProviderRateLimits
+from .inline_provider_rate_limits_camel import InlineProviderRateLimitsCamel
 from .item_status import ItemStatus
 from .job import Job
 from .job_config import JobConfig
@@ -88,6 +93,24 @@ from .perspectives_update_body_schema_fields_item import PerspectivesUpdateBodyS
 from .perspectives_versions_order import PerspectivesVersionsOrder
 from .problem import Problem
 from .problem_errors_item import ProblemErrorsItem
+from .provider import Provider
+from .provider_environment import ProviderEnvironment
+from .provider_misconfigured_type_0 import ProviderMisconfiguredType0
+from .provider_models_item import ProviderModelsItem
+from .provider_page import ProviderPage
+from .provider_rate_limits import ProviderRateLimits
+from .provider_source import ProviderSource
+from .providers_create_body import ProvidersCreateBody
+from .providers_create_body_environment import ProvidersCreateBodyEnvironment
+from .providers_create_body_models_item import ProvidersCreateBodyModelsItem
+from .providers_create_body_rate_limits import ProvidersCreateBodyRateLimits
+from .providers_delete_response_200 import ProvidersDeleteResponse200
+from .providers_list_order import ProvidersListOrder
+from .providers_list_sort import ProvidersListSort
+from .providers_update_body import ProvidersUpdateBody
+from .providers_update_body_environment import ProvidersUpdateBodyEnvironment
+from .providers_update_body_models_item import ProvidersUpdateBodyModelsItem
+from .providers_update_body_rate_limits import ProvidersUpdateBodyRateLimits
 from .workspace_sync_response_200 import WorkspaceSyncResponse200
 from .workspace_sync_response_200_datasets_item import WorkspaceSyncResponse200DatasetsItem
 from .workspace_sync_response_200_datasets_item_changes import WorkspaceSyncResponse200DatasetsItemChanges
@@ -103,7 +126,6 @@ __all__ = (
     "BatchAnalyzeImagesResponse200MissingPairsItem",
     "BatchCreateBody",
     "BatchCreateBodyConfig",
-    "BatchCreateBodyConfigProviderConfig",
     "BatchListOrder",
     "BatchListSort",
     "BatchReorderBody",
@@ -127,6 +149,8 @@ __all__ = (
     "CaptionsCreateBody",
     "CaptionsCreateBodyResult",
     "CaptionsDeleteResponse200",
+    "CaptionsGenerateBody",
+    "CaptionsGenerateBodyOptions",
     "CaptionsListOrder",
     "CaptionsListSort",
     "CaptionsUpdateBody",
@@ -153,6 +177,10 @@ __all__ = (
     "ImagesListSort",
     "ImagesUpdateBody",
     "ImageWithLatestCaptions",
+    "InlineProviderConfig",
+    "InlineProviderConfigEnvironment",
+    "InlineProviderRateLimits",
+    "InlineProviderRateLimitsCamel",
     "ItemStatus",
     "Job",
     "JobConfig",
@@ -183,6 +211,24 @@ __all__ = (
     "PerspectiveVersionPage",
     "Problem",
     "ProblemErrorsItem",
+    "Provider",
+    "ProviderEnvironment",
+    "ProviderMisconfiguredType0",
+    "ProviderModelsItem",
+    "ProviderPage",
+    "ProviderRateLimits",
+    "ProvidersCreateBody",
+    "ProvidersCreateBodyEnvironment",
+    "ProvidersCreateBodyModelsItem",
+    "ProvidersCreateBodyRateLimits",
+    "ProvidersDeleteResponse200",
+    "ProvidersListOrder",
+    "ProvidersListSort",
+    "ProviderSource",
+    "ProvidersUpdateBody",
+    "ProvidersUpdateBodyEnvironment",
+    "ProvidersUpdateBodyModelsItem",
+    "ProvidersUpdateBodyRateLimits",
     "WorkspaceSyncResponse200",
     "WorkspaceSyncResponse200DatasetsItem",
     "WorkspaceSyncResponse200DatasetsItemChanges",

@@ -9,7 +9,7 @@ from attrs import define as _attrs_define
 from ..types import UNSET, Unset
 
 if TYPE_CHECKING:
-    from ..models.batch_create_body_config_provider_config import BatchCreateBodyConfigProviderConfig
+    from ..models.inline_provider_config import InlineProviderConfig
 
 
 T = TypeVar("T", bound="BatchCreateBodyConfig")
@@ -22,7 +22,8 @@ class BatchCreateBodyConfig:
         {'provider': 'gemini', 'model': 'gemini-2.0-flash-exp', 'maxTokens': 4096, 'temperature': 0.8}
 
     Attributes:
-        provider (str): Inference provider name, e.g. gemini, openai, ollama.
+        provider (str): A stored provider’s name (/api/providers), e.g. gemini, openai, ollama; or any name with a
+            providerConfig.
         model (str):
         max_tokens (int | Unset):
         temperature (float | Unset):
@@ -31,8 +32,9 @@ class BatchCreateBodyConfig:
         global_context (str | Unset):
         context (list[str] | Unset):
         resize_resolution (str | Unset):
-        provider_config (BatchCreateBodyConfigProviderConfig | Unset): Provider settings passed to the Inference Bridge
-            (may hold credentials). Never returned.
+        provider_config (InlineProviderConfig | Unset): The Inference Bridge's provider_config for this job alone (may
+            hold credentials; sealed at rest, never returned). Usually a stored provider is named in config.provider
+            instead.
     """
 
     provider: str
@@ -44,7 +46,7 @@ class BatchCreateBodyConfig:
     global_context: str | Unset = UNSET
     context: list[str] | Unset = UNSET
     resize_resolution: str | Unset = UNSET
-    provider_config: BatchCreateBodyConfigProviderConfig | Unset = UNSET
+    provider_config: InlineProviderConfig | Unset = UNSET
 
     def to_dict(self) -> dict[str, Any]:
         provider = self.provider
@@ -100,7 +102,7 @@ class BatchCreateBodyConfig:
 
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
-        from ..models.batch_create_body_config_provider_config import BatchCreateBodyConfigProviderConfig  # noqa: PLC0415
+        from ..models.inline_provider_config import InlineProviderConfig  # noqa: PLC0415
 
         d = dict(src_dict)
         provider = d.pop("provider")
@@ -122,11 +124,11 @@ class BatchCreateBodyConfig:
         resize_resolution = d.pop("resizeResolution", UNSET)
 
         _provider_config = d.pop("providerConfig", UNSET)
-        provider_config: BatchCreateBodyConfigProviderConfig | Unset
+        provider_config: InlineProviderConfig | Unset
         if isinstance(_provider_config, Unset):
             provider_config = UNSET
         else:
-            provider_config = BatchCreateBodyConfigProviderConfig.from_dict(_provider_config)
+            provider_config = InlineProviderConfig.from_dict(_provider_config)
 
         batch_create_body_config = cls(
             provider=provider,

@@ -42,7 +42,8 @@ class Job:
         failed_images (int): Items failed.
         cancelled_images (int): Items cancelled.
         progress (float): Percent of items finished (completed or failed).
-        error (None | str): Why the job ended as it did, when there is a reason.
+        error (None | str): Why the job ended as it did, or why it was paused for its provider (misconfigured, disabled,
+            unreachable), when there is a reason.
         archived (bool):
         archive_date (datetime.datetime | None):
         depends_on (list[UUID]):

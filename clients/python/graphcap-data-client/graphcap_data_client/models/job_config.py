@@ -15,7 +15,8 @@ T = TypeVar("T", bound="JobConfig")
 class JobConfig:
     """
     Attributes:
-        provider (str): Inference provider name, e.g. gemini, openai, ollama.
+        provider (str): A stored provider’s name (/api/providers), e.g. gemini, openai, ollama; or any name with a
+            providerConfig.
         model (str):
         has_provider_config (bool): Whether a providerConfig was given (its values are never returned).
         max_tokens (int | Unset):
