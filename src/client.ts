@@ -31,5 +31,7 @@ export type CreateJobInput = RouterInputs['batch']['create'];
 export type TrackedJobEvent = RouterOutputs['batch']['events'] extends AsyncIterable<infer E> ? E : never;
 /** One live job event (JOB_CREATED, JOB_STATUS_CHANGED, JOB_PROGRESS), as `onData` receives it in `.data`. */
 export type JobEvent = TrackedJobEvent extends { data: infer D } ? D : never;
+/** A stored AI provider, as every read of one answers (the key itself is never returned: `hasApiKey`). */
+export type Provider = RouterOutputs['providers']['get'];
 /** What `access` answers: whether the service wants a token, and whether the caller may read and write. */
 export type Access = RouterOutputs['access'];

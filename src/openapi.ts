@@ -98,43 +98,90 @@ const bearerScheme = {
  */
 const optionalBearer: Record<string, string[]>[] = [{ [BEARER]: [] }, {}];
 
-const healthPath: OpenAPIObject['paths'] = {
-  '/health': {
-    get: {
-      operationId: 'health',
-      summary: 'Health of the service and its database',
-      description: 'Always open (no token). 200 when the database answers, 503 otherwise. Fit for load balancer checks.',
-      tags: ['operations'],
-      security: [],
-      responses: {
-        '200': {
-          description: 'The service and its database are up.',
-          content: { 'application/json': { schema: { $ref: '#/components/schemas/Health' } } },
-        },
-        '503': {
-          description: 'The database does not answer.',
-          content: {
-            'application/json': {
-              schema: { $ref: '#/components/schemas/Health' },
-              example: { status: 'unavailable', database: 'unavailable', uptimeSeconds: 3600 },
-            },
+const healthOperation = (operationId: string, summary: string) => ({
+  get: {
+    operationId,
+    summary,
+    description:
+      'Always open (no token). 200 when the database answers, 503 otherwise: fit for load balancer checks. The Inference ' +
+      'Bridge and the workspace are reported, and their troubles listed in `warnings`, but do not fail it: the API works without them.',
+    tags: ['operations'],
+    security: [],
+    responses: {
+      '200': {
+        description: 'The service and its database are up.',
+        content: { 'application/json': { schema: { $ref: '#/components/schemas/Health' } } },
+      },
+      '503': {
+        description: 'The database does not answer.',
+        content: {
+          'application/json': {
+            schema: { $ref: '#/components/schemas/Health' },
+            example: { ...HEALTH_EXAMPLE, status: 'unavailable', database: 'unavailable' },
           },
         },
       },
     },
   },
+});
+
+const HEALTH_EXAMPLE = {
+  status: 'ok',
+  service: 'graphcap-data-service',
+  version: '0.1.0',
+  timestamp: '2026-12-06T12:00:00.000Z',
+  database: 'ok',
+  bridge: { state: 'ok', url: 'http://inference-bridge:32100', checkedAt: '2026-12-06T11:59:50.000Z', detail: null, unknownPerspectives: [] },
+  workspace: { path: '/workspace', state: 'ok' },
+  warnings: [],
+  uptimeSeconds: 3600,
+};
+
+const healthPath: OpenAPIObject['paths'] = {
+  '/health': healthOperation('health', 'Health of the service, its database, bridge and workspace'),
+  // Where graphcap studio probes its data service.
+  '/api/health': healthOperation('apiHealth', 'Health, where graphcap studio looks for it (the same answer as /health)'),
 };
 
 const healthSchema = {
   type: 'object',
-  description: 'Health of the service.',
-  required: ['status', 'database', 'uptimeSeconds'],
+  description: 'Health of the service, in graphcap’s shape (status, service, version, timestamp) with what it depends on.',
+  required: ['status', 'service', 'version', 'timestamp', 'database', 'bridge', 'workspace', 'warnings', 'uptimeSeconds'],
   properties: {
     status: { type: 'string', enum: ['ok', 'unavailable'], description: '`ok` when the service can serve requests.' },
+    service: { type: 'string', const: 'graphcap-data-service' },
+    version: { type: 'string', description: 'The service’s version.' },
+    timestamp: { type: 'string', format: 'date-time' },
     database: { type: 'string', enum: ['ok', 'unavailable'], description: 'Whether PostgreSQL answered a ping.' },
+    bridge: {
+      description: 'The Inference Bridge as the last check saw it; null without INFERENCE_BRIDGE_URL.',
+      oneOf: [
+        { type: 'null' },
+        {
+          type: 'object',
+          required: ['state', 'url', 'checkedAt', 'detail', 'unknownPerspectives'],
+          properties: {
+            state: { type: 'string', enum: ['unknown', 'ok', 'unreachable', 'incompatible'], description: 'incompatible: no items are dispatched.' },
+            url: { type: 'string', description: 'The address checked, without credentials.' },
+            checkedAt: { type: ['string', 'null'], format: 'date-time' },
+            detail: { type: ['string', 'null'], description: 'Why it is not ok.' },
+            unknownPerspectives: { type: 'array', items: { type: 'string' }, description: 'Enabled perspectives the bridge does not list (restart it).' },
+          },
+        },
+      ],
+    },
+    workspace: {
+      type: 'object',
+      required: ['path', 'state'],
+      properties: {
+        path: { type: 'string' },
+        state: { type: 'string', enum: ['ok', 'empty', 'missing'], description: 'empty: no datasets and no perspectives.' },
+      },
+    },
+    warnings: { type: 'array', items: { type: 'string' }, description: 'What limits the service without failing it (bridge, workspace).' },
     uptimeSeconds: { type: 'integer', minimum: 0, description: 'Seconds since the process started.' },
   },
-  example: { status: 'ok', database: 'ok', uptimeSeconds: 3600 },
+  example: HEALTH_EXAMPLE,
 };
 
 type Response = { description?: string; content?: Record<string, unknown> };

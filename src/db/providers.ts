@@ -4,7 +4,7 @@
  * sealed (src/secrets.ts) and leave this module only as a Sealed value.
  */
 import { and, asc, desc, eq, ilike, sql, type SQL } from 'drizzle-orm';
-import { ConflictError, InvalidInputError, NotFoundError, type FieldError } from '../errors.js';
+import { ConflictError, NotFoundError, type FieldError } from '../errors.js';
 import type { Sealed } from '../secrets.js';
 import { PROVIDERS_CHANNEL } from './channels.js';
 import type { Db } from './client.js';
@@ -137,15 +137,9 @@ export async function deleteProvider(db: Db, id: string): Promise<void> {
 
 /**
  * What a new job may name: a stored provider that is enabled and lists the model (a provider that
- * lists none takes any), unless the job brings its own provider_config. A 400 naming the field
- * otherwise, before anything is written.
+ * lists none takes any), unless the job brings its own provider_config. The problems, each naming
+ * its field (none: the job may use the provider).
  */
-export async function requireUsableProvider(db: Db, config: { provider: string; model: string; providerConfig?: unknown }): Promise<void> {
-  const errors = await providerProblems(db, config);
-  if (errors.length > 0) throw new InvalidInputError(`the job cannot be created: ${errors.map((e) => `${e.path}: ${e.message}`).join('; ')}`, errors);
-}
-
-/** requireUsableProvider's problems, each naming its field (none: the job may use the provider). */
 export async function providerProblems(db: Db, config: { provider: string; model: string; providerConfig?: unknown }): Promise<FieldError[]> {
   if (config.providerConfig !== undefined) return [];
   const row = await findProviderByName(db, config.provider);

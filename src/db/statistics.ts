@@ -1,6 +1,6 @@
 /** Queue figures, computed in SQL from the job counters and a recent window of finished items. */
 import { sql } from 'drizzle-orm';
-import type { Db } from './client.js';
+import type { Db, DbTime } from './client.js';
 import { listProviders } from './provider-states.js';
 import { JOB_STATUSES, type ItemStatus, type JobStatus } from './schema.js';
 
@@ -15,6 +15,8 @@ export interface QueueStatistics {
   oldestPendingJobAgeSeconds: number | null;
   /** Adaptive dispatch per (provider, model), with the calls in flight now. */
   providers: Awaited<ReturnType<typeof listProviders>>;
+  /** Stored providers that refused their credentials: their jobs are paused until they are changed. */
+  misconfiguredProviders: { provider: string; since: DbTime; reason: string }[];
   generatedAt: Date;
 }
 
@@ -72,6 +74,9 @@ export async function getStatistics(db: Db, windowMinutes = 60): Promise<QueueSt
     from job_queue.caption_jobs where status = 'pending' and not archived`);
 
   const providers = await listProviders(db);
+  const { rows: misconfigured } = await db.execute<{ provider: string; since: DbTime; reason: string }>(sql`
+    select name as provider, misconfigured_at as since, coalesce(misconfigured_reason, '') as reason
+    from core_schema.providers where misconfigured_at is not null order by name`);
 
   const sum = (counts: Record<string, number>) => Object.values(counts).reduce((a, b) => a + b, 0);
   const w = windowRows[0]!;
@@ -88,6 +93,7 @@ export async function getStatistics(db: Db, windowMinutes = 60): Promise<QueueSt
     failureRate: w.finished > 0 ? Math.round((w.failed / w.finished) * 10_000) / 10_000 : null,
     oldestPendingJobAgeSeconds: age == null ? null : Math.round(age * 1000) / 1000,
     providers,
+    misconfiguredProviders: misconfigured,
     generatedAt: new Date(),
   };
 }

@@ -12,7 +12,7 @@ import type { Db } from '../db/client.js';
 import type { JobConfig } from '../db/jobs.js';
 import { findImagesByPath, getImage } from '../db/images.js';
 import { findPerspectivesByName } from '../db/perspectives.js';
-import { findProviderByName, markProviderMisconfigured, requireUsableProvider } from '../db/providers.js';
+import { findProviderByName, markProviderMisconfigured, providerProblems } from '../db/providers.js';
 import { InvalidInputError } from '../errors.js';
 import type { BridgeContext } from '../trpc.js';
 import { fromClientPath, toWorkspaceRelative, workspacePathProblem } from '../workspace.js';
@@ -43,18 +43,20 @@ export async function generateCaption(
     throw new InvalidInputError(message, [{ path: 'perspective', message }]);
   }
   const stored = await findProviderByName(db, input.provider);
-  const model = input.model ?? stored?.defaultModel ?? stored?.models.find((m) => m.isEnabled)?.name;
+  if (!stored) {
+    const message = `unknown provider ${JSON.stringify(input.provider)} (create it with POST /api/providers)`;
+    throw new InvalidInputError(`provider: ${message}`, [{ path: 'provider', message }]);
+  }
+  const model = input.model ?? stored.defaultModel ?? stored.models.find((m) => m.isEnabled)?.name;
   if (!model) throw new InvalidInputError('model: required (the provider has no default model)', [{ path: 'model', message: 'required (the provider has no default model)' }]);
-  await requireUsableProvider(db, { provider: input.provider, model }).catch((error: unknown) => {
-    // The job's field names are config.*; this input's are top-level.
-    if (error instanceof InvalidInputError) throw new InvalidInputError(error.message.replaceAll('config.', ''), error.errors.map((e) => ({ ...e, path: e.path.replace(/^config\./, '') })));
-    throw error;
-  });
-  if (stored?.misconfiguredAt) {
+  // The job's field names are config.*; this input's are top-level.
+  const problems = (await providerProblems(db, { provider: input.provider, model })).map((e) => ({ ...e, path: e.path.replace(/^config\./, '') }));
+  if (problems.length > 0) throw new InvalidInputError(problems.map((e) => `${e.path}: ${e.message}`).join('; '), problems);
+  if (stored.misconfiguredAt) {
     throw new TRPCError({ code: 'CONFLICT', message: `provider ${stored.name} refused its credentials (${stored.misconfiguredReason}): change it first` });
   }
   await refuseWhileBreakerOpen(db, input.provider, model);
-  const waitMs = bridge.pacer.take(input.provider, stored?.requestsPerMinute ?? null);
+  const waitMs = bridge.pacer.take(input.provider, stored.requestsPerMinute);
   if (waitMs > 0) {
     throw new TRPCError({ code: 'TOO_MANY_REQUESTS', message: `provider ${input.provider} is at its rate limit: try again in ${Math.ceil(waitMs / 1000)} s` });
   }

@@ -32,9 +32,17 @@ export class ProviderRegistry {
     private readonly maxAgeMs = 2_000,
   ) {}
 
-  /** The provider of that name, as recently as the cache allows; undefined when there is none. */
+  /**
+   * The provider of that name, as recently as the cache allows; undefined when there is none. A
+   * name it does not have is looked for once more in the table: a job can be claimed (a poll) before
+   * the NOTIFY of its provider's create arrives.
+   */
   async get(name: string): Promise<CallProvider | undefined> {
     if (this.stale || performance.now() - this.loadedAt > this.maxAgeMs) await this.load();
+    if (!this.providers.has(name)) {
+      this.stale = true;
+      await this.load();
+    }
     return this.providers.get(name);
   }
 

@@ -108,6 +108,8 @@ export const statisticsExample = {
       baselineLatencyMs: 1420,
     },
   ],
+  misconfiguredProviders: [],
+  bridge: { state: 'ok', unknownPerspectives: [] },
   generatedAt: '2026-11-28T12:05:00.000Z',
 };
 

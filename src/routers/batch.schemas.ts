@@ -442,6 +442,16 @@ export const statisticsOutput = z.object({
       }),
     )
     .describe('Adaptive dispatch per (provider, model): what each replica’s dispatcher goes by.'),
+  misconfiguredProviders: z
+    .array(z.object({ provider: z.string(), since: timestamp, reason: z.string() }))
+    .describe('Stored providers that refused their credentials: their jobs are paused until the provider is changed.'),
+  bridge: z
+    .object({
+      state: z.enum(['unknown', 'ok', 'unreachable', 'incompatible']),
+      unknownPerspectives: z.array(z.string()).describe('Enabled perspectives the bridge does not list (it loads them at its start).'),
+    })
+    .nullable()
+    .describe('The Inference Bridge as this replica’s last check saw it; null without INFERENCE_BRIDGE_URL.'),
   generatedAt: timestamp,
 }).meta({ description: 'Queue figures; archived jobs are left out.', examples: [statisticsExample] });
 

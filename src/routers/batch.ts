@@ -327,7 +327,9 @@ export const batchRouter = router({
         path: `${BASE}/statistics`,
         tags,
         summary: 'Queue statistics',
-        description: 'Jobs and items by status, throughput, processing time (mean, p95), failure rate, oldest pending job, and the adaptive dispatch state per provider.',
+        description:
+          'Jobs and items by status, throughput, processing time (mean, p95), failure rate, oldest pending job, the adaptive ' +
+          'dispatch state per provider, misconfigured providers, and the Inference Bridge’s state.',
         successDescription: 'Queue figures.',
         errorResponses: errors.input,
       },
@@ -341,7 +343,10 @@ export const batchRouter = router({
         blockedUntil: isoOrNull(p.blockedUntil),
         openUntil: isoOrNull(p.openUntil),
       }));
-      return { ...stats, providers, generatedAt: iso(stats.generatedAt) };
+      const misconfiguredProviders = stats.misconfiguredProviders.map((p) => ({ ...p, since: iso(p.since) }));
+      const monitor = ctx.bridge?.monitor.snapshot();
+      const bridge = monitor ? { state: monitor.state, unknownPerspectives: monitor.unknownPerspectives } : null;
+      return { ...stats, providers, misconfiguredProviders, bridge, generatedAt: iso(stats.generatedAt) };
     }),
 
   updateItem: internalProcedure

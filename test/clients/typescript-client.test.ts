@@ -4,7 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, expectTypeOf, it } from 'vitest';
-import { createGraphcapClient, type GraphcapClient, type Job, type Problem } from '../../clients/typescript/src/index.js';
+import { createGraphcapClient, type GraphcapClient, type Health, type Job, type Problem, type Provider } from '../../clients/typescript/src/index.js';
 import { CONFIG, DATASET, IMAGES } from '../helpers/fixtures.js';
 import { startTestService, type TestService } from '../helpers/service.js';
 
@@ -13,7 +13,7 @@ let svc: TestService;
 let api: GraphcapClient;
 
 beforeAll(async () => {
-  svc = await startTestService({ env: { API_TOKEN: TOKEN } });
+  svc = await startTestService({ env: { API_TOKEN: TOKEN, SECRETS_KEY: '12'.repeat(32) } });
   api = createGraphcapClient(svc.url, { token: TOKEN });
 });
 afterAll(async () => svc?.close());
@@ -114,9 +114,30 @@ describe('the generated TypeScript client', () => {
     expect(error).toMatchObject({ status: 401 });
   });
 
-  it('reads /health without a token', async () => {
-    const { data, response } = await createGraphcapClient(svc.url).GET('/health');
-    expect(response.status).toBe(200);
-    expect(data).toMatchObject({ status: 'ok', database: 'ok' });
+  it('reads /health and /api/health without a token', async () => {
+    for (const route of ['/health', '/api/health'] as const) {
+      const { data, response } = await createGraphcapClient(svc.url).GET(route);
+      expect(response.status).toBe(200);
+      expectTypeOf(data!).toEqualTypeOf<Health>();
+      expect(data).toMatchObject({ status: 'ok', service: 'graphcap-data-service', database: 'ok', workspace: { state: 'ok' } });
+    }
+  });
+
+  it('manages providers, whose key it never gets back', async () => {
+    const key = 'sk-ts-PLANTED-0123456789';
+    const created = await api.POST('/api/providers', {
+      body: { name: 'ts-provider', kind: 'openai', environment: 'local', baseUrl: 'http://127.0.0.1:9/v1', apiKey: key, models: [{ name: 'm1' }] },
+    });
+    expect(created.error).toBeUndefined();
+    expectTypeOf(created.data!).toEqualTypeOf<Provider>();
+    expect(created.data).toMatchObject({ name: 'ts-provider', hasApiKey: true, models: [{ name: 'm1', isEnabled: true }], source: 'api' });
+    const id = created.data!.providerId;
+    const changed = await api.PATCH('/api/providers/{providerId}', { params: { path: { providerId: id } }, body: { apiKey: null, isEnabled: false } });
+    expect(changed.data).toMatchObject({ hasApiKey: false, isEnabled: false });
+    const listed = await api.GET('/api/providers', { params: { query: { isEnabled: false } } });
+    expect(listed.data!.items.map((p) => p.name)).toEqual(['ts-provider']);
+    expect(JSON.stringify([created.data, changed.data, listed.data])).not.toContain(key);
+    const deleted = await api.DELETE('/api/providers/{providerId}', { params: { path: { providerId: id } } });
+    expect(deleted.data).toEqual({ deleted: true, providerId: id });
   });
 });

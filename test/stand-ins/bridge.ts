@@ -154,14 +154,15 @@ export class StandInBridge {
 
   /**
    * Starts it on `host` (127.0.0.1) and `port` (0: any free port), with the captions and the
-   * perspective library of `workspace` (the example workspace by default).
+   * perspective library of `workspace` (the example workspace by default), or the `perspectives` given.
    */
   static async start(
-    options: Partial<BridgeSettings> & { port?: number; host?: string; workspace?: string } = {},
+    options: Partial<BridgeSettings> & { port?: number; host?: string; workspace?: string; perspectives?: string[] } = {},
   ): Promise<StandInBridge> {
-    const { port = 0, host = '127.0.0.1', workspace = EXAMPLE_WORKSPACE, ...settings } = options;
+    const { port = 0, host = '127.0.0.1', workspace = EXAMPLE_WORKSPACE, perspectives: given, ...settings } = options;
     const captions = await loadWorkspaceCaptions(workspace);
-    const perspectives = await graphcap.loadPerspectiveNames(path.join(workspace, 'perspective_library'));
+    // `perspectives`: a bridge that loaded another library (or started before a perspective was added).
+    const perspectives = given ?? (await graphcap.loadPerspectiveNames(path.join(workspace, 'perspective_library')));
     const bridge = new StandInBridge(captions, perspectives, { ...DEFAULTS, ...settings }, host, port);
     await bridge.listen();
     return bridge;

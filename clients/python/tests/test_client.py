@@ -19,8 +19,15 @@ from graphcap_data_client.api.batch import (
     batch_statistics,
     batch_status,
 )
-from graphcap_data_client.api.captions import captions_get, captions_list
-from graphcap_data_client.api.operations import health
+from graphcap_data_client.api.captions import captions_generate, captions_get, captions_list
+from graphcap_data_client.api.operations import api_health, health
+from graphcap_data_client.api.providers import (
+    providers_create,
+    providers_delete,
+    providers_get,
+    providers_list,
+    providers_update,
+)
 from graphcap_data_client.api.workspace import workspace_sync
 from graphcap_data_client.models import (
     BatchCreateBody,
@@ -29,6 +36,7 @@ from graphcap_data_client.models import (
     BatchStatisticsResponse200,
     Caption,
     CaptionPage,
+    CaptionsGenerateBody,
     Health,
     ItemStatus,
     Job,
@@ -38,6 +46,13 @@ from graphcap_data_client.models import (
     JobStatus,
     JobType,
     Problem,
+    Provider,
+    ProviderPage,
+    ProvidersCreateBody,
+    ProvidersCreateBodyEnvironment,
+    ProvidersCreateBodyModelsItem,
+    ProvidersCreateBodyRateLimits,
+    ProvidersUpdateBody,
     WorkspaceSyncResponse200,
 )
 
@@ -70,6 +85,51 @@ def test_health(client: Client | AuthenticatedClient) -> None:
     result = health.sync(client=client)
     assert isinstance(result, Health)
     assert result.status.value == "ok" and result.database.value == "ok"
+
+
+def test_api_health_answers_as_graphcap_studio_expects(client: Client | AuthenticatedClient) -> None:
+    result = api_health.sync(client=client)
+    assert isinstance(result, Health)
+    assert (result.status.value, result.service, result.database.value) == ("ok", "graphcap-data-service", "ok")
+    assert result.bridge and result.bridge.state.value == "ok"  # type: ignore[union-attr]
+
+
+def test_providers_crud_never_returns_the_key(client: Client | AuthenticatedClient) -> None:
+    key = "sk-python-PLANTED-0123456789"
+    body = ProvidersCreateBody(
+        name="py-provider",
+        kind="openai",
+        environment=ProvidersCreateBodyEnvironment.LOCAL,
+        base_url="http://127.0.0.1:9/v1",
+        api_key=key,
+        models=[ProvidersCreateBodyModelsItem(name="m1")],
+        default_model="m1",
+        rate_limits=ProvidersCreateBodyRateLimits(requests_per_minute=600),
+    )
+    created = providers_create.sync_detailed(client=client, body=body)
+    assert created.status_code == HTTPStatus.OK, created.content
+    assert key.encode() not in created.content
+    provider = created.parsed
+    assert isinstance(provider, Provider)
+    assert provider.has_api_key and provider.default_model == "m1" and provider.rate_limits.requests_per_minute == 600
+
+    listed = providers_list.sync(client=client, name_contains="py-provider")
+    assert isinstance(listed, ProviderPage) and [p.name for p in listed.items] == ["py-provider"]
+
+    # A one-off caption through it: the key goes from the service to the bridge, never through here.
+    made = captions_generate.sync_detailed(
+        client=client,
+        body=CaptionsGenerateBody(image_path="/workspace/" + IMAGES[6], perspective="graph_caption", provider="py-provider"),
+    )
+    assert made.status_code == HTTPStatus.OK, made.content
+    assert isinstance(made.parsed, Caption) and made.parsed.provider == "py-provider" and made.parsed.job_id is None
+
+    cleared = providers_update.sync(provider.provider_id, client=client, body=ProvidersUpdateBody(api_key=None))
+    assert isinstance(cleared, Provider) and not cleared.has_api_key
+    gone = providers_delete.sync_detailed(provider.provider_id, client=client)
+    assert gone.status_code == HTTPStatus.OK
+    missing = providers_get.sync_detailed(provider.provider_id, client=client)
+    assert missing.status_code == HTTPStatus.NOT_FOUND and isinstance(missing.parsed, Problem)
 
 
 def test_imports_the_fixture_workspace(client: Client | AuthenticatedClient) -> None:

@@ -20,6 +20,8 @@ export type JobItemPage = Schemas['JobItemPage'];
 export type JobStatus = Schemas['JobStatus'];
 export type ItemStatus = Schemas['ItemStatus'];
 export type JobType = Schemas['JobType'];
+export type Provider = Schemas['Provider'];
+export type Health = Schemas['Health'];
 /** Every REST error's body (RFC 9457 problem details). */
 export type Problem = Schemas['Problem'];
 

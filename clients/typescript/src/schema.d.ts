@@ -234,7 +234,7 @@ export interface paths {
         };
         /**
          * Queue statistics
-         * @description Jobs and items by status, throughput, processing time (mean, p95), failure rate, oldest pending job, and the adaptive dispatch state per provider.
+         * @description Jobs and items by status, throughput, processing time (mean, p95), failure rate, oldest pending job, the adaptive dispatch state per provider, misconfigured providers, and the Inference Bridge’s state.
          */
         get: operations["batch-statistics"];
         put?: never;
@@ -777,10 +777,30 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Health of the service and its database
-         * @description Always open (no token). 200 when the database answers, 503 otherwise. Fit for load balancer checks.
+         * Health of the service, its database, bridge and workspace
+         * @description Always open (no token). 200 when the database answers, 503 otherwise: fit for load balancer checks. The Inference Bridge and the workspace are reported, and their troubles listed in `warnings`, but do not fail it: the API works without them.
          */
         get: operations["health"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/health": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Health, where graphcap studio looks for it (the same answer as /health)
+         * @description Always open (no token). 200 when the database answers, 503 otherwise: fit for load balancer checks. The Inference Bridge and the workspace are reported, and their troubles listed in `warnings`, but do not fail it: the API works without them.
+         */
+        get: operations["apiHealth"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1460,10 +1480,25 @@ export interface components {
             }[];
         };
         /**
-         * @description Health of the service.
+         * @description Health of the service, in graphcap’s shape (status, service, version, timestamp) with what it depends on.
          * @example {
          *       "status": "ok",
+         *       "service": "graphcap-data-service",
+         *       "version": "0.1.0",
+         *       "timestamp": "2026-12-06T12:00:00.000Z",
          *       "database": "ok",
+         *       "bridge": {
+         *         "state": "ok",
+         *         "url": "http://inference-bridge:32100",
+         *         "checkedAt": "2026-12-06T11:59:50.000Z",
+         *         "detail": null,
+         *         "unknownPerspectives": []
+         *       },
+         *       "workspace": {
+         *         "path": "/workspace",
+         *         "state": "ok"
+         *       },
+         *       "warnings": [],
          *       "uptimeSeconds": 3600
          *     }
          */
@@ -1473,11 +1508,43 @@ export interface components {
              * @enum {string}
              */
             status: "ok" | "unavailable";
+            /** @constant */
+            service: "graphcap-data-service";
+            /** @description The service’s version. */
+            version: string;
+            /** Format: date-time */
+            timestamp: string;
             /**
              * @description Whether PostgreSQL answered a ping.
              * @enum {string}
              */
             database: "ok" | "unavailable";
+            /** @description The Inference Bridge as the last check saw it; null without INFERENCE_BRIDGE_URL. */
+            bridge: null | {
+                /**
+                 * @description incompatible: no items are dispatched.
+                 * @enum {string}
+                 */
+                state: "unknown" | "ok" | "unreachable" | "incompatible";
+                /** @description The address checked, without credentials. */
+                url: string;
+                /** Format: date-time */
+                checkedAt: string | null;
+                /** @description Why it is not ok. */
+                detail: string | null;
+                /** @description Enabled perspectives the bridge does not list (restart it). */
+                unknownPerspectives: string[];
+            };
+            workspace: {
+                path: string;
+                /**
+                 * @description empty: no datasets and no perspectives.
+                 * @enum {string}
+                 */
+                state: "ok" | "empty" | "missing";
+            };
+            /** @description What limits the service without failing it (bridge, workspace). */
+            warnings: string[];
             /** @description Seconds since the process started. */
             uptimeSeconds: number;
         };
@@ -2449,6 +2516,23 @@ export interface operations {
                             latencyMs: number | null;
                             baselineLatencyMs: number | null;
                         }[];
+                        /** @description Stored providers that refused their credentials: their jobs are paused until the provider is changed. */
+                        misconfiguredProviders: {
+                            provider: string;
+                            /**
+                             * Format: date-time
+                             * @description ISO 8601 time in UTC.
+                             */
+                            since: string;
+                            reason: string;
+                        }[];
+                        /** @description The Inference Bridge as this replica’s last check saw it; null without INFERENCE_BRIDGE_URL. */
+                        bridge: {
+                            /** @enum {string} */
+                            state: "unknown" | "ok" | "unreachable" | "incompatible";
+                            /** @description Enabled perspectives the bridge does not list (it loads them at its start). */
+                            unknownPerspectives: string[];
+                        } | null;
                         /**
                          * Format: date-time
                          * @description ISO 8601 time in UTC.
@@ -5407,11 +5491,64 @@ export interface operations {
                     /**
                      * @example {
                      *       "status": "unavailable",
+                     *       "service": "graphcap-data-service",
+                     *       "version": "0.1.0",
+                     *       "timestamp": "2026-12-06T12:00:00.000Z",
                      *       "database": "unavailable",
+                     *       "bridge": {
+                     *         "state": "ok",
+                     *         "url": "http://inference-bridge:32100",
+                     *         "checkedAt": "2026-12-06T11:59:50.000Z",
+                     *         "detail": null,
+                     *         "unknownPerspectives": []
+                     *       },
+                     *       "workspace": {
+                     *         "path": "/workspace",
+                     *         "state": "ok"
+                     *       },
+                     *       "warnings": [],
                      *       "uptimeSeconds": 3600
                      *     }
                      */
                     "application/json": components["schemas"]["Health"];
+                };
+            };
+        };
+    };
+    apiHealth: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The service and its database are up. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Health"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database does not answer. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };

@@ -17,8 +17,13 @@ from .batch_reorder_response_200 import BatchReorderResponse200
 from .batch_reorder_response_200_queue_item import BatchReorderResponse200QueueItem
 from .batch_retry_failed_response_200 import BatchRetryFailedResponse200
 from .batch_statistics_response_200 import BatchStatisticsResponse200
+from .batch_statistics_response_200_bridge_type_0 import BatchStatisticsResponse200BridgeType0
+from .batch_statistics_response_200_bridge_type_0_state import BatchStatisticsResponse200BridgeType0State
 from .batch_statistics_response_200_items import BatchStatisticsResponse200Items
 from .batch_statistics_response_200_jobs import BatchStatisticsResponse200Jobs
+from .batch_statistics_response_200_misconfigured_providers_item import (
+    BatchStatisticsResponse200MisconfiguredProvidersItem,
+)
 from .batch_statistics_response_200_processing_time import BatchStatisticsResponse200ProcessingTime
 from .batch_statistics_response_200_providers_item import BatchStatisticsResponse200ProvidersItem
 from .batch_statistics_response_200_providers_item_breaker import BatchStatisticsResponse200ProvidersItemBreaker
@@ -49,8 +54,12 @@ from .datasets_list_order import DatasetsListOrder
 from .datasets_list_sort import DatasetsListSort
 from .datasets_update_body import DatasetsUpdateBody
 from .health import Health
+from .health_bridge_type_1 import HealthBridgeType1
+from .health_bridge_type_1_state import HealthBridgeType1State
 from .health_database import HealthDatabase
 from .health_status import HealthStatus
+from .health_workspace import HealthWorkspace
+from .health_workspace_state import HealthWorkspaceState
 from .image import Image
 from .image_page import ImagePage
 from .image_with_latest_captions import ImageWithLatestCaptions
@@ -135,8 +144,11 @@ __all__ = (
     "BatchReorderResponse200QueueItem",
     "BatchRetryFailedResponse200",
     "BatchStatisticsResponse200",
+    "BatchStatisticsResponse200BridgeType0",
+    "BatchStatisticsResponse200BridgeType0State",
     "BatchStatisticsResponse200Items",
     "BatchStatisticsResponse200Jobs",
+    "BatchStatisticsResponse200MisconfiguredProvidersItem",
     "BatchStatisticsResponse200ProcessingTime",
     "BatchStatisticsResponse200ProvidersItem",
     "BatchStatisticsResponse200ProvidersItemBreaker",
@@ -167,8 +179,12 @@ __all__ = (
     "DatasetsListSort",
     "DatasetsUpdateBody",
     "Health",
+    "HealthBridgeType1",
+    "HealthBridgeType1State",
     "HealthDatabase",
     "HealthStatus",
+    "HealthWorkspace",
+    "HealthWorkspaceState",
     "Image",
     "ImagePage",
     "ImagesCreateBody",

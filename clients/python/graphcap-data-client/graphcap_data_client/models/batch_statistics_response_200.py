@@ -8,8 +8,12 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from attrs import define as _attrs_define
 
 if TYPE_CHECKING:
+    from ..models.batch_statistics_response_200_bridge_type_0 import BatchStatisticsResponse200BridgeType0
     from ..models.batch_statistics_response_200_items import BatchStatisticsResponse200Items
     from ..models.batch_statistics_response_200_jobs import BatchStatisticsResponse200Jobs
+    from ..models.batch_statistics_response_200_misconfigured_providers_item import (
+        BatchStatisticsResponse200MisconfiguredProvidersItem,
+    )
     from ..models.batch_statistics_response_200_processing_time import BatchStatisticsResponse200ProcessingTime
     from ..models.batch_statistics_response_200_providers_item import BatchStatisticsResponse200ProvidersItem
     from ..models.batch_statistics_response_200_throughput import BatchStatisticsResponse200Throughput
@@ -31,6 +35,10 @@ class BatchStatisticsResponse200:
         oldest_pending_job_age_seconds (float | None):
         providers (list[BatchStatisticsResponse200ProvidersItem]): Adaptive dispatch per (provider, model): what each
             replica’s dispatcher goes by.
+        misconfigured_providers (list[BatchStatisticsResponse200MisconfiguredProvidersItem]): Stored providers that
+            refused their credentials: their jobs are paused until the provider is changed.
+        bridge (BatchStatisticsResponse200BridgeType0 | None): The Inference Bridge as this replica’s last check saw it;
+            null without INFERENCE_BRIDGE_URL.
         generated_at (datetime.datetime): ISO 8601 time in UTC.
     """
 
@@ -41,9 +49,13 @@ class BatchStatisticsResponse200:
     failure_rate: float | None
     oldest_pending_job_age_seconds: float | None
     providers: list[BatchStatisticsResponse200ProvidersItem]
+    misconfigured_providers: list[BatchStatisticsResponse200MisconfiguredProvidersItem]
+    bridge: BatchStatisticsResponse200BridgeType0 | None
     generated_at: datetime.datetime
 
     def to_dict(self) -> dict[str, Any]:
+        from ..models.batch_statistics_response_200_bridge_type_0 import BatchStatisticsResponse200BridgeType0  # noqa: PLC0415
+
         jobs = self.jobs.to_dict()
 
         items = self.items.to_dict()
@@ -63,6 +75,17 @@ class BatchStatisticsResponse200:
             providers_item = providers_item_data.to_dict()
             providers.append(providers_item)
 
+        misconfigured_providers = []
+        for misconfigured_providers_item_data in self.misconfigured_providers:
+            misconfigured_providers_item = misconfigured_providers_item_data.to_dict()
+            misconfigured_providers.append(misconfigured_providers_item)
+
+        bridge: dict[str, Any] | None
+        if isinstance(self.bridge, BatchStatisticsResponse200BridgeType0):
+            bridge = self.bridge.to_dict()
+        else:
+            bridge = self.bridge
+
         generated_at = self.generated_at.isoformat()
 
         field_dict: dict[str, Any] = {}
@@ -76,6 +99,8 @@ class BatchStatisticsResponse200:
                 "failureRate": failure_rate,
                 "oldestPendingJobAgeSeconds": oldest_pending_job_age_seconds,
                 "providers": providers,
+                "misconfiguredProviders": misconfigured_providers,
+                "bridge": bridge,
                 "generatedAt": generated_at,
             }
         )
@@ -84,8 +109,12 @@ class BatchStatisticsResponse200:
 
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
+        from ..models.batch_statistics_response_200_bridge_type_0 import BatchStatisticsResponse200BridgeType0  # noqa: PLC0415
         from ..models.batch_statistics_response_200_items import BatchStatisticsResponse200Items  # noqa: PLC0415
         from ..models.batch_statistics_response_200_jobs import BatchStatisticsResponse200Jobs  # noqa: PLC0415
+        from ..models.batch_statistics_response_200_misconfigured_providers_item import (
+            BatchStatisticsResponse200MisconfiguredProvidersItem,  # noqa: PLC0415
+        )
         from ..models.batch_statistics_response_200_processing_time import BatchStatisticsResponse200ProcessingTime  # noqa: PLC0415
         from ..models.batch_statistics_response_200_providers_item import BatchStatisticsResponse200ProvidersItem  # noqa: PLC0415
         from ..models.batch_statistics_response_200_throughput import BatchStatisticsResponse200Throughput  # noqa: PLC0415
@@ -120,6 +149,30 @@ class BatchStatisticsResponse200:
 
             providers.append(providers_item)
 
+        misconfigured_providers = []
+        _misconfigured_providers = d.pop("misconfiguredProviders")
+        for misconfigured_providers_item_data in _misconfigured_providers:
+            misconfigured_providers_item = BatchStatisticsResponse200MisconfiguredProvidersItem.from_dict(
+                misconfigured_providers_item_data
+            )
+
+            misconfigured_providers.append(misconfigured_providers_item)
+
+        def _parse_bridge(data: object) -> BatchStatisticsResponse200BridgeType0 | None:
+            if data is None:
+                return data
+            try:
+                if not isinstance(data, dict):
+                    raise TypeError()
+                bridge_type_0 = BatchStatisticsResponse200BridgeType0.from_dict(data)
+
+                return bridge_type_0
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(BatchStatisticsResponse200BridgeType0 | None, data)
+
+        bridge = _parse_bridge(d.pop("bridge"))
+
         generated_at = datetime.datetime.fromisoformat(d.pop("generatedAt"))
 
         batch_statistics_response_200 = cls(
@@ -130,6 +183,8 @@ class BatchStatisticsResponse200:
             failure_rate=failure_rate,
             oldest_pending_job_age_seconds=oldest_pending_job_age_seconds,
             providers=providers,
+            misconfigured_providers=misconfigured_providers,
+            bridge=bridge,
             generated_at=generated_at,
         )
 

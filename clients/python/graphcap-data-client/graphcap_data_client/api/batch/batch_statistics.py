@@ -79,7 +79,7 @@ def sync_detailed(
     """Queue statistics
 
      Jobs and items by status, throughput, processing time (mean, p95), failure rate, oldest pending job,
-    and the adaptive dispatch state per provider.
+    the adaptive dispatch state per provider, misconfigured providers, and the Inference Bridge’s state.
 
     Args:
         window_minutes (int | Unset): Window for throughput and timings. Default: 60.
@@ -111,7 +111,7 @@ def sync(
     """Queue statistics
 
      Jobs and items by status, throughput, processing time (mean, p95), failure rate, oldest pending job,
-    and the adaptive dispatch state per provider.
+    the adaptive dispatch state per provider, misconfigured providers, and the Inference Bridge’s state.
 
     Args:
         window_minutes (int | Unset): Window for throughput and timings. Default: 60.
@@ -138,7 +138,7 @@ async def asyncio_detailed(
     """Queue statistics
 
      Jobs and items by status, throughput, processing time (mean, p95), failure rate, oldest pending job,
-    and the adaptive dispatch state per provider.
+    the adaptive dispatch state per provider, misconfigured providers, and the Inference Bridge’s state.
 
     Args:
         window_minutes (int | Unset): Window for throughput and timings. Default: 60.
@@ -168,7 +168,7 @@ async def asyncio(
     """Queue statistics
 
      Jobs and items by status, throughput, processing time (mean, p95), failure rate, oldest pending job,
-    and the adaptive dispatch state per provider.
+    the adaptive dispatch state per provider, misconfigured providers, and the Inference Bridge’s state.
 
     Args:
         window_minutes (int | Unset): Window for throughput and timings. Default: 60.

@@ -50,9 +50,11 @@ def sync_detailed(
     *,
     client: AuthenticatedClient | Client,
 ) -> Response[Health]:
-    """Health of the service and its database
+    """Health of the service, its database, bridge and workspace
 
-     Always open (no token). 200 when the database answers, 503 otherwise. Fit for load balancer checks.
+     Always open (no token). 200 when the database answers, 503 otherwise: fit for load balancer checks.
+    The Inference Bridge and the workspace are reported, and their troubles listed in `warnings`, but do
+    not fail it: the API works without them.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -75,9 +77,11 @@ def sync(
     *,
     client: AuthenticatedClient | Client,
 ) -> Health | None:
-    """Health of the service and its database
+    """Health of the service, its database, bridge and workspace
 
-     Always open (no token). 200 when the database answers, 503 otherwise. Fit for load balancer checks.
+     Always open (no token). 200 when the database answers, 503 otherwise: fit for load balancer checks.
+    The Inference Bridge and the workspace are reported, and their troubles listed in `warnings`, but do
+    not fail it: the API works without them.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -96,9 +100,11 @@ async def asyncio_detailed(
     *,
     client: AuthenticatedClient | Client,
 ) -> Response[Health]:
-    """Health of the service and its database
+    """Health of the service, its database, bridge and workspace
 
-     Always open (no token). 200 when the database answers, 503 otherwise. Fit for load balancer checks.
+     Always open (no token). 200 when the database answers, 503 otherwise: fit for load balancer checks.
+    The Inference Bridge and the workspace are reported, and their troubles listed in `warnings`, but do
+    not fail it: the API works without them.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -119,9 +125,11 @@ async def asyncio(
     *,
     client: AuthenticatedClient | Client,
 ) -> Health | None:
-    """Health of the service and its database
+    """Health of the service, its database, bridge and workspace
 
-     Always open (no token). 200 when the database answers, 503 otherwise. Fit for load balancer checks.
+     Always open (no token). 200 when the database answers, 503 otherwise: fit for load balancer checks.
+    The Inference Bridge and the workspace are reported, and their troubles listed in `warnings`, but do
+    not fail it: the API works without them.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
