@@ -157,6 +157,8 @@ export class Dispatcher {
    * database and with it the other replicas.
    */
   private readonly providerBlocks = new Map<string, number>();
+  /** Stored providers that refused their key here and are being marked misconfigured (providerRefused). */
+  private readonly marking = new Set<string>();
   private readonly wakeup = new Wakeup();
   private readonly listener: PgListener;
   private readonly leaseTimer: NodeJS.Timeout;
@@ -202,11 +204,8 @@ export class Dispatcher {
       channels: [WORK_CHANNEL, CANCEL_CHANNEL, PROVIDERS_CHANNEL],
       applicationName: dispatcherConnectionName(this.owner),
       onNotification: (channel, payload) => {
-        if (channel === PROVIDERS_CHANNEL) {
-          // A provider changed (a new key, enabled again ...): the next call reads it anew.
-          this.providers.invalidate();
-          this.unblockProvider(payload);
-        }
+        // A provider changed (a new key, enabled again ...): the next call reads it anew.
+        if (channel === PROVIDERS_CHANNEL) this.providers.invalidate();
         if (channel === CANCEL_CHANNEL) this.abortJob(payload);
         if (channel === CANCEL_CHANNEL || payload === JOB_FINISHED) this.jobFinished = true;
         this.queueChanged = true;
@@ -475,7 +474,7 @@ export class Dispatcher {
         this.toRelease.push(ref(next.item));
         continue;
       }
-      if ((this.providerBlocks.get(providerKey(next.item.config)) ?? 0) > now) {
+      if ((this.providerBlocks.get(providerKey(next.item.config)) ?? 0) > now || this.isBeingMarked(next.item)) {
         r.items.unshift(next);
         return;
       }
@@ -504,11 +503,6 @@ export class Dispatcher {
   private blockProvider(p: { provider: string; model: string }, until: number): void {
     const key = providerKey(p);
     this.providerBlocks.set(key, Math.max(this.providerBlocks.get(key) ?? 0, until));
-  }
-
-  /** A provider changed: what this replica held against it (every model) no longer holds. */
-  private unblockProvider(name: string): void {
-    for (const key of this.providerBlocks.keys()) if ((JSON.parse(key) as string[])[0] === name) this.providerBlocks.delete(key);
   }
 
   /** The outcomes' items are no longer held: recorded, or late (cancelled, rescued) and dropped. */
@@ -548,14 +542,15 @@ export class Dispatcher {
     if (this.cancelledJobs.has(item.jobId)) this.abort(entry, 'cancelled');
     // Claimed in a round that did not know yet what an answer since said: wait, attempt given back.
     const blockedForMs = (this.providerBlocks.get(providerKey(item.config)) ?? 0) - performance.now();
-    if (this.providerSettings && blockedForMs > 0) {
+    const refused = this.isBeingMarked(item);
+    if ((this.providerSettings && blockedForMs > 0) || refused) {
       this.outcomes.push({
         itemId: item.itemId,
         jobId: item.jobId,
         processingTime: 0,
         status: 'deferred',
-        error: 'not sent: the provider asked to wait',
-        retryInMs: Math.ceil(blockedForMs),
+        error: refused ? `not sent: provider ${item.config.provider} refused its key` : 'not sent: the provider asked to wait',
+        retryInMs: refused ? this.config.POLL_INTERVAL_MS : Math.ceil(blockedForMs),
       });
       this.wakeup.wake();
       return;
@@ -666,19 +661,33 @@ export class Dispatcher {
    * brought its own provider_config is paused alone.
    */
   private providerRefused(item: ClaimedItem, reason: string): void {
-    this.blockProvider(item.config, performance.now() + this.config.POLL_INTERVAL_MS);
-    const done =
-      item.config.providerConfig === undefined
-        ? markProviderMisconfigured(this.db, item.config.provider, reason)
-        : pauseJobWithReason(this.db, item.jobId, `its provider_config was refused (${reason}): create a new job with a working one`);
-    done.then(
-      (changed) => {
-        if (changed) this.logger.warn({ provider: item.config.provider, jobId: item.jobId, reason }, 'provider refused its credentials: its jobs pause');
+    const { provider } = item.config;
+    const stored = item.config.providerConfig === undefined;
+    // Until the mark is written (and the registry read again) the cache still says the key is
+    // good: the provider's calls wait here meanwhile (isBeingMarked).
+    if (stored) this.marking.add(provider);
+    else this.blockProvider(item.config, performance.now() + this.config.POLL_INTERVAL_MS);
+    const done = stored
+      ? markProviderMisconfigured(this.db, provider, reason)
+      : pauseJobWithReason(this.db, item.jobId, `its provider_config was refused (${reason}): create a new job with a working one`);
+    done
+      .then(
+        (changed) => {
+          if (changed) this.logger.warn({ provider, jobId: item.jobId, reason }, 'provider refused its credentials: its jobs pause');
+        },
+        (error: unknown) => this.logger.error({ err: error, provider }, 'could not mark the provider misconfigured'),
+      )
+      .finally(() => {
+        this.providers.invalidate();
+        this.marking.delete(provider);
         this.queueChanged = true;
         this.wakeup.wake();
-      },
-      (error: unknown) => this.logger.error({ err: error, provider: item.config.provider }, 'could not mark the provider misconfigured'),
-    );
+      });
+  }
+
+  /** The item's stored provider refused its key here and is being marked misconfigured. */
+  private isBeingMarked(item: ClaimedItem): boolean {
+    return this.marking.size > 0 && item.config.providerConfig === undefined && this.marking.has(item.config.provider);
   }
 
   /** The job was paused: its reserve goes back at the next round. */

@@ -38,12 +38,22 @@ export class ProviderRegistry {
    * the NOTIFY of its provider's create arrives.
    */
   async get(name: string): Promise<CallProvider | undefined> {
-    if (this.stale || performance.now() - this.loadedAt > this.maxAgeMs) await this.load();
+    await this.fresh();
     if (!this.providers.has(name)) {
       this.stale = true;
-      await this.load();
+      await this.fresh();
     }
     return this.providers.get(name);
+  }
+
+  /**
+   * Until a read that began after the last invalidation has ended: a read already under way when a
+   * provider changed (a key refused, say) may not have seen the change, and one still under way has
+   * not filled the cache. A few rounds at most.
+   */
+  private async fresh(): Promise<void> {
+    // A read under way counts as stale too: its answer is not in the cache yet.
+    for (let i = 0; i < 3 && (this.loading || this.stale || performance.now() - this.loadedAt > this.maxAgeMs); i++) await this.load();
   }
 
   /** A provider changed somewhere: read the table again before the next call. */
