@@ -572,7 +572,9 @@ export class Dispatcher {
     let outcome: ItemOutcome;
     try {
       if (controller.signal.aborted) throw controller.signal.reason;
-      const pacedForMs = await this.pace(item);
+      // The job's stored provider, read once for its rate limit and its provider_config.
+      const provider = item.config.providerConfig === undefined ? await this.providers.get(item.config.provider) : undefined;
+      const pacedForMs = this.pacer.take(item.config.provider, provider?.requestsPerMinute ?? null);
       if (pacedForMs > 0) {
         this.blockProvider(item.config, performance.now() + pacedForMs);
         this.inFlight.delete(item.itemId);
@@ -588,7 +590,7 @@ export class Dispatcher {
         this.wakeup.wake();
         return;
       }
-      const caption = await this.bridge.caption(item, { signal: controller.signal, requestId, image });
+      const caption = await this.bridge.caption(item, { signal: controller.signal, requestId, image, provider });
       const latencyMs = performance.now() - started;
       const processingTime = Math.round(latencyMs);
       this.metrics?.bridgeCalls.observe({ outcome: 'ok' }, processingTime / 1000);
@@ -608,13 +610,6 @@ export class Dispatcher {
     this.outcomes.push(outcome);
     if (outcome.status === 'completed') this.handOn(item.jobId);
     this.wakeup.wake();
-  }
-
-  /** Milliseconds the item's call must wait for its stored provider's rate limit; 0: it may go now (and counts). */
-  private async pace(item: ClaimedItem): Promise<number> {
-    if (item.config.providerConfig !== undefined) return 0;
-    const provider = await this.providers.get(item.config.provider);
-    return this.pacer.take(item.config.provider, provider?.requestsPerMinute ?? null);
   }
 
   /**

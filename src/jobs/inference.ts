@@ -28,7 +28,7 @@ import {
   ReplicaError,
   TransientError,
 } from './errors.js';
-import type { ProviderRegistry } from './provider-registry.js';
+import type { CallProvider, ProviderRegistry } from './provider-registry.js';
 
 const CAPTION_PATH = `${BRIDGE_API}/perspectives/caption-from-path`;
 // The part of an error body kept as the item's error.
@@ -46,6 +46,8 @@ export interface CallOptions {
   requestId: string;
   /** The item's image, resolveImage's answer if asked before; else the call resolves it. */
   image?: Promise<string>;
+  /** The job's stored provider, if the caller has just read it (the dispatcher does, for its rate limit). */
+  provider?: CallProvider;
 }
 
 /** What a call needs of an item: its job's config, image and perspective (a claimed item, or a one-off caption without a job). */
@@ -98,12 +100,12 @@ export function createInferenceBridge(options: InferenceBridgeOptions): Inferenc
 
   return {
     resolveImage,
-    async caption(item, { signal, requestId, image }) {
+    async caption(item, { signal, requestId, image, provider }) {
       const real = await (image ?? resolveImage(item));
       // The same file as the bridge sees it: its workspace root, then the path inside ours.
       const imagePath = path.posix.join(options.bridgeWorkspacePath, path.relative(await workspaceRoot(), real).split(path.sep).join('/'));
       const c = item.config;
-      const config = await providerConfig(c, options);
+      const config = await providerConfig(c, options, provider);
       const secrets = typeof config.api_key === 'string' && config.api_key.length >= 4 ? [config.api_key] : [];
       // Options the job leaves unset are left out (JSON drops undefined), so the bridge's own defaults apply.
       const body = JSON.stringify({
@@ -168,7 +170,7 @@ export function createInferenceBridge(options: InferenceBridgeOptions): Inferenc
  * The bridge's provider_config for the call, key in the clear, for the request body only: the
  * job's own (sealed at create) or the stored provider's as it is now.
  */
-async function providerConfig(config: JobConfig, options: InferenceBridgeOptions): Promise<Record<string, unknown>> {
+async function providerConfig(config: JobConfig, options: InferenceBridgeOptions, given?: CallProvider): Promise<Record<string, unknown>> {
   const value: unknown = config.providerConfig;
   if (value !== undefined) {
     if (!isSealed(value)) return value as Record<string, unknown>;
@@ -180,7 +182,7 @@ async function providerConfig(config: JobConfig, options: InferenceBridgeOptions
       throw new ReplicaError("the job's provider secrets cannot be opened with this replica's SECRETS_KEY");
     }
   }
-  const provider = await options.providers.get(config.provider);
+  const provider = given ?? (await options.providers.get(config.provider));
   if (!provider) throw new PermanentError(`there is no provider named ${config.provider} (create it under /api/providers)`);
   if (!provider.isEnabled) throw new ProviderUnavailableError(`provider ${config.provider} is disabled`);
   if (provider.misconfigured) throw new ProviderUnavailableError(`provider ${config.provider} is marked misconfigured: change it, then resume its jobs`);
