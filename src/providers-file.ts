@@ -70,9 +70,6 @@ export function parseProvidersFile(
       continue;
     }
     const fromEnv = e.env_var ? readEnv(e.env_var) : undefined;
-    if (e.env_var && !fromEnv && !e.api_key) {
-      problems.push({ provider: name, message: `${e.env_var} is not set: imported without an API key` });
-    }
     providers.push({
       name,
       kind: e.kind,
@@ -128,6 +125,10 @@ export async function importProvidersFile(
     }
   };
   const counts = await importConfiguredProviders(db, configured, sameKey);
+  // Not a problem: a provider may get its key later (a new variable and a restart), and a call
+  // with none that the provider refuses marks it misconfigured.
+  const keyless = configured.filter((c) => c.apiKey === null).map((c) => c.name);
+  if (keyless.length > 0) options.logger.info({ file, providers: keyless }, 'providers file: imported without an API key');
   for (const problem of problems) options.logger.warn({ file, ...problem }, 'providers file: entry imported in part or skipped');
   options.logger.info({ file, ...counts }, 'providers file imported');
   return { ...counts, problems };

