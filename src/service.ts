@@ -24,8 +24,8 @@ import { createMetrics, type Metrics } from './metrics.js';
 import { buildOpenApiDocument } from './openapi.js';
 import { importProvidersFile } from './providers-file.js';
 import { loadOrCreateKeyFile } from './secrets.js';
-import { workspaceState } from './workspace.js';
-import { syncWorkspace } from './workspace-sync.js';
+import { workspaceState } from './workspace/paths.js';
+import { syncWorkspace } from './workspace/sync.js';
 
 export interface Service {
   /** Base URL the server listens on, e.g. http://127.0.0.1:32550 */

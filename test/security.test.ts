@@ -2,7 +2,7 @@ import { realpath, symlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { resolveInWorkspace } from '../src/workspace.js';
+import { resolveInWorkspace } from '../src/workspace/paths.js';
 import { CONFIG, createJob, IMAGES, itemIds } from './helpers/fixtures.js';
 import { api, startTestService, type TestService } from './helpers/service.js';
 

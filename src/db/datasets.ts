@@ -1,9 +1,10 @@
 /** Datasets and their membership (an image may belong to several datasets). */
-import { and, eq, sql, type SQL } from 'drizzle-orm';
+import { eq, sql, type SQL } from 'drizzle-orm';
 import { ConflictError, InvalidInputError, NotFoundError, type FieldError } from '../errors.js';
 import type { Db, DbTime } from './client.js';
 import { deleteImagesIn, touchDatasets } from './images.js';
 import { pgArray } from './sql.js';
+import { DEFAULT_DATASET, type DatasetSource } from '../workspace/layout.js';
 import { allOf, dir, pageOf, textKey, type Order, type Page } from './lists.js';
 import { datasetImages, datasets, images } from './schema.js';
 
@@ -23,27 +24,27 @@ export async function findDataset(db: Db, by: { id?: string; name?: string }) {
   return row;
 }
 
-/**
- * The dataset's members as (imageId, path); with `pathPrefix`, only those whose path starts with
- * it (the members a folder scan is responsible for).
- */
-export async function listDatasetMembers(db: Db, datasetId: string, pathPrefix?: string) {
-  const where = pathPrefix
-    ? and(eq(datasetImages.datasetId, datasetId), sql`starts_with(${images.path}, ${pathPrefix})`)
-    : eq(datasetImages.datasetId, datasetId);
+/** The dataset's members as (imageId, path). */
+export async function listDatasetMembers(db: Db, datasetId: string) {
   return db
     .select({ imageId: images.id, path: images.path })
     .from(datasetImages)
     .innerJoin(images, eq(images.id, datasetImages.imageId))
-    .where(where);
+    .where(eq(datasetImages.datasetId, datasetId));
 }
 
-/** Names of datasets that have members under `datasets/<their name>/`: the ones a folder feeds. */
+/**
+ * Names of datasets that have members in their folders by graphcap's layout
+ * (src/workspace/layout.ts): the ones folders feed, which a scan must look at even when the
+ * folders are gone.
+ */
 export async function listFolderFedDatasetNames(db: Db): Promise<string[]> {
   const { rows } = await db.execute<{ name: string }>(sql`
     select d.name from core_schema.datasets d
     where exists (select 1 from core_schema.dataset_images di join core_schema.images i on i.id = di.image_id
-                  where di.dataset_id = d.id and starts_with(i.path, 'datasets/' || d.name || '/'))
+                  where di.dataset_id = d.id
+                    and (starts_with(i.path, 'datasets/' || d.name || '/') or starts_with(i.path, 'datasets/local/' || d.name || '/')
+                         or (d.name = ${DEFAULT_DATASET} and i.path ~ '^datasets/[^/]+$')))
     order by d.name`);
   return rows.map((r) => r.name);
 }
@@ -64,16 +65,26 @@ export async function addDatasetMembersByPath(db: Db, datasetId: string, paths: 
   return rows.map((r) => r.path);
 }
 
+/** Paths (alias `i`) in one of the sources: under a recursive one's prefix, or directly in a flat one's folder. */
+function inSources(sources: readonly DatasetSource[]): SQL {
+  const each = sources.map((s) =>
+    s.recursive
+      ? sql`starts_with(i.path, ${s.prefix})`
+      : sql`(starts_with(i.path, ${s.prefix}) and strpos(substr(i.path, ${s.prefix.length + 1}), '/') = 0)`,
+  );
+  return sql`(${sql.join(each, sql` or `)})`;
+}
+
 /**
- * Takes the members whose path starts with `pathPrefix` but is not among `paths` out of the
- * dataset (a folder scan's files that are gone); returns their paths, sorted.
+ * Takes the members that lie in the dataset's folders (`sources`) but are not among `paths` out of
+ * the dataset (a folder scan's files that are gone); returns their paths, sorted.
  */
-export async function removeDatasetMembersNotIn(db: Db, datasetId: string, pathPrefix: string, paths: string[]): Promise<string[]> {
+export async function removeDatasetMembersNotIn(db: Db, datasetId: string, sources: readonly DatasetSource[], paths: string[]): Promise<string[]> {
   const { rows } = await db.execute<{ path: string }>(sql`
     with removed as (
       delete from core_schema.dataset_images di
       using core_schema.images i
-      where di.dataset_id = ${datasetId} and i.id = di.image_id and starts_with(i.path, ${pathPrefix})
+      where di.dataset_id = ${datasetId} and i.id = di.image_id and ${inSources(sources)}
         and not exists (select 1 from unnest(${pgArray(paths)}::text[]) as p(path) where p.path = i.path)
       returning i.path)
     select path from removed`);

@@ -8,7 +8,7 @@ import { currentRequestId } from '../logger.js';
 import type { Sealed } from '../secrets.js';
 import { recordJobCreated, recordJobProgress, recordJobStatusChange } from './outbox.js';
 import { ConflictError, InvalidInputError, NotFoundError, type FieldError } from '../errors.js';
-import { toWorkspaceRelative, workspacePathProblem } from '../workspace.js';
+import { toWorkspaceRelative, workspacePathProblem } from '../workspace/paths.js';
 import { CANCEL_CHANNEL, notifyWork } from './channels.js';
 import type { Db, DbTime } from './client.js';
 import { pgArray } from './sql.js';

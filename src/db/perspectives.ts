@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { inArray, sql } from 'drizzle-orm';
 import { ConflictError, NotFoundError } from '../errors.js';
-import { hashDefinition, type PerspectiveDefinition } from '../workspace.js';
+import { hashDefinition, type PerspectiveDefinition } from '../workspace/library.js';
 import type { Db, DbTime } from './client.js';
 import { CHUNKED_ITEMS } from './item-chunks.js';
 import { pgArray } from './sql.js';

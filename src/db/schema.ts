@@ -178,9 +178,18 @@ export const captions = core.table(
     /** The job and item that made it; no foreign key on the item, since items move to job_archives. */
     jobId: uuid('job_id').references(() => captionJobs.jobId, { onDelete: 'set null' }),
     itemId: uuid('item_id'),
+    /**
+     * For a caption that is (or was written as) a line of graphcap's captions.jsonl: a hash of its
+     * image, perspective and content (src/workspace/caption-files.ts), so a line is imported once.
+     */
+    importKey: text('import_key'),
+    /** Waiting to be written to graphcap's captions.jsonl beside its image (src/jobs/caption-exporter.ts). */
+    exportPending: boolean('export_pending').notNull().default(false),
     createdAt: createdAt(),
   },
   (t) => [
+    uniqueIndex('captions_import_key_key').on(t.importKey).where(sql`import_key is not null`),
+    index('captions_export_pending_idx').on(t.createdAt, t.id).where(sql`export_pending`),
     // Exactly-once recording: an item makes at most one caption, however often its result arrives.
     uniqueIndex('captions_item_id_key').on(t.itemId),
     // "Latest caption per (image, perspective)" and "missing pairs".
@@ -239,6 +248,18 @@ export const providers = core.table(
     check('providers_rate_limits_check', sql`coalesce(requests_per_minute, 1) >= 1 and coalesce(tokens_per_minute, 1) >= 1`),
   ],
 );
+
+/**
+ * graphcap's captions.jsonl files the workspace import has read, as they were then: a file whose
+ * size and modification time are unchanged is not read again.
+ */
+export const captionFiles = core.table('caption_files', {
+  /** Workspace-relative. */
+  path: text('path').primaryKey(),
+  sizeBytes: bigint('size_bytes', { mode: 'number' }).notNull(),
+  fileMtime: tstz('file_mtime').notNull(),
+  importedAt: tstz('imported_at').notNull().defaultNow(),
+});
 
 // ---------------------------------------------------------------------------------------------
 // job_queue

@@ -19,7 +19,7 @@ import { appRouter } from '../routers/index.js';
 import { createCallerFactory, type BridgeContext, type Context } from '../trpc.js';
 import type { EventHub } from '../jobs/event-hub.js';
 import type { ItemWriter } from '../jobs/item-writer.js';
-import { workspaceState } from '../workspace.js';
+import { workspaceState } from '../workspace/paths.js';
 import { apiClosed, apiGate, requireToken, scopeOf } from './auth.js';
 import { boardRoute } from './board.js';
 import { eventsRoute } from './events.js';

@@ -17,7 +17,7 @@ import { Pool } from 'undici';
 import type { ClaimedItem } from '../db/dispatch.js';
 import type { JobConfig } from '../db/jobs.js';
 import { isSealed, open } from '../secrets.js';
-import { resolveInWorkspace } from '../workspace.js';
+import { resolveInWorkspace } from '../workspace/paths.js';
 import { BRIDGE_API } from './bridge-monitor.js';
 import {
   BridgeTimeoutError,

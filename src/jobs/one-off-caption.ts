@@ -15,7 +15,7 @@ import { findPerspectivesByName } from '../db/perspectives.js';
 import { findProviderByName, markProviderMisconfigured, providerProblems } from '../db/providers.js';
 import { InvalidInputError } from '../errors.js';
 import type { BridgeContext } from '../trpc.js';
-import { fromClientPath, toWorkspaceRelative, workspacePathProblem } from '../workspace.js';
+import { fromClientPath, toWorkspaceRelative, workspacePathProblem } from '../workspace/paths.js';
 import { classifyError, PermanentError, ProviderAuthError, ThrottledError } from './errors.js';
 
 export interface OneOffInput {

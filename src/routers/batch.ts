@@ -23,7 +23,7 @@ import { getStatistics } from '../db/statistics.js';
 import { InvalidInputError, type FieldError } from '../errors.js';
 import { sealJobConfig } from '../secrets.js';
 import { internalProcedure, publicProcedure, router } from '../trpc.js';
-import { fromClientPath, toWorkspaceRelative, workspacePathProblem, workspaceRoots } from '../workspace.js';
+import { fromClientPath, toWorkspaceRelative, workspacePathProblem, workspaceRoots } from '../workspace/paths.js';
 import {
   analyzeInput,
   analyzeOutput,

@@ -1,7 +1,7 @@
 /** Captions: `/api/captions`. Thin: parse, call the repository, shape. */
 import { createCaption, deleteCaption, getCaption, listCaptions, updateCaption } from '../db/captions.js';
 import { generateCaption } from '../jobs/one-off-caption.js';
-import { workspaceRoots } from '../workspace.js';
+import { workspaceRoots } from '../workspace/paths.js';
 import { publicProcedure, router } from '../trpc.js';
 import {
   caption,

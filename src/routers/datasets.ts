@@ -11,7 +11,7 @@ import {
 import { listImages } from '../db/images.js';
 import { ConflictError } from '../errors.js';
 import { publicProcedure, router } from '../trpc.js';
-import { datasetFolderExists } from '../workspace.js';
+import { datasetFolderExists } from '../workspace/layout.js';
 import {
   addImagesInput,
   addImagesOutput,

@@ -6,7 +6,8 @@ import { createImage, deleteImage, getImage, listImages, updateImageFile, type L
 import { findPerspectivesByName } from '../db/perspectives.js';
 import { InvalidInputError, type FieldError } from '../errors.js';
 import { publicProcedure, router } from '../trpc.js';
-import { fromClientPath, readWorkspaceImage, workspaceRoots } from '../workspace.js';
+import { readWorkspaceImage } from '../workspace/files.js';
+import { fromClientPath, workspaceRoots } from '../workspace/paths.js';
 import { toCaption } from './captions.schemas.js';
 import {
   createImageInput,

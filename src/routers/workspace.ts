@@ -1,7 +1,7 @@
 /** Workspace import on demand: `/api/workspace/sync`. */
 import { z } from 'zod';
 import { publicProcedure, router } from '../trpc.js';
-import { syncWorkspace } from '../workspace-sync.js';
+import { syncWorkspace } from '../workspace/sync.js';
 
 const counts = { added: z.int(), updated: z.int(), unchanged: z.int() };
 const changes = (what: string) =>
@@ -25,6 +25,19 @@ export const syncOutput = z.object({
       updated: z.int().describe('Files whose content changed (metadata read again).'),
       removed: z.int().describe('Members whose file is gone; they leave the dataset, their image and captions stay.'),
       changes: changes('paths'),
+      problems: z
+        .array(z.object({ path: z.string(), message: z.string() }))
+        .describe('Files skipped: a link out of the workspace, not a regular file, unreadable.'),
+      captions: z
+        .object({
+          files: z.int().describe('graphcap captions.jsonl files beside the dataset’s images.'),
+          read: z.int().describe('Of which read: new or changed since the last import.'),
+          imported: z.int().describe('Captions stored from their lines (a line is imported once).'),
+          problems: z
+            .array(z.object({ file: z.string(), line: z.int().optional(), message: z.string() }))
+            .describe('Lines skipped (not a caption, no such image or perspective), at most 20 per file.'),
+        })
+        .describe('The captions graphcap already has for the dataset, imported from its captions.jsonl files.'),
     }),
   ),
 }).meta({
@@ -48,6 +61,8 @@ export const syncOutput = z.object({
           unchanged: 6,
           removed: 0,
           changes: { added: ['datasets/os_img/heron.jpg'], updated: [], removed: [] },
+          problems: [],
+          captions: { files: 7, read: 1, imported: 1, problems: [] },
         },
       ],
     },

@@ -177,12 +177,13 @@ describe('items written after the create', () => {
   });
 
   it('BACKFILL leaves out the pairs that are queued in chunk rows', async () => {
-    const perspectives = ['art_critic', 'storytelling', 'graph_caption'];
+    // Perspectives the example workspace has no captions for.
+    const perspectives = ['locality_graph', 'style_preset', 'time_tags'];
     const queued = await create(perspectives);
     expect((await chunks(queued.jobId)).length).toBeGreaterThan(0);
     const backfill = await createJob(
       svc.db,
-      { type: 'BACKFILL', perspectives: [...perspectives, 'poetic_metaphor'], datasetName: DATASET, priority: 100, config: CONFIG },
+      { type: 'BACKFILL', perspectives: [...perspectives, 'custom_caption'], datasetName: DATASET, priority: 100, config: CONFIG },
       { maxItems: 1000, chunkItems: 1000 },
     );
     // Not vacuous: some pairs queued only in chunk rows have no caption yet.
@@ -196,7 +197,7 @@ describe('items written after the create', () => {
     // Only the perspective the first job does not have, less the pairs captioned already.
     const backfilled = await items(backfill.jobId);
     expect(backfilled.length).toBeGreaterThan(0);
-    expect(new Set(backfilled.map((i) => i.perspective))).toEqual(new Set(['poetic_metaphor']));
+    expect(new Set(backfilled.map((i) => i.perspective))).toEqual(new Set(['custom_caption']));
     expect((await api(svc.url, 'POST', `${B}/cancel/${queued.jobId}`)).status).toBe(200);
     expect((await api(svc.url, 'POST', `${B}/cancel/${backfill.jobId}`)).status).toBe(200);
   });

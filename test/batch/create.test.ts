@@ -63,13 +63,13 @@ describe('create: the four job types', () => {
   });
 
   it('BACKFILL makes only the pairs with no caption and none queued', async () => {
-    // Caption two images for storytelling through a finished job.
-    const first = await createJob(svc.url, { perspectives: ['poetic_metaphor'], imagePaths: IMAGES.slice(0, 2) });
+    // Caption two images for custom_caption (the example workspace has none) through a finished job.
+    const first = await createJob(svc.url, { perspectives: ['custom_caption'], imagePaths: IMAGES.slice(0, 2) });
     for (const id of await itemIds(svc.db, first.jobId)) await finishItem(svc.url, id, 'completed');
     // A queued pair is not captioned yet, but must not be queued twice.
-    await createJob(svc.url, { perspectives: ['poetic_metaphor'], imagePaths: [IMAGES[2]] });
+    await createJob(svc.url, { perspectives: ['custom_caption'], imagePaths: [IMAGES[2]] });
 
-    const backfill = await createJob(svc.url, { type: 'BACKFILL', imagePaths: undefined, datasetName: DATASET, perspectives: ['poetic_metaphor'] });
+    const backfill = await createJob(svc.url, { type: 'BACKFILL', imagePaths: undefined, datasetName: DATASET, perspectives: ['custom_caption'] });
     expect(backfill.totalImages).toBe(IMAGES.length - 3);
     const { rows } = await svc.db.execute<{ image_path: string }>(
       sql`select image_path from job_queue.job_items where job_id = ${backfill.jobId} order by image_path`,

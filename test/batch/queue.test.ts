@@ -320,20 +320,20 @@ describe('statistics and analyze-images', () => {
   });
 
   it('says which captions exist and which are missing', async () => {
-    const job = await createJob(svc.url, { perspectives: ['out_of_frame'], imagePaths: IMAGES.slice(0, 2) });
+    const job = await createJob(svc.url, { perspectives: ['style_preset'], imagePaths: IMAGES.slice(0, 2) });
     const [first] = await itemIds(svc.db, job.jobId);
     await finishItem(svc.url, first!, 'completed');
 
-    const analysis = await post('/analyze-images', { datasetName: DATASET, perspectives: ['out_of_frame', 'i2video'], missingLimit: 3 });
+    const analysis = await post('/analyze-images', { datasetName: DATASET, perspectives: ['style_preset', 'i2video'], missingLimit: 3 });
     expect(analysis.status).toBe(200);
     expect(analysis.body).toMatchObject({
       imageCount: 7,
-      perspectives: ['out_of_frame', 'i2video'],
+      perspectives: ['style_preset', 'i2video'],
       totalPairs: 14,
       captioned: 1,
       missing: 13,
       byPerspective: [
-        { perspective: 'out_of_frame', captioned: 1, missing: 6 },
+        { perspective: 'style_preset', captioned: 1, missing: 6 },
         { perspective: 'i2video', captioned: 0, missing: 7 },
       ],
     });

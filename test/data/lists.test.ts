@@ -290,7 +290,8 @@ describe('perspectives list (served from the in-memory cache)', () => {
 describe('captions list', () => {
   it('filters by image, perspective, revision, job, model, provider and time, sorts and pages like a brute-force computation', async () => {
     const all = await captionsTruth();
-    expect(all.length).toBe(155);
+    // The seeded 155, and the example workspace's 49 (7 perspectives × 7 images, imported from its captions.jsonl).
+    expect(all.length).toBe(155 + 49);
     const keys: Record<string, ((c: CaptionTruth) => Key) | null> = {
       createdAt: null,
       perspective: (c) => c.perspective,

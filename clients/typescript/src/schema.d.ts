@@ -2846,6 +2846,26 @@ export interface operations {
                                 updated: string[];
                                 removed: string[];
                             };
+                            /** @description Files skipped: a link out of the workspace, not a regular file, unreadable. */
+                            problems: {
+                                path: string;
+                                message: string;
+                            }[];
+                            /** @description The captions graphcap already has for the dataset, imported from its captions.jsonl files. */
+                            captions: {
+                                /** @description graphcap captions.jsonl files beside the dataset’s images. */
+                                files: number;
+                                /** @description Of which read: new or changed since the last import. */
+                                read: number;
+                                /** @description Captions stored from their lines (a line is imported once). */
+                                imported: number;
+                                /** @description Lines skipped (not a caption, no such image or perspective), at most 20 per file. */
+                                problems: {
+                                    file: string;
+                                    line?: number;
+                                    message: string;
+                                }[];
+                            };
                         }[];
                     };
                 };

@@ -122,7 +122,12 @@ from .providers_update_body_models_item import ProvidersUpdateBodyModelsItem
 from .providers_update_body_rate_limits import ProvidersUpdateBodyRateLimits
 from .workspace_sync_response_200 import WorkspaceSyncResponse200
 from .workspace_sync_response_200_datasets_item import WorkspaceSyncResponse200DatasetsItem
+from .workspace_sync_response_200_datasets_item_captions import WorkspaceSyncResponse200DatasetsItemCaptions
+from .workspace_sync_response_200_datasets_item_captions_problems_item import (
+    WorkspaceSyncResponse200DatasetsItemCaptionsProblemsItem,
+)
 from .workspace_sync_response_200_datasets_item_changes import WorkspaceSyncResponse200DatasetsItemChanges
+from .workspace_sync_response_200_datasets_item_problems_item import WorkspaceSyncResponse200DatasetsItemProblemsItem
 from .workspace_sync_response_200_perspectives import WorkspaceSyncResponse200Perspectives
 from .workspace_sync_response_200_perspectives_changes import WorkspaceSyncResponse200PerspectivesChanges
 from .workspace_sync_response_200_perspectives_problems_item import WorkspaceSyncResponse200PerspectivesProblemsItem
@@ -247,7 +252,10 @@ __all__ = (
     "ProvidersUpdateBodyRateLimits",
     "WorkspaceSyncResponse200",
     "WorkspaceSyncResponse200DatasetsItem",
+    "WorkspaceSyncResponse200DatasetsItemCaptions",
+    "WorkspaceSyncResponse200DatasetsItemCaptionsProblemsItem",
     "WorkspaceSyncResponse200DatasetsItemChanges",
+    "WorkspaceSyncResponse200DatasetsItemProblemsItem",
     "WorkspaceSyncResponse200Perspectives",
     "WorkspaceSyncResponse200PerspectivesChanges",
     "WorkspaceSyncResponse200PerspectivesProblemsItem",

@@ -8,7 +8,11 @@ from uuid import UUID
 from attrs import define as _attrs_define
 
 if TYPE_CHECKING:
+    from ..models.workspace_sync_response_200_datasets_item_captions import WorkspaceSyncResponse200DatasetsItemCaptions
     from ..models.workspace_sync_response_200_datasets_item_changes import WorkspaceSyncResponse200DatasetsItemChanges
+    from ..models.workspace_sync_response_200_datasets_item_problems_item import (
+        WorkspaceSyncResponse200DatasetsItemProblemsItem,
+    )
 
 
 T = TypeVar("T", bound="WorkspaceSyncResponse200DatasetsItem")
@@ -25,6 +29,10 @@ class WorkspaceSyncResponse200DatasetsItem:
         unchanged (int):
         removed (int): Members whose file is gone; they leave the dataset, their image and captions stay.
         changes (WorkspaceSyncResponse200DatasetsItemChanges): The paths behind the added, updated and removed counts.
+        problems (list[WorkspaceSyncResponse200DatasetsItemProblemsItem]): Files skipped: a link out of the workspace,
+            not a regular file, unreadable.
+        captions (WorkspaceSyncResponse200DatasetsItemCaptions): The captions graphcap already has for the dataset,
+            imported from its captions.jsonl files.
     """
 
     name: str
@@ -34,6 +42,8 @@ class WorkspaceSyncResponse200DatasetsItem:
     unchanged: int
     removed: int
     changes: WorkspaceSyncResponse200DatasetsItemChanges
+    problems: list[WorkspaceSyncResponse200DatasetsItemProblemsItem]
+    captions: WorkspaceSyncResponse200DatasetsItemCaptions
 
     def to_dict(self) -> dict[str, Any]:
         name = self.name
@@ -50,6 +60,13 @@ class WorkspaceSyncResponse200DatasetsItem:
 
         changes = self.changes.to_dict()
 
+        problems = []
+        for problems_item_data in self.problems:
+            problems_item = problems_item_data.to_dict()
+            problems.append(problems_item)
+
+        captions = self.captions.to_dict()
+
         field_dict: dict[str, Any] = {}
 
         field_dict.update(
@@ -61,6 +78,8 @@ class WorkspaceSyncResponse200DatasetsItem:
                 "unchanged": unchanged,
                 "removed": removed,
                 "changes": changes,
+                "problems": problems,
+                "captions": captions,
             }
         )
 
@@ -68,8 +87,14 @@ class WorkspaceSyncResponse200DatasetsItem:
 
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
+        from ..models.workspace_sync_response_200_datasets_item_captions import (
+            WorkspaceSyncResponse200DatasetsItemCaptions,  # noqa: PLC0415
+        )
         from ..models.workspace_sync_response_200_datasets_item_changes import (
             WorkspaceSyncResponse200DatasetsItemChanges,  # noqa: PLC0415
+        )
+        from ..models.workspace_sync_response_200_datasets_item_problems_item import (
+            WorkspaceSyncResponse200DatasetsItemProblemsItem,  # noqa: PLC0415
         )
 
         d = dict(src_dict)
@@ -87,6 +112,15 @@ class WorkspaceSyncResponse200DatasetsItem:
 
         changes = WorkspaceSyncResponse200DatasetsItemChanges.from_dict(d.pop("changes"))
 
+        problems = []
+        _problems = d.pop("problems")
+        for problems_item_data in _problems:
+            problems_item = WorkspaceSyncResponse200DatasetsItemProblemsItem.from_dict(problems_item_data)
+
+            problems.append(problems_item)
+
+        captions = WorkspaceSyncResponse200DatasetsItemCaptions.from_dict(d.pop("captions"))
+
         workspace_sync_response_200_datasets_item = cls(
             name=name,
             dataset_id=dataset_id,
@@ -95,6 +129,8 @@ class WorkspaceSyncResponse200DatasetsItem:
             unchanged=unchanged,
             removed=removed,
             changes=changes,
+            problems=problems,
+            captions=captions,
         )
 
         return workspace_sync_response_200_datasets_item

@@ -1,25 +1,19 @@
 /**
- * Imports the workspace into the database: the perspective library, and every dataset folder's
- * images. Idempotent: a second run with nothing changed on disk changes nothing and says so.
+ * Imports the workspace into the database: the perspective library, and every dataset's images as
+ * graphcap lays them out (src/workspace/layout.ts). Idempotent: a second run with nothing changed
+ * on disk changes nothing and says so.
  */
 import { realpath } from 'node:fs/promises';
 import path from 'node:path';
-import type { Db } from './db/client.js';
-import { addDatasetMembersByPath, ensureDataset, listFolderFedDatasetNames, removeDatasetMembersNotIn } from './db/datasets.js';
-import { findImagesByPath, refreshImageMtimes, touchDatasets, upsertImages, type ImageUpsert } from './db/images.js';
-import { syncLibraryPerspectives, type PerspectiveSyncCounts } from './db/perspectives.js';
-import type { Logger } from './logger.js';
-import {
-  isValidDatasetName,
-  listDatasetFolders,
-  listDatasetImagePaths,
-  loadPerspectiveLibrary,
-  newReadBuffers,
-  readImageMetadata,
-  statImageFile,
-  type ImageFile,
-  type LibraryProblem,
-} from './workspace.js';
+import type { Db } from '../db/client.js';
+import { addDatasetMembersByPath, ensureDataset, listFolderFedDatasetNames, removeDatasetMembersNotIn } from '../db/datasets.js';
+import { findImagesByPath, refreshImageMtimes, touchDatasets, upsertImages, type ImageUpsert } from '../db/images.js';
+import { syncLibraryPerspectives, type PerspectiveSyncCounts } from '../db/perspectives.js';
+import type { Logger } from '../logger.js';
+import { isProblem, newReadBuffers, readImageMetadata, statImageFile, type FileProblem, type ImageFile } from './files.js';
+import { datasetSources, isValidDatasetName, listDatasetImagePaths, listDatasetNames } from './layout.js';
+import { importFolderCaptions, type CaptionImportReport } from './caption-import.js';
+import { loadPerspectiveLibrary, type LibraryProblem } from './library.js';
 
 export interface DatasetSyncReport {
   name: string;
@@ -33,6 +27,12 @@ export interface DatasetSyncReport {
   unchanged: number;
   /** The paths behind the counts. */
   changes: { added: string[]; updated: string[]; removed: string[] };
+  /** Files skipped (a link out of the workspace, not a regular file, unreadable), and why. */
+  problems: FileProblem[];
+  /** The folders the dataset's files were looked for in (what a watcher watches). */
+  folders: string[];
+  /** The captions of graphcap's captions.jsonl files beside the images (src/workspace/caption-import.ts). */
+  captions: CaptionImportReport;
 }
 
 export interface SyncReport {
@@ -54,8 +54,8 @@ const SCAN_BATCH = 1000;
 const READ_CONCURRENCY = 4;
 
 /**
- * Scans `datasets/<name>/` (a folder that is gone counts as empty). Only members under that folder
- * are the scan's to remove: images added to the dataset from elsewhere through the API stay.
+ * Scans the dataset `name`'s folders (one that is gone counts as empty). Only members in them are
+ * the scan's to remove: images added to the dataset from elsewhere through the API stay.
  *
  * A thousand files at a time: stat them, look up their rows, hash only new or touched files (one
  * pass over each, outside any transaction), write the batch's image rows in two statements. Then
@@ -64,17 +64,19 @@ const READ_CONCURRENCY = 4;
  * (~270 s, ~130 MB above idle) and is now ~1,000 statements in all.
  */
 export async function syncDataset(db: Db, root: string, name: string): Promise<DatasetSyncReport> {
-  const folder = `datasets/${name}/`;
   const realRoot = await realpath(root);
-  const candidates = await listDatasetImagePaths(root, name);
+  const { paths: candidates, folders } = await listDatasetImagePaths(root, name);
+  const problems: FileProblem[] = [];
   const readBuffers = Array.from({ length: READ_CONCURRENCY }, newReadBuffers);
   // The image files found, in the order of the listing, and those whose content changed.
   const present: string[] = [];
   const contentChanged: string[] = [];
   for (let start = 0; start < candidates.length; start += SCAN_BATCH) {
-    const files = (await Promise.all(candidates.slice(start, start + SCAN_BATCH).map((p) => statImageFile(realRoot, p)))).filter(
-      (f): f is ImageFile => f !== undefined,
-    );
+    const files: ImageFile[] = [];
+    for (const f of await Promise.all(candidates.slice(start, start + SCAN_BATCH).map((p) => statImageFile(realRoot, p)))) {
+      if (isProblem(f)) problems.push(f);
+      else files.push(f);
+    }
     const known = new Map((await findImagesByPath(db, files.map((f) => f.path))).map((r) => [r.path, r]));
     const touched = files.filter((f) => {
       const row = known.get(f.path);
@@ -98,10 +100,10 @@ export async function syncDataset(db: Db, root: string, name: string): Promise<D
     for (const f of files) present.push(f.path);
   }
 
-  return db.transaction(async (tx) => {
+  const report = await db.transaction(async (tx) => {
     const datasetId = await ensureDataset(tx, name);
     const added = new Set(await addDatasetMembersByPath(tx, datasetId, present));
-    const removed = await removeDatasetMembersNotIn(tx, datasetId, folder, present);
+    const removed = await removeDatasetMembersNotIn(tx, datasetId, datasetSources(name), present);
     const report: DatasetSyncReport = {
       name,
       datasetId,
@@ -115,6 +117,9 @@ export async function syncDataset(db: Db, root: string, name: string): Promise<D
         updated: contentChanged.filter((p) => !added.has(p)),
         removed,
       },
+      problems,
+      folders,
+      captions: { files: 0, read: 0, imported: 0, problems: [] },
     };
     report.added = report.changes.added.length;
     report.updated = report.changes.updated.length;
@@ -122,6 +127,9 @@ export async function syncDataset(db: Db, root: string, name: string): Promise<D
     if (report.added + report.updated + report.removed > 0) await touchDatasets(tx, [datasetId]);
     return report;
   });
+  // After the images: a caption needs its image registered.
+  report.captions = await importFolderCaptions(db, root, folders);
+  return report;
 }
 
 /** `fn` over `items`, one worker per element of `workers` (each passed to its calls); results in order. */
@@ -141,8 +149,8 @@ async function mapConcurrently<T, W, R>(items: T[], workers: W[], fn: (item: T, 
 export async function syncWorkspace(db: Db, root: string, logger?: Logger): Promise<SyncReport> {
   const perspectives = await syncPerspectives(db, root);
   for (const problem of perspectives.problems) logger?.warn(problem, 'skipped perspective file');
-  // Folders on disk, and datasets whose folder fed them before (a folder that is gone empties them).
-  const names = new Set([...(await listDatasetFolders(root)), ...(await listFolderFedDatasetNames(db)).filter(isValidDatasetName)]);
+  // Datasets on disk, and those folders fed before (folders that are gone empty them).
+  const names = new Set([...(await listDatasetNames(root)), ...(await listFolderFedDatasetNames(db)).filter(isValidDatasetName)]);
   const datasets: DatasetSyncReport[] = [];
   for (const name of [...names].sort()) datasets.push(await syncDataset(db, root, name));
   logger?.info(
@@ -153,9 +161,21 @@ export async function syncWorkspace(db: Db, root: string, logger?: Logger): Prom
         unchanged: perspectives.unchanged,
         removed: perspectives.removed,
       },
-      datasets: datasets.map(({ name, added, updated, removed, unchanged }) => ({ name, added, updated, removed, unchanged })),
+      datasets: datasets.map(({ name, added, updated, removed, unchanged, problems, captions }) => ({
+        name,
+        added,
+        updated,
+        removed,
+        unchanged,
+        skipped: problems.length,
+        captions: { files: captions.files, read: captions.read, imported: captions.imported, problems: captions.problems.length },
+      })),
     },
     'workspace synced',
   );
+  for (const d of datasets) {
+    for (const problem of d.problems.slice(0, 20)) logger?.warn({ dataset: d.name, ...problem }, 'skipped workspace file');
+    for (const problem of d.captions.problems.slice(0, 20)) logger?.warn({ dataset: d.name, ...problem }, 'skipped caption line');
+  }
   return { perspectives, datasets };
 }
