@@ -91,6 +91,17 @@ const envSchema = z.object({
   /** Import the workspace (perspectives, datasets) at start-up. */
   WORKSPACE_SYNC_ON_START: bool.default(true),
   /**
+   * Write the captions jobs make back to graphcap's captions.jsonl beside their images: auto = when
+   * the workspace's datasets folder is writable.
+   */
+  WORKSPACE_WRITE_CAPTIONS: z.preprocess(emptyToUndefined, z.enum(['auto', 'true', 'false']).default('auto')),
+  /** Watch the dataset folders, so new and removed files are seen within a second or so. */
+  WORKSPACE_WATCH: bool.default(true),
+  /** Seconds between full imports of the workspace (what catches changes where watching is not possible); 0 = never. */
+  WORKSPACE_RESCAN_SECONDS: int(0, 604_800).default(300),
+  /** Milliseconds between rounds of that write-back. */
+  CAPTION_EXPORT_INTERVAL_MS: int(10, 600_000).default(1000),
+  /**
    * Seconds a SIGTERM waits for in-flight bridge calls before it gives their items back. Shorter
    * than Docker's default stop timeout (10 s), so the rest of the shutdown fits in it too.
    */

@@ -6,6 +6,7 @@ import type pg from 'pg';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Db } from './db/client.js';
 import { BRIDGE_STATES, type BridgeMonitor } from './jobs/bridge-monitor.js';
+import { countPendingExports } from './db/caption-exports.js';
 import { countUnwrittenItems } from './db/item-chunks.js';
 import { countUndelivered } from './db/outbox.js';
 import { listProviders } from './db/provider-states.js';
@@ -24,6 +25,8 @@ export interface Metrics {
   itemStarts: Counter<'via'>;
   /** One dispatcher pass: sweep, start jobs, claim. */
   dispatchRounds: Histogram;
+  /** Captions written back to graphcap's captions.jsonl (written), or not this time (failed). */
+  captionWritebacks: Counter<'outcome'>;
 }
 
 export function createMetrics(deps: { db: Db; pool: pg.Pool; bridge?: BridgeMonitor }): Metrics {
@@ -172,7 +175,22 @@ export function createMetrics(deps: { db: Db; pool: pg.Pool; bridge?: BridgeMoni
     registers: [registry],
   });
 
-  return { registry, httpRequests, httpDuration, eventDeliveries, itemOutcomes, bridgeCalls, itemStarts, dispatchRounds };
+  const captionWritebacks = new Counter({
+    name: 'graphcap_caption_writebacks_total',
+    help: "Captions written back to graphcap's captions.jsonl files (written), or not this time (failed: tried again later).",
+    labelNames: ['outcome'] as const,
+    registers: [registry],
+  });
+  new Gauge({
+    name: 'graphcap_caption_writebacks_pending',
+    help: "Captions waiting to be written back to graphcap's captions.jsonl files.",
+    registers: [registry],
+    async collect() {
+      this.set(await countPendingExports(deps.db));
+    },
+  });
+
+  return { registry, httpRequests, httpDuration, eventDeliveries, itemOutcomes, bridgeCalls, itemStarts, dispatchRounds, captionWritebacks };
 }
 
 /**

@@ -11,6 +11,7 @@ import { openDatabase, type Database } from './db/client.js';
 import { countJobsWithSecrets } from './db/jobs.js';
 import { createApp } from './http/app.js';
 import { BridgeMonitor, withoutCredentials } from './jobs/bridge-monitor.js';
+import { CaptionExporter } from './jobs/caption-exporter.js';
 import { Dispatcher } from './jobs/dispatcher.js';
 import { EventHub } from './jobs/event-hub.js';
 import { createInferenceBridge, type InferenceBridge } from './jobs/inference.js';
@@ -25,7 +26,7 @@ import { buildOpenApiDocument } from './openapi.js';
 import { importProvidersFile } from './providers-file.js';
 import { loadOrCreateKeyFile } from './secrets.js';
 import { workspaceState } from './workspace/paths.js';
-import { syncWorkspace } from './workspace/sync.js';
+import { WorkspaceWatcher } from './jobs/workspace-watcher.js';
 
 export interface Service {
   /** Base URL the server listens on, e.g. http://127.0.0.1:32550 */
@@ -41,13 +42,20 @@ export interface Service {
 
 export async function startService(given: Config, logger: Logger): Promise<Service> {
   const database = await openDatabase(given, logger);
+  const workspace = new WorkspaceWatcher({
+    db: database.db,
+    root: given.WORKSPACE_PATH,
+    logger,
+    watch: given.WORKSPACE_WATCH,
+    rescanMs: given.WORKSPACE_RESCAN_SECONDS * 1000,
+  });
   let bridge: InferenceBridge | undefined;
   let monitor: BridgeMonitor | undefined;
   try {
     // After the database: the embedded one's folder is where the local key lives.
     const config = await withLocalSecretsKey(given, logger);
     await checkSecretsKey(database.db, config, logger);
-    await importWorkspace(database, config, logger);
+    await importWorkspace(database, config, logger, workspace);
     const providers = new ProviderRegistry(database.db, config.SECRETS_KEY);
     const pacer = new ProviderPacer();
     if (config.INFERENCE_BRIDGE_URL) {
@@ -67,6 +75,15 @@ export async function startService(given: Config, logger: Logger): Promise<Servi
     const events = new EventHub({ db: database.db, databaseUrl: database.url, logger, pollMs: config.NOTIFIER_POLL_MS });
     await events.start();
     const itemWriter = new ItemWriter({ db: database.db, logger, pollMs: config.POLL_INTERVAL_MS });
+    const captionExporter = new CaptionExporter({
+      db: database.db,
+      root: config.WORKSPACE_PATH,
+      // The repository's example workspace stays as committed: auto does not write to it.
+      mode: config.WORKSPACE_SOURCE === 'example' && config.WORKSPACE_WRITE_CAPTIONS === 'auto' ? 'false' : config.WORKSPACE_WRITE_CAPTIONS,
+      intervalMs: config.CAPTION_EXPORT_INTERVAL_MS,
+      logger,
+      written: metrics.captionWritebacks,
+    });
     const app = createApp({
       db: database.db,
       pool: database.pool,
@@ -76,6 +93,8 @@ export async function startService(given: Config, logger: Logger): Promise<Servi
       metrics,
       events,
       itemWriter,
+      captionExporter,
+      workspace,
       bridge: bridge && monitor ? { client: bridge, monitor, providers, pacer } : undefined,
     });
     const server = createServer(app);
@@ -95,6 +114,8 @@ export async function startService(given: Config, logger: Logger): Promise<Servi
     );
 
     itemWriter.start();
+    workspace.start();
+    await captionExporter.start();
     const dispatcher = bridge && monitor ? startDispatcher(config, database, logger, metrics, { bridge, monitor, providers, pacer }) : undefined;
     if (!config.INFERENCE_BRIDGE_URL) {
       logger.warn('INFERENCE_BRIDGE_URL is not set: the dispatcher is idle and jobs stay queued until a replica with a bridge runs them');
@@ -125,7 +146,11 @@ export async function startService(given: Config, logger: Logger): Promise<Servi
         // Live streams end first, so the server is not kept open by them.
         await events.stop();
         monitor?.stop();
+        await workspace.stop();
         await Promise.all([closeServer(server, graceMs), dispatcher?.stop(graceMs), retention.stop(), itemWriter.stop()]);
+        // After the dispatcher: the captions its last rounds stored are written back too.
+        await captionExporter.flush().catch((error: unknown) => logger.warn({ err: error }, 'last caption write-back failed'));
+        await captionExporter.stop();
         await bridge?.close();
         // Events the last recordings wrote still go out before the database closes.
         await notifier.stop();
@@ -134,6 +159,7 @@ export async function startService(given: Config, logger: Logger): Promise<Servi
       })());
     return { url, database, server, close };
   } catch (error) {
+    await workspace.stop();
     monitor?.stop();
     await bridge?.close().catch(() => undefined);
     await database.close().catch(() => undefined);
@@ -145,7 +171,7 @@ export async function startService(given: Config, logger: Logger): Promise<Servi
  * The workspace at start-up: say which one is used and when it is missing or empty, import it
  * (WORKSPACE_SYNC_ON_START), then the providers file.
  */
-async function importWorkspace(database: Database, config: Config, logger: Logger): Promise<void> {
+async function importWorkspace(database: Database, config: Config, logger: Logger, watcher: WorkspaceWatcher): Promise<void> {
   const workspace = config.WORKSPACE_PATH;
   if (config.WORKSPACE_SOURCE === 'example') {
     logger.info({ workspace }, 'WORKSPACE_PATH is not set and there is no /workspace: serving the example workspace');
@@ -153,7 +179,7 @@ async function importWorkspace(database: Database, config: Config, logger: Logge
   const state = await workspaceState(workspace);
   if (state === 'missing') logger.warn({ workspace }, 'WORKSPACE_PATH does not exist: no datasets or perspectives to import');
   if (state === 'empty') logger.warn({ workspace }, 'the workspace has no datasets/ and no perspective_library/: nothing to import');
-  if (config.WORKSPACE_SYNC_ON_START && state !== 'missing') await syncWorkspace(database.db, workspace, logger);
+  if (config.WORKSPACE_SYNC_ON_START && state !== 'missing') await watcher.sync();
   if (config.PROVIDERS_FILE) {
     await importProvidersFile(database.db, config.PROVIDERS_FILE, { secretsKey: config.SECRETS_KEY, readEnv: config.readEnv, logger });
   }

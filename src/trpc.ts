@@ -10,9 +10,11 @@ import type { Db } from './db/client.js';
 import { InvalidInputError, toTRPCError, type FieldError } from './errors.js';
 import { accessOf, type Scope } from './http/auth.js';
 import type { BridgeMonitor } from './jobs/bridge-monitor.js';
+import type { CaptionExporter } from './jobs/caption-exporter.js';
 import type { EventHub } from './jobs/event-hub.js';
 import type { InferenceBridge } from './jobs/inference.js';
 import type { ItemWriter } from './jobs/item-writer.js';
+import type { WorkspaceWatcher } from './jobs/workspace-watcher.js';
 import type { ProviderPacer } from './jobs/provider-pacer.js';
 import type { ProviderRegistry } from './jobs/provider-registry.js';
 import type { Logger } from './logger.js';
@@ -28,6 +30,10 @@ export interface Context {
   events: EventHub;
   /** Writes the items a create left for later (src/jobs/item-writer.ts). */
   itemWriter: ItemWriter;
+  /** Writes captions back to graphcap's captions.jsonl files (src/jobs/caption-exporter.ts). */
+  captionExporter: CaptionExporter;
+  /** The workspace's imports, one at a time, and its watcher (src/jobs/workspace-watcher.ts). */
+  workspace: WorkspaceWatcher;
   /** The Inference Bridge, for one-off captions; undefined without INFERENCE_BRIDGE_URL. */
   bridge?: BridgeContext;
 }

@@ -3,7 +3,7 @@
  * PostgreSQL of its own and the example workspace; it runs a job to completed, printing its
  * progress, then stays up until SIGINT.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -47,6 +47,8 @@ describe('npm run demo', () => {
       expect((await fetch(`http://127.0.0.1:${port}/board`)).status).toBe(200);
       child.kill('SIGINT');
       expect(await exited).toBe(0);
+      // The repository's example workspace is as committed: nothing was written back into it.
+      expect(execFileSync('git', ['status', '--porcelain', '--', 'examples'], { cwd: ROOT, encoding: 'utf8' })).toBe('');
     } finally {
       if (child.exitCode === null) child.kill('SIGKILL');
     }

@@ -42,6 +42,8 @@ beforeAll(async () => {
     scope: scopeOf(req as Request, svc.config),
     events: undefined as never,
     itemWriter: undefined as never,
+    captionExporter: undefined as never,
+    workspace: undefined as never,
   });
   const handler = createOpenApiNodeHttpHandler({ router: appRouter, createContext });
   const rest = (req: Request, res: Response, next: NextFunction) => void handler(req, res, next);

@@ -5,6 +5,8 @@ import { createPool } from '../src/db/client.js';
 import { createApp } from '../src/http/app.js';
 import { EventHub } from '../src/jobs/event-hub.js';
 import { createLogger } from '../src/logger.js';
+import { CaptionExporter } from '../src/jobs/caption-exporter.js';
+import { WorkspaceWatcher } from '../src/jobs/workspace-watcher.js';
 import { ItemWriter } from '../src/jobs/item-writer.js';
 import { createMetrics } from '../src/metrics.js';
 import { buildOpenApiDocument } from '../src/openapi.js';
@@ -114,6 +116,8 @@ describe('health', () => {
       metrics: createMetrics({ db: svc.db, pool }),
       events: new EventHub({ db: svc.db, databaseUrl: svc.database.url, logger, pollMs: 1000 }),
       itemWriter: new ItemWriter({ db: svc.db, logger, pollMs: 1000 }),
+      captionExporter: new CaptionExporter({ db: svc.db, root: svc.workspace, mode: 'false', intervalMs: 1000, logger }),
+      workspace: new WorkspaceWatcher({ db: svc.db, root: svc.workspace, logger, watch: false, rescanMs: 0 }),
     });
     const server = app.listen(0, '127.0.0.1');
     await new Promise((resolve) => server.once('listening', resolve));

@@ -91,6 +91,16 @@ export async function removeDatasetMembersNotIn(db: Db, datasetId: string, sourc
   return rows.map((r) => r.path).sort((a, b) => (a < b ? -1 : 1));
 }
 
+/** Takes the images at `paths` out of the dataset; returns the paths that were members. */
+export async function removeDatasetMembersByPath(db: Db, datasetId: string, paths: readonly string[]): Promise<string[]> {
+  if (paths.length === 0) return [];
+  const { rows } = await db.execute<{ path: string }>(sql`
+    delete from core_schema.dataset_images di using core_schema.images i
+    where di.dataset_id = ${datasetId} and i.id = di.image_id and i.path = any(${pgArray(paths)}::text[])
+    returning i.path`);
+  return rows.map((r) => r.path);
+}
+
 /** One array parameter, however many ids (a parameter per row would stop at 65,535). */
 export async function addDatasetMembers(db: Db, datasetId: string, imageIds: string[]): Promise<void> {
   if (imageIds.length === 0) return;

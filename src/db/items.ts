@@ -216,15 +216,16 @@ export interface ItemCaption {
  * The INSERT that stores captions items made, from `source`: a relation with the columns item_id,
  * image_id, perspective, job_id, result, raw_text, model and provider (null: the job config's).
  * Each caption gets its perspective's id, version and revision; at most one per item, however
- * often this runs. A fragment, so the dispatcher can store captions in the statement that records
- * its items.
+ * often this runs; each waits to be written back to graphcap's captions.jsonl
+ * (src/jobs/caption-exporter.ts). A fragment, so the dispatcher can store captions in the statement
+ * that records its items.
  */
 export const insertCaptionsFrom = (source: SQL) => sql`
   insert into core_schema.captions
-    (image_id, perspective_id, perspective_version, perspective_revision, model, provider, result, raw_text, job_id, item_id)
+    (image_id, perspective_id, perspective_version, perspective_revision, model, provider, result, raw_text, job_id, item_id, export_pending)
   select s.image_id, p.id, p.version, p.revision,
          coalesce(s.model, j.config->>'model'), coalesce(s.provider, j.config->>'provider'),
-         s.result, s.raw_text, s.job_id, s.item_id
+         s.result, s.raw_text, s.job_id, s.item_id, true
   from ${source} s
   join job_queue.caption_jobs j on j.job_id = s.job_id
   join core_schema.perspectives p on p.name = s.perspective

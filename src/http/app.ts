@@ -18,7 +18,9 @@ import { routeLabeller, type Metrics } from '../metrics.js';
 import { appRouter } from '../routers/index.js';
 import { createCallerFactory, type BridgeContext, type Context } from '../trpc.js';
 import type { EventHub } from '../jobs/event-hub.js';
+import type { CaptionExporter } from '../jobs/caption-exporter.js';
 import type { ItemWriter } from '../jobs/item-writer.js';
+import type { WorkspaceWatcher } from '../jobs/workspace-watcher.js';
 import { workspaceState } from '../workspace/paths.js';
 import { apiClosed, apiGate, requireToken, scopeOf } from './auth.js';
 import { boardRoute } from './board.js';
@@ -36,6 +38,10 @@ export interface AppDeps {
   metrics: Metrics;
   events: EventHub;
   itemWriter: ItemWriter;
+  /** Writes captions back to graphcap's captions.jsonl files. */
+  captionExporter: CaptionExporter;
+  /** The workspace's imports, one at a time, and its watcher. */
+  workspace: WorkspaceWatcher;
   /** The Inference Bridge (client, monitor, providers), when INFERENCE_BRIDGE_URL is set. */
   bridge?: BridgeContext;
 }
@@ -111,6 +117,8 @@ export function createApp(deps: AppDeps): express.Express {
     scope: scopeOf(req as Request, config),
     events: deps.events,
     itemWriter: deps.itemWriter,
+    captionExporter: deps.captionExporter,
+    workspace: deps.workspace,
     bridge: deps.bridge,
   });
   const onError = ({ error, path }: { error: { code: string; cause?: unknown }; path?: string }) => {

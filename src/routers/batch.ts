@@ -67,6 +67,15 @@ function toBridgeShape(config: z.infer<typeof createJobInput>['config']) {
   return { ...config, providerConfig: JSON.parse(JSON.stringify(providerConfig)) as Record<string, unknown> };
 }
 
+/** The given paths a refused create named as unregistered images (its errors name imagePaths.<index>). */
+function unknownImagePaths(error: unknown, given: readonly string[] | undefined): string[] {
+  if (!(error instanceof InvalidInputError) || !given) return [];
+  return error.errors.flatMap((e) => {
+    const index = /^imagePaths\.(\d+)$/.exec(e.path)?.[1];
+    return index !== undefined && e.message.startsWith('unknown image') ? [toWorkspaceRelative(given[Number(index)]!)] : [];
+  });
+}
+
 const BASE = '/api/perspectives/batch';
 const tags = ['batch'];
 
@@ -99,7 +108,13 @@ export const batchRouter = router({
       const limits = { maxItems: ctx.config.MAX_JOB_ITEMS, chunkItems: ctx.config.JOB_ITEM_CHUNK };
       const roots = workspaceRoots(ctx.config);
       const imagePaths = input.imagePaths?.map((p) => fromClientPath(p, roots));
-      const created = await createJob(ctx.db, { ...input, imagePaths, config }, limits);
+      const create = () => createJob(ctx.db, { ...input, imagePaths, config }, limits);
+      const created = await create().catch(async (error: unknown) => {
+        // Files copied in but not registered yet (the watcher may not have seen them): taken in now.
+        const unknown = unknownImagePaths(error, imagePaths);
+        if (unknown.length === 0 || (await ctx.workspace.register(unknown)).registered.length === 0) throw error;
+        return create();
+      });
       // Items past the first chunk are written after the answer.
       if (created.totalImages > limits.chunkItems) ctx.itemWriter.wake();
       return toJob(created);

@@ -81,3 +81,17 @@ export const addImagesOutput = z.object({ added: z.int().describe('Images that w
 
 export const removeImageInput = datasetIdParam.extend({ imageId: uuid('image').describe('The image id.') });
 
+
+export const exportCaptionsInput = z.strictObject({
+  datasetId: uuid('dataset').describe('The dataset id.'),
+  perspectives: z
+    .array(z.string().regex(/^[\w.-]{1,128}$/, 'must be a perspective name'))
+    .min(1)
+    .max(100)
+    .describe('Only these perspectives (default: every perspective with a caption).')
+    .optional(),
+});
+
+export const exportCaptionsOutput = z.object({
+  queued: z.int().min(0).describe('Captions queued for writing: the newest of each (image, perspective).'),
+});

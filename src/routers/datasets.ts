@@ -9,6 +9,7 @@ import {
   updateDataset,
 } from '../db/datasets.js';
 import { listImages } from '../db/images.js';
+import { queueDatasetExport } from '../db/caption-exports.js';
 import { ConflictError } from '../errors.js';
 import { publicProcedure, router } from '../trpc.js';
 import { datasetFolderExists } from '../workspace/layout.js';
@@ -22,6 +23,8 @@ import {
   datasetImagesInput,
   datasetPage,
   deleteDatasetInput,
+  exportCaptionsInput,
+  exportCaptionsOutput,
   listDatasetsInput,
   removeImageInput,
   toDataset,
@@ -179,5 +182,33 @@ export const datasetsRouter = router({
     .mutation(async ({ ctx, input }) => {
       await removeImageFromDataset(ctx.db, input.datasetId, input.imageId);
       return toDataset(await getDataset(ctx.db, input.datasetId));
+    }),
+
+  exportCaptions: publicProcedure
+    .meta({
+      openapi: {
+        method: 'POST',
+        path: `${BASE}/{datasetId}/export-captions`,
+        tags,
+        summary: "Write a dataset's captions to graphcap's captions.jsonl files",
+        description:
+          'Queues the newest caption of each (image, perspective) of the dataset, for the perspectives given, to be ' +
+          'written beside its image in graphcap’s layout (analysis/batch_<perspective>/captions.jsonl); an image’s line ' +
+          'is replaced, a line already there is not written twice. Written in the background, as the captions jobs ' +
+          'make are; 409 when this service does not write to the workspace (WORKSPACE_WRITE_CAPTIONS, or read-only).',
+        errorResponses: { ...errors.one, 409: 'Captions are not written back here' },
+      },
+    })
+    .input(exportCaptionsInput)
+    .output(exportCaptionsOutput)
+    .mutation(async ({ ctx, input }) => {
+      if (!ctx.captionExporter.writing) {
+        throw new ConflictError(
+          "captions are not written back to this workspace (WORKSPACE_WRITE_CAPTIONS=false, it is read-only, or it is the repository's example workspace)",
+        );
+      }
+      await getDataset(ctx.db, input.datasetId);
+      const queued = await queueDatasetExport(ctx.db, input.datasetId, input.perspectives);
+      return { queued };
     }),
 });

@@ -1,7 +1,6 @@
 /** Workspace import on demand: `/api/workspace/sync`. */
 import { z } from 'zod';
 import { publicProcedure, router } from '../trpc.js';
-import { syncWorkspace } from '../workspace/sync.js';
 
 const counts = { added: z.int(), updated: z.int(), unchanged: z.int() };
 const changes = (what: string) =>
@@ -87,5 +86,5 @@ export const workspaceRouter = router({
     })
     .input(z.void())
     .output(syncOutput)
-    .mutation(async ({ ctx }) => syncWorkspace(ctx.db, ctx.config.WORKSPACE_PATH, ctx.logger)),
+    .mutation(async ({ ctx }) => ctx.workspace.sync()),
 });

@@ -47,7 +47,7 @@ export async function statImageFile(realRoot: string, relative: string): Promise
   } catch (error) {
     const e = error as NodeJS.ErrnoException;
     if (e instanceof InvalidInputError) return { path: relative, message: 'a link that leads out of the workspace: skipped' };
-    return { path: relative, message: e.code === 'ENOENT' ? 'gone since it was listed' : `cannot be read (${e.code ?? e.message})` };
+    return { path: relative, message: e.code === 'ENOENT' ? GONE : `cannot be read (${e.code ?? e.message})` };
   }
   try {
     const info = await stat(real);
@@ -58,6 +58,9 @@ export async function statImageFile(realRoot: string, relative: string): Promise
 }
 
 export const isProblem = (f: ImageFile | FileProblem): f is FileProblem => 'message' in f;
+
+/** The problem of a file that is not there (any more). */
+export const GONE = 'gone since it was listed';
 
 /**
  * One image file of the workspace, for registering it through the API: it must exist inside the

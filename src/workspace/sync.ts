@@ -6,12 +6,12 @@
 import { realpath } from 'node:fs/promises';
 import path from 'node:path';
 import type { Db } from '../db/client.js';
-import { addDatasetMembersByPath, ensureDataset, listFolderFedDatasetNames, removeDatasetMembersNotIn } from '../db/datasets.js';
+import { addDatasetMembersByPath, ensureDataset, listFolderFedDatasetNames, removeDatasetMembersByPath, removeDatasetMembersNotIn } from '../db/datasets.js';
 import { findImagesByPath, refreshImageMtimes, touchDatasets, upsertImages, type ImageUpsert } from '../db/images.js';
 import { syncLibraryPerspectives, type PerspectiveSyncCounts } from '../db/perspectives.js';
 import type { Logger } from '../logger.js';
-import { isProblem, newReadBuffers, readImageMetadata, statImageFile, type FileProblem, type ImageFile } from './files.js';
-import { datasetSources, isValidDatasetName, listDatasetImagePaths, listDatasetNames } from './layout.js';
+import { GONE, isProblem, newReadBuffers, readImageMetadata, statImageFile, type FileProblem, type ImageFile } from './files.js';
+import { datasetOfPath, datasetSources, isValidDatasetName, listDatasetImagePaths, listDatasetNames } from './layout.js';
 import { importFolderCaptions, type CaptionImportReport } from './caption-import.js';
 import { loadPerspectiveLibrary, type LibraryProblem } from './library.js';
 
@@ -54,21 +54,19 @@ const SCAN_BATCH = 1000;
 const READ_CONCURRENCY = 4;
 
 /**
- * Scans the dataset `name`'s folders (one that is gone counts as empty). Only members in them are
- * the scan's to remove: images added to the dataset from elsewhere through the API stay.
- *
- * A thousand files at a time: stat them, look up their rows, hash only new or touched files (one
- * pass over each, outside any transaction), write the batch's image rows in two statements. Then
- * one transaction changes the dataset's membership. Only the folder's paths are held throughout
- * (the report names them); a 100,000-file folder was one statement per file in one transaction
- * (~270 s, ~130 MB above idle) and is now ~1,000 statements in all.
+ * Registers the image files among `candidates` (workspace-relative): a thousand at a time, stat
+ * them, look up their rows, hash only new or touched files (one pass over each, outside any
+ * transaction), write the batch's image rows in two statements. Returns the files found (in the
+ * order given), those whose content changed, and those skipped with why.
  */
-export async function syncDataset(db: Db, root: string, name: string): Promise<DatasetSyncReport> {
+export async function registerFiles(
+  db: Db,
+  root: string,
+  candidates: readonly string[],
+): Promise<{ present: string[]; contentChanged: string[]; problems: FileProblem[] }> {
   const realRoot = await realpath(root);
-  const { paths: candidates, folders } = await listDatasetImagePaths(root, name);
   const problems: FileProblem[] = [];
   const readBuffers = Array.from({ length: READ_CONCURRENCY }, newReadBuffers);
-  // The image files found, in the order of the listing, and those whose content changed.
   const present: string[] = [];
   const contentChanged: string[] = [];
   for (let start = 0; start < candidates.length; start += SCAN_BATCH) {
@@ -99,6 +97,59 @@ export async function syncDataset(db: Db, root: string, name: string): Promise<D
     await upsertImages(db, written);
     for (const f of files) present.push(f.path);
   }
+  return { present, contentChanged, problems };
+}
+
+/**
+ * Brings the given paths up to date, and nothing else (a watcher's events, a job naming a file
+ * just copied in): files that are there are registered (hashed when new or touched) and put in the
+ * dataset graphcap's layout gives them; those that are gone leave it. Returns the files registered
+ * (there), the dataset members added and removed, and the files skipped with why.
+ */
+export async function syncPaths(
+  db: Db,
+  root: string,
+  paths: readonly string[],
+): Promise<{ registered: string[]; added: string[]; removed: string[]; problems: FileProblem[] }> {
+  const unique = [...new Set(paths)];
+  const { present, problems } = await registerFiles(db, root, unique);
+  const there = new Set(present);
+  const gone = new Set(problems.filter((x) => x.message === GONE).map((x) => x.path));
+  const added: string[] = [];
+  const removed: string[] = [];
+  const byDataset = new Map<string, { present: string[]; gone: string[] }>();
+  for (const p of unique) {
+    const name = datasetOfPath(p);
+    if (!name) continue;
+    const entry = byDataset.get(name) ?? { present: [], gone: [] };
+    if (there.has(p)) entry.present.push(p);
+    else if (gone.has(p)) entry.gone.push(p);
+    byDataset.set(name, entry);
+  }
+  if (byDataset.size === 0) return { registered: present, added, removed, problems };
+  await db.transaction(async (tx) => {
+    for (const [name, { present: files, gone }] of byDataset) {
+      const datasetId = await ensureDataset(tx, name);
+      const newMembers = await addDatasetMembersByPath(tx, datasetId, files);
+      const left = await removeDatasetMembersByPath(tx, datasetId, gone);
+      added.push(...newMembers);
+      removed.push(...left);
+      if (newMembers.length + left.length > 0) await touchDatasets(tx, [datasetId]);
+    }
+  });
+  return { registered: present, added, removed, problems: problems.filter((x) => x.message !== GONE) };
+}
+
+/**
+ * Scans the dataset `name`'s folders (one that is gone counts as empty). Only members in them are
+ * the scan's to remove: images added to the dataset from elsewhere through the API stay.
+ *
+ * The files are registered a thousand at a time (registerFiles), then one transaction changes the
+ * dataset's membership. Only the folder's paths are held throughout (the report names them).
+ */
+export async function syncDataset(db: Db, root: string, name: string): Promise<DatasetSyncReport> {
+  const { paths: candidates, folders } = await listDatasetImagePaths(root, name);
+  const { present, contentChanged, problems } = await registerFiles(db, root, candidates);
 
   const report = await db.transaction(async (tx) => {
     const datasetId = await ensureDataset(tx, name);

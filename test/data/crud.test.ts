@@ -404,6 +404,7 @@ describe('the OpenAPI document', () => {
     ['patch', '/api/captions/{captionId}'],
     ['delete', '/api/captions/{captionId}'],
     ['post', '/api/captions/generate'],
+    ['post', '/api/datasets/{datasetId}/export-captions'],
     ['get', '/api/providers'],
     ['post', '/api/providers'],
     ['get', '/api/providers/{providerId}'],

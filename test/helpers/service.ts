@@ -61,6 +61,9 @@ export async function startTestService(
       WORKSPACE_PATH: workspace,
       DB_POOL_SIZE: '5',
       SHUTDOWN_GRACE_SECONDS: '2',
+      // Tests say when the workspace is imported (a watcher's test turns it on).
+      WORKSPACE_WATCH: 'false',
+      WORKSPACE_RESCAN_SECONDS: '0',
       ...options.env,
       ...env,
     });

@@ -493,6 +493,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/datasets/{datasetId}/export-captions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Write a dataset's captions to graphcap's captions.jsonl files
+         * @description Queues the newest caption of each (image, perspective) of the dataset, for the perspectives given, to be written beside its image in graphcap’s layout (analysis/batch_<perspective>/captions.jsonl); an image’s line is replaced, a line already there is not written twice. Written in the background, as the captions jobs make are; 409 when this service does not write to the workspace (WORKSPACE_WRITE_CAPTIONS, or read-only).
+         */
+        post: operations["datasets-exportCaptions"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/perspectives": {
         parameters: {
             query?: never;
@@ -3898,6 +3918,93 @@ export interface operations {
             };
             /** @description Job not found */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "datasets-exportCaptions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The dataset id. */
+                datasetId: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description Only these perspectives (default: every perspective with a caption). */
+                    perspectives?: string[];
+                };
+            };
+        };
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description Captions queued for writing: the newest of each (image, perspective). */
+                        queued: number;
+                    };
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The read-only token (API_READ_TOKEN) may not change anything: this needs the API token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Job not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed in the job’s current state */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -48,6 +48,8 @@ from .datasets_add_images_body import DatasetsAddImagesBody
 from .datasets_add_images_response_200 import DatasetsAddImagesResponse200
 from .datasets_create_body import DatasetsCreateBody
 from .datasets_delete_response_200 import DatasetsDeleteResponse200
+from .datasets_export_captions_body import DatasetsExportCaptionsBody
+from .datasets_export_captions_response_200 import DatasetsExportCaptionsResponse200
 from .datasets_images_order import DatasetsImagesOrder
 from .datasets_images_sort import DatasetsImagesSort
 from .datasets_list_order import DatasetsListOrder
@@ -178,6 +180,8 @@ __all__ = (
     "DatasetsAddImagesResponse200",
     "DatasetsCreateBody",
     "DatasetsDeleteResponse200",
+    "DatasetsExportCaptionsBody",
+    "DatasetsExportCaptionsResponse200",
     "DatasetsImagesOrder",
     "DatasetsImagesSort",
     "DatasetsListOrder",
