@@ -77,18 +77,23 @@ function inSources(sources: readonly DatasetSource[]): SQL {
 
 /**
  * Takes the members that lie in the dataset's folders (`sources`) but are not among `paths` out of
- * the dataset (a folder scan's files that are gone); returns their paths, sorted.
+ * the dataset (a folder scan's files that are gone); returns their paths, sorted. The difference is
+ * taken here, in one pass over each side: a NOT EXISTS over the array was planned as a nested loop
+ * on fresh tables' estimates (100,000 × 100,000 comparisons: minutes of CPU).
  */
-export async function removeDatasetMembersNotIn(db: Db, datasetId: string, sources: readonly DatasetSource[], paths: string[]): Promise<string[]> {
-  const { rows } = await db.execute<{ path: string }>(sql`
-    with removed as (
-      delete from core_schema.dataset_images di
-      using core_schema.images i
-      where di.dataset_id = ${datasetId} and i.id = di.image_id and ${inSources(sources)}
-        and not exists (select 1 from unnest(${pgArray(paths)}::text[]) as p(path) where p.path = i.path)
-      returning i.path)
-    select path from removed`);
-  return rows.map((r) => r.path).sort((a, b) => (a < b ? -1 : 1));
+export async function removeDatasetMembersNotIn(db: Db, datasetId: string, sources: readonly DatasetSource[], paths: readonly string[]): Promise<string[]> {
+  const { rows: members } = await db.execute<{ imageId: string; path: string }>(sql`
+    select di.image_id as "imageId", i.path from core_schema.dataset_images di
+    join core_schema.images i on i.id = di.image_id
+    where di.dataset_id = ${datasetId} and ${inSources(sources)}`);
+  const present = new Set(paths);
+  const gone = members.filter((m) => !present.has(m.path));
+  if (gone.length > 0) {
+    await db.execute(sql`
+      delete from core_schema.dataset_images
+      where dataset_id = ${datasetId} and image_id = any(${pgArray(gone.map((m) => m.imageId))}::uuid[])`);
+  }
+  return gone.map((m) => m.path).sort((a, b) => (a < b ? -1 : 1));
 }
 
 /** Takes the images at `paths` out of the dataset; returns the paths that were members. */
