@@ -22,6 +22,8 @@ import ts from 'typescript';
 import { freePort, startTemporaryPostgres } from '../src/db/embedded.js';
 import { createLogger } from '../src/logger.js';
 import { StandInBridge } from '../test/stand-ins/bridge.js';
+import { cpuMs, readProcStatus } from './proc.js';
+import { workspaceBench } from './workspace.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const FIXTURE_WORKSPACE = fileURLToPath(new URL('../examples/workspace', import.meta.url));
@@ -79,8 +81,14 @@ const SIZES = {
   /** MAX_CONCURRENT_ITEMS of every replica in the scale-out part (MAX_CONCURRENT_JOBS is 1 there). */
   scaleCap: num('scale-cap', 'BENCH_SCALE_CAP', 8, 8),
   scaleLatencyMs: num('scale-latency', 'BENCH_SCALE_LATENCY_MS', 50, 50),
+  /** Images of the workspace part's first sync, and the folders they are spread over. */
+  workspaceImages: num('workspace-images', 'BENCH_WORKSPACE_IMAGES', 100_000, 2_000),
+  workspaceFolders: num('workspace-folders', 'BENCH_WORKSPACE_FOLDERS', 200, 20),
+  /** Files of the one folder the watcher watches, and the burst copied into it. */
+  watchFiles: num('watch-files', 'BENCH_WATCH_FILES', 100_000, 5_000),
+  watchBurst: num('watch-burst', 'BENCH_WATCH_BURST', 1_000, 200),
 };
-const PARTS = ['throughput', 'latency', 'create', 'api', 'history', 'scaleout', 'memory'] as const;
+const PARTS = ['throughput', 'latency', 'create', 'api', 'history', 'scaleout', 'memory', 'workspace'] as const;
 const only = option('only', 'BENCH_ONLY')?.split(',');
 for (const part of only ?? []) {
   if (!(PARTS as readonly string[]).includes(part)) throw new Error(`--only: unknown part ${part} (parts: ${PARTS.join(', ')})`);
@@ -303,16 +311,6 @@ async function describeQueue(db: pg.Pool): Promise<string> {
   return rows.map((r) => `  ${JSON.stringify(r)}`).join('\n') || '  (none)';
 }
 
-function readProcStatus(pid: number): Promise<{ rssKb: number; hwmKb: number }> {
-  return readFile(`/proc/${pid}/status`, 'utf8').then(
-    (text) => ({
-      rssKb: Number(/VmRSS:\s+(\d+)/.exec(text)?.[1] ?? NaN),
-      hwmKb: Number(/VmHWM:\s+(\d+)/.exec(text)?.[1] ?? NaN),
-    }),
-    () => ({ rssKb: NaN, hwmKb: NaN }),
-  );
-}
-
 // ---------------------------------------------------------------------------------------------
 // Setup: database, workspace, bridge
 
@@ -322,6 +320,8 @@ interface Database {
   kind: string;
   /** A new database copied from the main one (CREATE DATABASE ... TEMPLATE); its URL. */
   clone(suffix: string): Promise<string>;
+  /** A new, empty database; its URL. */
+  empty(suffix: string): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -362,6 +362,12 @@ async function startDatabase(): Promise<Database> {
           await sleep(250);
         }
       }
+      made.push(name);
+      return withDatabase(adminUrl, name);
+    },
+    async empty(suffix) {
+      const name = `${mainName}_${suffix}`;
+      await adminQuery(adminUrl, `create database ${name}`);
       made.push(name);
       return withDatabase(adminUrl, name);
     },
@@ -608,14 +614,6 @@ async function serviceThroughput(
 async function commits(db: pg.Pool): Promise<number> {
   const { rows } = await db.query(`select pg_stat_clear_snapshot(), xact_commit::bigint as n from pg_stat_database where datname = current_database()`);
   return Number(rows[0].n);
-}
-
-/** CPU time (user + system) a process has used, in ms. */
-async function cpuMs(pid: number): Promise<number> {
-  const text = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  // utime and stime are fields 14 and 15 of stat(5), 12 and 13 after the name.
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
 }
 
 /**
@@ -1288,6 +1286,21 @@ async function main(): Promise<void> {
       }
       charge('memory');
     }
+    if (wants('workspace')) {
+      setup.workspace = await workspaceBench(
+        { images: SIZES.workspaceImages, folders: SIZES.workspaceFolders, watchFiles: SIZES.watchFiles, watchBurst: SIZES.watchBurst },
+        {
+          start,
+          stop,
+          emptyDatabase: (suffix) => database.empty(suffix),
+          longPost,
+          add,
+          log,
+          summariseProfile: flag('cpu-prof') ? summariseProfile : undefined,
+        },
+      );
+      charge('workspace');
+    }
   } catch (error) {
     for (const s of services) log(`service output:\n${s.output().slice(-4000)}`);
     throw error;
@@ -1367,6 +1380,23 @@ async function main(): Promise<void> {
   }
   fig('idle_rss_mb', 'RSS of the idle service before that job', 'MB');
   fig('peak_rss_mb', `peak RSS, ${SIZES.memoryItems}-item job`, 'MB', '≤ 200', (v) => v <= 200);
+  const ws = `${SIZES.workspaceImages.toLocaleString('en-US')} images in ${SIZES.workspaceFolders} folders + 7 perspectives' captions`;
+  fig('ws_floor_s', `workspace floor (plain script: read + sha256, parse captions), ${ws}`, 's');
+  fig('ws_floor_fps', `  workspace floor, images per second`, 'files/s');
+  fig('ws_floor_rss', `  workspace floor, peak RSS`, 'MB');
+  fig('ws_first_s', `workspace first sync, ${ws}`, 's');
+  fig('ws_first_fps', `  workspace first sync, images per second`, 'files/s');
+  fig('ws_first_ratio', `workspace first sync / floor, time`, '×', '≤ 5', (v) => v <= 5);
+  fig('ws_first_cpu_ratio', `  workspace first sync / floor, CPU (service; database apart)`, '×');
+  fig('ws_first_rss', `workspace first sync, peak RSS`, 'MB', '≤ 200', (v) => v <= 200);
+  fig('ws_resync_s', `workspace re-sync, nothing changed`, 's');
+  fig('ws_resync_images_read', `  image files read by the re-sync (access times)`, '', '0', (v) => v === 0);
+  fig('ws_resync_read_mb', `  bytes the service read in the re-sync (files and database replies)`, 'MB');
+  const wf = `${SIZES.watchFiles.toLocaleString('en-US')}-file folder`;
+  fig('ws_watch_sync_s', `watcher: first sync of one ${wf}`, 's');
+  fig('ws_watch_rss', `watcher: RSS while watching the ${wf}`, 'MB', '≤ 200', (v) => v <= 200);
+  fig('ws_watch_burst_s', `watcher: ${SIZES.watchBurst} files copied in, all listed within`, 's', '≤ 5', (v) => v <= 5);
+  fig('ws_watch_peak_rss', `  watcher: peak RSS during that burst`, 'MB', '≤ 200', (v) => v <= 200);
 
   const machine = {
     cpus: os.cpus().length,
