@@ -214,13 +214,15 @@ function startDispatcher(config: Config, database: Database, logger: Logger, met
 }
 
 /**
- * Without SECRETS_KEY, a service on its embedded database keeps a key of its own beside the data
- * (EMBEDDED_PG_DATA's folder), so provider keys can be stored on a fresh clone. With DATABASE_URL
- * the key must be given: replicas must share it.
+ * Without SECRETS_KEY, a service on its embedded database keeps a key of its own in the data folder
+ * (made once the database is initialised), so provider keys can be stored on a fresh clone and the
+ * key goes wherever the data it opens goes, and nowhere else (beside the folder, two data folders in
+ * one parent, e.g. /tmp, shared one key). With DATABASE_URL the key must be given: replicas must
+ * share it.
  */
 async function withLocalSecretsKey(config: Config, logger: Logger): Promise<Config> {
   if (config.SECRETS_KEY || config.DATABASE_URL) return config;
-  const file = path.join(path.dirname(config.EMBEDDED_PG_DATA), 'secrets.key');
+  const file = path.join(config.EMBEDDED_PG_DATA, 'graphcap-secrets.key');
   const key = await loadOrCreateKeyFile(file);
   logger.info({ file }, 'SECRETS_KEY is not set: provider keys are sealed with the local key of the embedded database');
   return Object.freeze({ ...config, SECRETS_KEY: key });
