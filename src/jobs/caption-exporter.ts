@@ -96,7 +96,9 @@ export class CaptionExporter {
       const byFile = new Map<string, PendingExport[]>();
       for (const c of pending) {
         const file = captionFileOf(path.posix.dirname(c.imagePath), c.perspective);
-        byFile.set(file, [...(byFile.get(file) ?? []), c]);
+        const captions = byFile.get(file);
+        if (captions) captions.push(c);
+        else byFile.set(file, [c]);
       }
       const done: { id: string; key: string }[] = [];
       const files: { path: string; sizeBytes: number; mtime: Date }[] = [];
