@@ -16,7 +16,7 @@ import { dropPendingExports, markExported, takePendingExports, type PendingExpor
 import type { Db } from '../db/client.js';
 import type { Logger } from '../logger.js';
 import { captionFileOf, captionKey, formatCaptionLine } from '../workspace/caption-files.js';
-import { writeCaptionLines } from '../workspace/caption-writer.js';
+import { CaptionFileIndexes, writeCaptionLines } from '../workspace/caption-writer.js';
 
 /** Captions written per round. */
 const BATCH = 500;
@@ -37,11 +37,13 @@ export interface CaptionExporterOptions {
 
 export class CaptionExporter {
   private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
+  private running: Promise<number> | undefined;
   private stopped = false;
   private enabled = false;
   /** Per file: no write before this (Date.now()), and how many tries failed in a row. */
   private readonly failing = new Map<string, { until: number; failures: number; target: { folder: string; perspective: string } }>();
+  /** The files written last, so that appending to them again needs no read. */
+  private readonly indexes = new CaptionFileIndexes();
 
   constructor(private readonly options: CaptionExporterOptions) {}
 
@@ -66,8 +68,8 @@ export class CaptionExporter {
     return this.enabled;
   }
 
-  /** One round now (tests; the on-demand export). */
-  flush(): Promise<void> {
+  /** One round now (tests; the on-demand export); how many captions it took. */
+  flush(): Promise<number> {
     this.running ??= this.round().finally(() => (this.running = undefined));
     return this.running;
   }
@@ -76,23 +78,27 @@ export class CaptionExporter {
     if (this.stopped) return;
     this.timer = setTimeout(() => {
       void this.flush()
-        .catch((error: unknown) => this.options.logger.error({ err: error }, 'caption write-back round failed'))
-        .finally(() => this.schedule(this.options.intervalMs));
+        .catch((error: unknown) => {
+          this.options.logger.error({ err: error }, 'caption write-back round failed');
+          return 0;
+        })
+        // A full round leaves more waiting: the next goes at once, so a fast job is not held to a batch a tick.
+        .then((taken) => this.schedule(taken >= BATCH ? 0 : this.options.intervalMs));
     }, ms);
     this.timer.unref();
   }
 
-  private async round(): Promise<void> {
+  private async round(): Promise<number> {
     const { db } = this.options;
     if (!this.enabled) {
       await dropPendingExports(db, BATCH * 10);
-      return;
+      return 0;
     }
-    await db.transaction(async (tx) => {
+    return db.transaction(async (tx) => {
       const now = Date.now();
       const waiting = [...this.failing].filter(([, f]) => f.until > now).map(([, f]) => f.target);
       const pending = await takePendingExports(tx, BATCH, waiting);
-      if (!pending?.length) return;
+      if (!pending?.length) return 0;
       const byFile = new Map<string, PendingExport[]>();
       for (const c of pending) {
         const file = captionFileOf(path.posix.dirname(c.imagePath), c.perspective);
@@ -111,6 +117,7 @@ export class CaptionExporter {
       await markExported(tx, done);
       // Written by us: the import need not read them again.
       await recordCaptionFiles(tx, files);
+      return pending.length;
     });
   }
 
@@ -126,7 +133,7 @@ export class CaptionExporter {
       return { id: c.id, key: captionKey(c.imagePath, c.perspective, entry), filename: entry.filename, line: formatCaptionLine(entry) };
     });
     try {
-      const outcome = await writeCaptionLines(path.join(root, file), folder, perspective, lines);
+      const outcome = await writeCaptionLines(path.join(root, file), folder, perspective, lines, this.indexes);
       this.failing.delete(file);
       written?.inc({ outcome: 'written' }, outcome.written);
       if (outcome.repaired) logger.warn({ file }, 'a line cut short in a captions file was dropped and written again');

@@ -3,11 +3,11 @@
  * line format: a new file for a perspective that had none, an image's line replaced in place in a
  * file that had one, never a reason for an item to fail, and nothing imported twice afterwards.
  */
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { captionKey, formatCaptionLine, parseCaptionLine } from '../../src/workspace/caption-files.js';
-import { writeCaptionLines } from '../../src/workspace/caption-writer.js';
+import { CaptionFileIndexes, writeCaptionLines } from '../../src/workspace/caption-writer.js';
 import { CONFIG, DATASET, IMAGES } from '../helpers/fixtures.js';
 import { waitFor, waitForJobsToFinish } from '../helpers/jobs.js';
 import { api, copyWorkspace, startTestService, type TestService } from '../helpers/service.js';
@@ -139,6 +139,39 @@ describe('writing a captions file', () => {
     await writeCaptionLines(file, 'datasets/d', 'p', [toWrite('a.jpg', 'three')]);
     expect((await readFile(file, 'utf8')).split('\n')).toEqual([toWrite('a.jpg', 'three').line, toWrite('b.jpg', 'two').line, '']);
     await expect(readFile(`${file}.123.abcdef01.tmp`)).rejects.toThrow(/ENOENT/);
+  });
+
+  it('appends to a file it wrote last without reading it again, and reads it again once anyone else wrote to it', async () => {
+    const file = path.join(dir, 'datasets/d/analysis/batch_p/indexed.jsonl');
+    const indexes = new CaptionFileIndexes();
+    const a = toWrite('a.jpg', 'one');
+    await writeCaptionLines(file, 'datasets/d', 'p', [a], indexes);
+    // A whole second as the file's time (one utimes can set again exactly), learnt by a write.
+    const second = Math.floor(Date.now() / 1000) - 60;
+    await utimes(file, second, second);
+    expect(await writeCaptionLines(file, 'datasets/d', 'p', [a], indexes)).toMatchObject({ written: 0, alreadyThere: 1 });
+    expect((await stat(file)).mtimeMs).toBe(second * 1000);
+    // Then another image's line in the same bytes, with the file's size and time kept: only a write
+    // that trusts what it knows of the file (a.jpg's line there) takes `a` as written already.
+    const other = toWrite('z.jpg', 'one');
+    expect(other.line.length).toBe(a.line.length);
+    await writeFile(file, `${other.line}\n`);
+    await utimes(file, second, second);
+    expect(await writeCaptionLines(file, 'datasets/d', 'p', [a], indexes)).toMatchObject({ written: 0, alreadyThere: 1 });
+    // Without what it knew, the file is read: `a` is not there, and is written.
+    expect(await writeCaptionLines(file, 'datasets/d', 'p', [a])).toMatchObject({ written: 1, alreadyThere: 0 });
+
+    // Someone else appends (a graphcap pipeline): the file's size changed, so it is read again and
+    // that line is not written twice; an image's new caption still replaces its line.
+    const piped = toWrite('b.jpg', 'two');
+    await writeCaptionLines(file, 'datasets/d', 'p', [toWrite('c.jpg', 'three')], indexes);
+    await appendFile(file, `${piped.line}\n`);
+    expect(await writeCaptionLines(file, 'datasets/d', 'p', [piped, toWrite('a.jpg', 'four')], indexes)).toMatchObject({
+      written: 1,
+      alreadyThere: 1,
+      replaced: 1,
+    });
+    expect((await readFile(file, 'utf8')).split('\n')).toEqual([other.line, toWrite('a.jpg', 'four').line, toWrite('c.jpg', 'three').line, piped.line, '']);
   });
 });
 
