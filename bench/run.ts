@@ -1397,6 +1397,11 @@ async function main(): Promise<void> {
   fig('ws_watch_rss', `watcher: RSS while watching the ${wf}`, 'MB', '≤ 200', (v) => v <= 200);
   fig('ws_watch_burst_s', `watcher: ${SIZES.watchBurst} files copied in, all listed within`, 's', '≤ 5', (v) => v <= 5);
   fig('ws_watch_peak_rss', `  watcher: peak RSS during that burst`, 'MB', '≤ 200', (v) => v <= 200);
+  const wbItems = (SIZES.watchFiles + SIZES.watchBurst).toLocaleString('en-US');
+  fig('ws_writeback_job_s', `write-back: a ${wbItems}-item job over that folder (c=16), create → completed`, 's');
+  fig('ws_writeback_s', `  write-back: create → every caption in the folder's captions.jsonl`, 's');
+  fig('ws_writeback_cps', `  write-back: captions written per second, over that`, '/s');
+  fig('ws_writeback_cpu', `  write-back: service CPU per item (job and write-back)`, 'ms');
 
   const machine = {
     cpus: os.cpus().length,

@@ -41,6 +41,26 @@ interface RunningService {
   child: { pid?: number };
 }
 
+const getJson = async (url: string): Promise<unknown> => {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`GET ${url}: ${response.status} ${(await response.text()).slice(0, 300)}`);
+  return response.json();
+};
+
+const postJson = async (url: string, body: unknown): Promise<{ jobId: string }> => {
+  const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  if (!response.ok) throw new Error(`POST ${url}: ${response.status} ${(await response.text()).slice(0, 300)}`);
+  return (await response.json()) as { jobId: string };
+};
+
+/** Captions waiting to be written back, from the service's /metrics. */
+async function pendingWritebacks(url: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const value = /^graphcap_caption_writebacks_pending (\d+)/m.exec(text)?.[1];
+  if (value === undefined) throw new Error('no graphcap_caption_writebacks_pending in /metrics');
+  return Number(value);
+}
+
 /** What the part needs from the bench (bench/run.ts). */
 export interface WorkspaceBenchDeps {
   start(env: Record<string, string>, nodeFlags?: string[]): Promise<RunningService>;
@@ -134,12 +154,8 @@ export async function workspaceBench(sizes: WorkspaceSizes, deps: WorkspaceBench
     // 3. The watcher at one big folder.
     const big = await makeBigFolderWorkspace(sizes.watchFiles);
     made.push(big.root);
-    const w = await deps.start({
-      WORKSPACE_PATH: big.root,
-      WORKSPACE_WATCH: 'true',
-      WORKSPACE_RESCAN_SECONDS: '0',
-      DATABASE_URL: await deps.emptyDatabase('watch'),
-    });
+    const watchDatabase = await deps.emptyDatabase('watch');
+    const w = await deps.start({ WORKSPACE_PATH: big.root, WORKSPACE_WATCH: 'true', WORKSPACE_RESCAN_SECONDS: '0', DATABASE_URL: watchDatabase });
     const watchPid = w.child.pid!;
     const syncStarted = performance.now();
     await deps.longPost(`${w.url}/api/workspace/sync`);
@@ -163,6 +179,46 @@ export async function workspaceBench(sizes: WorkspaceSizes, deps: WorkspaceBench
     add('ws_watch_peak_rss', peak / 1024);
     log(`watcher: ${sizes.watchBurst} files copied in ${copiedMs.toFixed(0)} ms, all listed ${(seenMs / 1000).toFixed(2)} s after the first; RSS peak ${(peak / 1024).toFixed(0)} MB`);
     await deps.stop(w);
+
+    // 4. Write-back: a job over that folder, its captions written into one captions.jsonl.
+    const wb = await deps.start({
+      WORKSPACE_PATH: big.root,
+      WORKSPACE_WATCH: 'false',
+      WORKSPACE_RESCAN_SECONDS: '0',
+      DATABASE_URL: watchDatabase,
+      MAX_CONCURRENT_ITEMS: '16',
+      CAPTION_EXPORT_INTERVAL_MS: '1000',
+    });
+    const wbCpu = await cpuMs(wb.child.pid!);
+    const jobStarted = performance.now();
+    const job = await postJson(`${wb.url}/api/perspectives/batch/create`, {
+      type: 'DATASET_PERSPECTIVE',
+      datasetName: big.dataset,
+      perspectives: ['art_critic'],
+      config: { provider: 'gemini', model: 'gemini-2.0-flash-exp' },
+    });
+    let jobMs = 0;
+    for (;;) {
+      if (performance.now() - jobStarted > 600_000) throw new Error('write-back: the job or its write-back did not end in 10 minutes');
+      await sleep(100);
+      if (!jobMs) {
+        const status = (await getJson(`${wb.url}/api/perspectives/batch/status/${job.jobId}`)) as { job: { status: string } };
+        if (status.job.status === 'completed') jobMs = performance.now() - jobStarted;
+        else if (!['pending', 'running'].includes(status.job.status)) throw new Error(`write-back job ended ${status.job.status}`);
+      }
+      if (jobMs && (await pendingWritebacks(wb.url)) === 0) break;
+    }
+    const writtenMs = performance.now() - jobStarted;
+    const captionsWritten = expected;
+    const lines = (await readFile(path.join(big.folder, 'analysis/batch_art_critic/captions.jsonl'), 'utf8')).split('\n').filter(Boolean).length;
+    if (lines !== captionsWritten) throw new Error(`write-back: ${lines} lines in the captions file, not ${captionsWritten}`);
+    const wbCpuMs = (await cpuMs(wb.child.pid!)) - wbCpu;
+    await deps.stop(wb);
+    add('ws_writeback_job_s', jobMs / 1000);
+    add('ws_writeback_s', writtenMs / 1000);
+    add('ws_writeback_cps', (captionsWritten * 1000) / writtenMs);
+    add('ws_writeback_cpu', wbCpuMs / captionsWritten);
+    log(`write-back: ${captionsWritten}-item job ${(jobMs / 1000).toFixed(1)} s, every caption in the file ${(writtenMs / 1000).toFixed(1)} s after the create; service CPU ${(wbCpuMs / captionsWritten).toFixed(2)} ms a caption`);
     return { images: ws.images, folders: ws.folders, captionLines: ws.captionLines, imageBytes: ws.imageBytes, floor, imageInodes: ws.sources.length };
   } finally {
     for (const dir of made) await rm(dir, { recursive: true, force: true });
@@ -256,10 +312,11 @@ async function captionTemplates(): Promise<Map<string, unknown>> {
   return templates;
 }
 
-/** One dataset folder of `files` links of one example image (the watcher's worst case: one huge folder). */
+/** One dataset folder of `files` links of one example image (the watcher's worst case: one huge folder), and the example's library and config. */
 async function makeBigFolderWorkspace(files: number): Promise<{ root: string; folder: string; dataset: string; source: string }> {
   const root = await mkdtemp(path.join(os.tmpdir(), 'graphcap-bench-watch-'));
   await cp(path.join(EXAMPLE, 'perspective_library'), path.join(root, 'perspective_library'), { recursive: true });
+  await cp(path.join(EXAMPLE, 'config'), path.join(root, 'config'), { recursive: true });
   const dataset = 'ws_big';
   const folder = path.join(root, 'datasets', dataset);
   await mkdir(folder, { recursive: true });
