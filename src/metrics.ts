@@ -195,20 +195,25 @@ export function createMetrics(deps: { db: Db; pool: pg.Pool; bridge?: BridgeMoni
 
 /**
  * Maps a request path to a bounded route label: the OpenAPI path template for REST, the procedure
- * name for tRPC, the path itself for the few fixed routes, and `other` for everything else.
+ * name for a tRPC procedure that exists, the path itself for the few fixed routes, and `other` for
+ * everything else. Only names from these lists ever become labels: a label made from the path (any
+ * `/api/trpc/<name>`) let every caller add series to /metrics for good.
  */
-export function routeLabeller(openApiPaths: string[]): (path: string) => string {
+export function routeLabeller(openApiPaths: string[], procedures: readonly string[]): (path: string) => string {
   const templates = openApiPaths.map((template) => ({
     template,
     pattern: new RegExp(`^${template.replace(/[.*+?^${}()|[\]\\]/g, '\\$&').replace(/\\\{[^}]+\\\}/g, '[^/]+')}$`),
   }));
   const fixed = new Set(['/health', '/metrics', '/openapi.json']);
+  const known = new Set(procedures);
   return (path) => {
     if (fixed.has(path)) return path;
     if (path.startsWith('/docs')) return '/docs';
     if (path.startsWith('/api/trpc/')) {
       const procedure = path.slice('/api/trpc/'.length);
-      return /^[\w.]+$/.test(procedure) ? `/api/trpc/${procedure}` : '/api/trpc/(batch)';
+      if (known.has(procedure)) return `/api/trpc/${procedure}`;
+      // A batch names its procedures joined by commas.
+      return procedure.split(',').every((p) => known.has(p)) ? '/api/trpc/(batch)' : '/api/trpc/(unknown)';
     }
     return templates.find((t) => t.pattern.test(path))?.template ?? 'other';
   };

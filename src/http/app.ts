@@ -61,7 +61,7 @@ export function createApp(deps: AppDeps): express.Express {
   app.disable('x-powered-by');
   app.set('etag', false);
 
-  const routeOf = routeLabeller(Object.keys(deps.openApiDocument.paths ?? {}));
+  const routeOf = routeLabeller(Object.keys(deps.openApiDocument.paths ?? {}), Object.keys(appRouter._def.procedures));
   app.use(requestIdAndAccessLog(logger, deps.metrics, routeOf));
   // Swagger UI needs its inline init script and styles; everything else gets helmet's defaults.
   app.use(

@@ -58,3 +58,24 @@ describe('metrics after a job ran', () => {
     expect([...metrics.keys()].some((k) => k.includes(jobId))).toBe(false);
   });
 });
+
+describe('route labels', () => {
+  it('stay a bounded set, whatever tRPC names callers make up', async () => {
+    const before = (await (await fetch(`${svc.url}/metrics`)).text()).length;
+    for (let i = 0; i < 300; i += 1) await fetch(`${svc.url}/api/trpc/made.up${i}.${'x'.repeat(200)}`);
+    await fetch(`${svc.url}/api/trpc/batch.list,made.up`);
+    // Real procedures keep their own label; a real batch shares one.
+    await fetch(`${svc.url}/api/trpc/batch.list`);
+    await fetch(`${svc.url}/api/trpc/batch.list,batch.statistics?batch=1&input=${encodeURIComponent('{}')}`);
+
+    const text = await (await fetch(`${svc.url}/metrics`)).text();
+    const metrics = parse(text);
+    expect(text).not.toContain('made.up');
+    const labelled = (route: string) => [...metrics.keys()].filter((k) => k.startsWith('graphcap_http_requests_total{') && k.includes(`route="${route}"`));
+    expect(labelled('/api/trpc/(unknown)').map((k) => metrics.get(k)!).reduce((a, b) => a + b, 0)).toBe(301);
+    expect(labelled('/api/trpc/batch.list')).toHaveLength(1);
+    expect(labelled('/api/trpc/(batch)')).toHaveLength(1);
+    // 301 requests added a few series, not 301.
+    expect(text.length - before).toBeLessThan(20_000);
+  });
+});
