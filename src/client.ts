@@ -31,6 +31,10 @@ export type CreateJobInput = RouterInputs['batch']['create'];
 export type TrackedJobEvent = RouterOutputs['batch']['events'] extends AsyncIterable<infer E> ? E : never;
 /** One live job event (JOB_CREATED, JOB_STATUS_CHANGED, JOB_PROGRESS), as `onData` receives it in `.data`. */
 export type JobEvent = TrackedJobEvent extends { data: infer D } ? D : never;
+/** What `events.data` yields: `{ id, data }`, `id` being the event's sequence number. */
+export type TrackedDataEvent = RouterOutputs['events']['data'] extends AsyncIterable<infer E> ? E : never;
+/** One data change event (IMAGE_CREATED ... PROVIDER_DELETED), narrowed by its `type`. */
+export type DataEvent = TrackedDataEvent extends { data: infer D } ? D : never;
 /** A stored AI provider, as every read of one answers (the key itself is never returned: `hasApiKey`). */
 export type Provider = RouterOutputs['providers']['get'];
 /** What `access` answers: whether the service wants a token, and whether the caller may read and write. */

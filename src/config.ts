@@ -123,6 +123,11 @@ const envSchema = z.object({
   BROKER_TIMEOUT_MS: int(50, 600_000).default(10_000),
   /** Milliseconds between outbox delivery rounds; NOTIFY wakes the notifier sooner. */
   NOTIFIER_POLL_MS: int(10, 600_000).default(1000),
+  /**
+   * Milliseconds between roll-ups of the captions jobs stored into CAPTION_CREATED events (up to a
+   * thousand ids each): the most such an event waits, and what bounds a job's number of them.
+   */
+  CAPTION_EVENT_ROLLUP_MS: int(10, 600_000).default(1000),
   /** Hours delivered events are kept (for SSE clients resuming with Last-Event-ID), then pruned. */
   EVENT_RETENTION_HOURS: int(1, 24 * 365).default(24),
   /** Days after which finished jobs are archived (their items move to job_archives); 0 = never. */

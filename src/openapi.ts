@@ -3,6 +3,9 @@
  * rewritten to the problem-details shape the REST face really sends.
  */
 import { generateOpenApiDocument, type OpenAPIObject } from 'trpc-to-openapi';
+import { z } from 'zod';
+import { DATA_ENTITIES } from './db/data-events.js';
+import { dataEvent, jobEvent } from './routers/events.schemas.js';
 import { appRouter } from './routers/index.js';
 import type { Meta } from './trpc.js';
 
@@ -37,7 +40,15 @@ const problemResponse = (description: string) => ({
   content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } },
 });
 
-/** The SSE endpoint is a plain express route (tRPC subscriptions have no OpenAPI face): described here. */
+/** An SSE stream: text whose messages' `data:` is JSON of the component `name`. */
+const sseSchema = (name: string) => ({
+  type: 'string',
+  description: `Server-sent events; the \`data:\` of each is a ${name} as JSON.`,
+  contentMediaType: 'application/json',
+  contentSchema: { $ref: `#/components/schemas/${name}` },
+});
+
+/** The SSE endpoints are plain express routes (tRPC subscriptions have no OpenAPI face): described here. */
 const eventsPath: OpenAPIObject['paths'] = {
   '/api/perspectives/batch/events': {
     get: {
@@ -45,7 +56,7 @@ const eventsPath: OpenAPIObject['paths'] = {
       summary: 'Follow job events live (server-sent events)',
       description:
         'A text/event-stream of JOB_CREATED, JOB_STATUS_CHANGED and JOB_PROGRESS events, for all jobs or one (`jobId`). ' +
-        'Each SSE message has `id:` (the event sequence number), `event:` (the type) and `data:` (the event JSON). ' +
+        'Each SSE message has `id:` (the event sequence number), `event:` (the type) and `data:` (the event JSON, a `JobEvent`). ' +
         'Reconnect with the `Last-Event-ID` header (browsers do it themselves) or `lastEventId` to get what was missed.',
       tags: ['batch'],
       parameters: [
@@ -58,7 +69,7 @@ const eventsPath: OpenAPIObject['paths'] = {
           description: 'The event stream; stays open.',
           content: {
             'text/event-stream': {
-              schema: { type: 'string' },
+              schema: sseSchema('JobEvent'),
               example:
                 'id: 42\nevent: JOB_PROGRESS\ndata: {"id":"7f1c…","seq":42,"type":"JOB_PROGRESS","occurredAt":"2026-11-28T12:00:00.000Z","jobId":"5b0c…","data":{"progress":50,"processedImages":7,"failedImages":0,"totalImages":14},"requestId":"c0ffee"}\n\n',
             },
@@ -69,7 +80,56 @@ const eventsPath: OpenAPIObject['paths'] = {
       },
     },
   },
+  '/api/events': {
+    get: {
+      operationId: 'data-events',
+      summary: 'Follow data changes live (server-sent events)',
+      description:
+        'A text/event-stream of data change events: images, datasets (and their members), perspectives, captions and ' +
+        'providers created, updated or deleted, by a request, a job, a workspace sync or an import. Each lists the ids it is ' +
+        'about (at most 1,000: a bulk change is several events). Each SSE message has `id:` (the event sequence number), ' +
+        '`event:` (the type, e.g. CAPTION_CREATED) and `data:` (the event JSON, a `DataEvent`). Reconnect with the ' +
+        '`Last-Event-ID` header or `lastEventId` to get what was missed.',
+      tags: ['events'],
+      parameters: [
+        {
+          in: 'query' as const,
+          name: 'entity',
+          required: false,
+          schema: { type: 'string', example: 'caption,image' },
+          description: `Only these entity types, comma-separated (${DATA_ENTITIES.join(', ')}); all when absent.`,
+        },
+        { in: 'query' as const, name: 'datasetId', required: false, schema: { type: 'string', format: 'uuid' }, description: 'Only events about this dataset (its own and its members’).' },
+        { in: 'query' as const, name: 'jobId', required: false, schema: { type: 'string', format: 'uuid' }, description: 'Only changes this job made (its captions).' },
+        { in: 'query' as const, name: 'lastEventId', required: false, schema: { type: 'integer', minimum: 0 }, description: 'Resume after this event.' },
+        { in: 'header' as const, name: 'Last-Event-ID', required: false, schema: { type: 'string' }, description: 'Resume after this event (SSE standard).' },
+      ],
+      responses: {
+        '200': {
+          description: 'The event stream; stays open.',
+          content: {
+            'text/event-stream': {
+              schema: sseSchema('DataEvent'),
+              example:
+                'id: 97\nevent: CAPTION_CREATED\ndata: {"id":"0b6e…","seq":97,"type":"CAPTION_CREATED","occurredAt":"2026-12-06T12:00:00.000Z","jobId":"5b0c…","data":{"entity":"caption","source":"job","ids":["0193…","0193…"]},"requestId":null}\n\n',
+            },
+          },
+        },
+        '400': problemResponse('Invalid entity, datasetId, jobId or lastEventId'),
+        '401': problemResponse('Missing or wrong token, when API_TOKEN is set'),
+      },
+    },
+  },
 };
+
+/** JobEvent and DataEvent, the `data:` of the event streams, from the schemas the tRPC subscriptions are typed by. */
+function eventSchemas(): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const schema of [jobEvent, dataEvent]) {
+    Object.assign(out, z.toJSONSchema(schema, { io: 'output', unrepresentable: 'any' }).$defs);
+  }
+  return JSON.parse(JSON.stringify(out).replaceAll('"#/$defs/', '"#/components/schemas/')) as Record<string, unknown>;
+}
 
 /** Tag descriptions; a tag an operation uses that is missing here still gets listed, with a generic description. */
 const TAG_DESCRIPTIONS: Record<string, string> = {
@@ -80,6 +140,7 @@ const TAG_DESCRIPTIONS: Record<string, string> = {
   datasets: 'Datasets (folders of images) and their membership.',
   perspectives: 'Perspectives: the ways an image is described (art critic, graph caption, storytelling ...).',
   captions: 'Captions: the structured result of one perspective on one image.',
+  events: 'Data change events: what happened to images, datasets, perspectives, captions and providers, live.',
   operations: 'Health of the service, and what a token allows (always open, no token needed).',
 };
 
@@ -231,7 +292,7 @@ export function buildOpenApiDocument(): OpenAPIObject {
   );
   doc.paths = { ...doc.paths, ...eventsPath, ...healthPath };
   type Schemas = NonNullable<OpenAPIObject['components']>['schemas'];
-  doc.components = { ...doc.components, schemas: { ...schemas, Problem: problemSchema, Health: healthSchema } as Schemas };
+  doc.components = { ...doc.components, schemas: { ...schemas, ...eventSchemas(), Problem: problemSchema, Health: healthSchema } as Schemas };
   const tags: string[] = [];
   const writes = writeOperations();
   for (const [path, operations] of Object.entries(doc.paths ?? {})) {

@@ -4,6 +4,7 @@
  */
 import { sql } from 'drizzle-orm';
 import type { Db } from './client.js';
+import { insertDataEvents, notifyEventsOf } from './data-events.js';
 
 /** A caption of a line, ready to store. */
 export interface ImportedCaption {
@@ -59,8 +60,12 @@ export async function importCaptions(db: Db, captions: readonly ImportedCaption[
       join core_schema.perspectives p on p.name = g.perspective
       order by g.ord
       on conflict (import_key) where import_key is not null do nothing
-      returning 1)
-    select (select count(*) from stored)::int as imported,
+      returning id
+    ), written as (
+      ${insertDataEvents({ entity: 'caption', change: 'CREATED', source: 'import', ids: sql`stored` })}
+      returning 1
+    ), notified as (${notifyEventsOf('written')})
+    select (select count(*) from stored)::int as imported, (select count(*) from notified) as notified,
            coalesce((select array_agg(distinct g."imagePath") from given g
                      where not exists (select 1 from core_schema.images i where i.path = g."imagePath")), '{}') as missing`);
   return rows[0] ?? { imported: 0, missing: [] };

@@ -6,6 +6,7 @@
 import { sql, type SQL } from 'drizzle-orm';
 import { InvalidInputError, NotFoundError } from '../errors.js';
 import type { Db, DbTime } from './client.js';
+import { flushCaptionChanges, insertDataEvents, notifyEventsOf, recordDataEvent } from './data-events.js';
 import { pgArray } from './sql.js';
 import { allOf, dir, pageOf, textKey, type Order, type Page } from './lists.js';
 
@@ -189,12 +190,18 @@ export async function createCaption(db: Db, input: CaptionInput): Promise<Captio
     ? sql`p.id = ${input.perspectiveId}`
     : sql`p.name = ${input.perspective ?? ''}`;
   const { rows } = await db.execute<{ id: string }>(sql`
-    insert into core_schema.captions (image_id, perspective_id, perspective_version, perspective_revision, model, provider, result, raw_text)
-    select i.id, p.id, p.version, p.revision, ${input.model ?? null}, ${input.provider ?? null},
-           ${JSON.stringify(input.result)}::jsonb, ${input.rawText ?? null}
-    from core_schema.images i, core_schema.perspectives p
-    where i.id = ${input.imageId} and ${perspective}
-    returning id`);
+    with created as (
+      insert into core_schema.captions (image_id, perspective_id, perspective_version, perspective_revision, model, provider, result, raw_text)
+      select i.id, p.id, p.version, p.revision, ${input.model ?? null}, ${input.provider ?? null},
+             ${JSON.stringify(input.result)}::jsonb, ${input.rawText ?? null}
+      from core_schema.images i, core_schema.perspectives p
+      where i.id = ${input.imageId} and ${perspective}
+      returning id
+    ), written as (
+      ${insertDataEvents({ entity: 'caption', change: 'CREATED', source: 'api', ids: sql`created` })}
+      returning 1
+    ), notified as (${notifyEventsOf('written')})
+    select id from created, (select count(*) from notified) n`);
   if (!rows[0]) {
     const { rows: found } = await db.execute<{ image: boolean; perspective: boolean }>(sql`
       select exists (select 1 from core_schema.images where id = ${input.imageId}) as image,
@@ -218,16 +225,26 @@ export async function updateCaption(
 ): Promise<CaptionRow> {
   const keep = (column: string, value: unknown, json = false) =>
     value === undefined ? sql.raw(column) : json ? sql`${JSON.stringify(value)}::jsonb` : sql`${value}`;
-  const result = await db.execute(sql`
-    update core_schema.captions
-    set result = ${keep('result', input.result, true)}, raw_text = ${keep('raw_text', input.rawText)},
-        model = ${keep('model', input.model)}, provider = ${keep('provider', input.provider)}
-    where id = ${id}`);
-  if (!result.rowCount) throw new NotFoundError(`caption ${id} not found`);
+  const changes = Object.entries(input).filter(([, v]) => v !== undefined).map(([k]) => k);
+  await db.transaction(async (tx) => {
+    // A caption a job just stored is announced first: its CAPTION_CREATED comes before this.
+    await flushCaptionChanges(tx, [id]);
+    const result = await tx.execute(sql`
+      update core_schema.captions
+      set result = ${keep('result', input.result, true)}, raw_text = ${keep('raw_text', input.rawText)},
+          model = ${keep('model', input.model)}, provider = ${keep('provider', input.provider)}
+      where id = ${id}`);
+    if (!result.rowCount) throw new NotFoundError(`caption ${id} not found`);
+    await recordDataEvent(tx, { entity: 'caption', change: 'UPDATED', source: 'api', ids: [id], data: { changes } });
+  });
   return getCaption(db, id);
 }
 
 export async function deleteCaption(db: Db, id: string): Promise<void> {
-  const result = await db.execute(sql`delete from core_schema.captions where id = ${id}`);
-  if (!result.rowCount) throw new NotFoundError(`caption ${id} not found`);
+  await db.transaction(async (tx) => {
+    await flushCaptionChanges(tx, [id]);
+    const result = await tx.execute(sql`delete from core_schema.captions where id = ${id}`);
+    if (!result.rowCount) throw new NotFoundError(`caption ${id} not found`);
+    await recordDataEvent(tx, { entity: 'caption', change: 'DELETED', source: 'api', ids: [id] });
+  });
 }

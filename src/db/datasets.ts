@@ -3,19 +3,21 @@ import { eq, sql, type SQL } from 'drizzle-orm';
 import { ConflictError, InvalidInputError, NotFoundError, type FieldError } from '../errors.js';
 import type { Db, DbTime } from './client.js';
 import { deleteImagesIn, touchDatasets } from './images.js';
+import { insertMembershipEvents, notifyEventsOf, recordDataEvent, recordMembershipChange, type ChangeSource } from './data-events.js';
 import { pgArray } from './sql.js';
 import { DEFAULT_DATASET, type DatasetSource } from '../workspace/layout.js';
 import { allOf, dir, pageOf, textKey, type Order, type Page } from './lists.js';
 import { datasetImages, datasets, images } from './schema.js';
 
-/** Returns the dataset's id, creating it when new. */
-export async function ensureDataset(db: Db, name: string): Promise<string> {
-  const [row] = await db
-    .insert(datasets)
-    .values({ name })
-    .onConflictDoUpdate({ target: datasets.name, set: { name: sql`excluded.name` } })
-    .returning({ id: datasets.id });
-  return row!.id;
+/** Returns the dataset's id, creating it (and its DATASET_CREATED) when new. */
+export async function ensureDataset(db: Db, name: string, source: ChangeSource = 'sync'): Promise<string> {
+  const { rows } = await db.execute<{ id: string; created: boolean }>(sql`
+    insert into core_schema.datasets (name) values (${name})
+    on conflict (name) do update set name = excluded.name
+    returning id, (xmax = 0) as created`);
+  const row = rows[0]!;
+  if (row.created) await recordDataEvent(db, { entity: 'dataset', change: 'CREATED', source, ids: [row.id], data: { datasetId: row.id, name } });
+  return row.id;
 }
 
 export async function findDataset(db: Db, by: { id?: string; name?: string }) {
@@ -53,15 +55,20 @@ export async function listFolderFedDatasetNames(db: Db): Promise<string[]> {
  * Makes the images at `paths` (registered) members of the dataset; returns the paths that were not
  * members yet. One statement, however many paths.
  */
-export async function addDatasetMembersByPath(db: Db, datasetId: string, paths: string[]): Promise<string[]> {
+export async function addDatasetMembersByPath(db: Db, datasetId: string, paths: string[], source: ChangeSource = 'sync'): Promise<string[]> {
   if (paths.length === 0) return [];
   const { rows } = await db.execute<{ path: string }>(sql`
     with added as (
       insert into core_schema.dataset_images (dataset_id, image_id)
       select ${datasetId}, i.id from core_schema.images i where i.path = any(${pgArray(paths)}::text[])
       on conflict do nothing
-      returning image_id)
-    select i.path from added a join core_schema.images i on i.id = a.image_id`);
+      returning dataset_id, image_id
+    ), written as (
+      ${insertMembershipEvents(source, sql`(select dataset_id, image_id, true as added from added)`)}
+      returning 1
+    ), notified as (${notifyEventsOf('written')})
+    select i.path from added a join core_schema.images i on i.id = a.image_id
+    cross join (select count(*) from notified) n`);
   return rows.map((r) => r.path);
 }
 
@@ -81,7 +88,13 @@ function inSources(sources: readonly DatasetSource[]): SQL {
  * taken here, in one pass over each side: a NOT EXISTS over the array was planned as a nested loop
  * on fresh tables' estimates (100,000 × 100,000 comparisons: minutes of CPU).
  */
-export async function removeDatasetMembersNotIn(db: Db, datasetId: string, sources: readonly DatasetSource[], paths: readonly string[]): Promise<string[]> {
+export async function removeDatasetMembersNotIn(
+  db: Db,
+  datasetId: string,
+  sources: readonly DatasetSource[],
+  paths: readonly string[],
+  source: ChangeSource = 'sync',
+): Promise<string[]> {
   const { rows: members } = await db.execute<{ imageId: string; path: string }>(sql`
     select di.image_id as "imageId", i.path from core_schema.dataset_images di
     join core_schema.images i on i.id = di.image_id
@@ -92,34 +105,38 @@ export async function removeDatasetMembersNotIn(db: Db, datasetId: string, sourc
     await db.execute(sql`
       delete from core_schema.dataset_images
       where dataset_id = ${datasetId} and image_id = any(${pgArray(gone.map((m) => m.imageId))}::uuid[])`);
+    await recordMembershipChange(db, { datasetId, source, removed: gone.map((m) => m.imageId) });
   }
   return gone.map((m) => m.path).sort((a, b) => (a < b ? -1 : 1));
 }
 
 /** Takes the images at `paths` out of the dataset; returns the paths that were members. */
-export async function removeDatasetMembersByPath(db: Db, datasetId: string, paths: readonly string[]): Promise<string[]> {
+export async function removeDatasetMembersByPath(
+  db: Db,
+  datasetId: string,
+  paths: readonly string[],
+  source: ChangeSource = 'sync',
+): Promise<string[]> {
   if (paths.length === 0) return [];
-  const { rows } = await db.execute<{ path: string }>(sql`
+  const { rows } = await db.execute<{ path: string; imageId: string }>(sql`
     delete from core_schema.dataset_images di using core_schema.images i
     where di.dataset_id = ${datasetId} and i.id = di.image_id and i.path = any(${pgArray(paths)}::text[])
-    returning i.path`);
+    returning i.path, di.image_id as "imageId"`);
+  await recordMembershipChange(db, { datasetId, source, removed: rows.map((r) => r.imageId) });
   return rows.map((r) => r.path);
 }
 
-/** One array parameter, however many ids (a parameter per row would stop at 65,535). */
-export async function addDatasetMembers(db: Db, datasetId: string, imageIds: string[]): Promise<void> {
-  if (imageIds.length === 0) return;
-  await db.execute(sql`
+/** Adds images to the dataset (one array parameter, however many); returns those that were not members. */
+async function addDatasetMembers(db: Db, datasetId: string, imageIds: readonly string[], source: ChangeSource): Promise<string[]> {
+  if (imageIds.length === 0) return [];
+  const { rows } = await db.execute<{ imageId: string }>(sql`
     insert into core_schema.dataset_images (dataset_id, image_id)
-    select ${datasetId}, unnest(${pgArray(imageIds)}::uuid[])
-    on conflict do nothing`);
-}
-
-export async function removeDatasetMembers(db: Db, datasetId: string, imageIds: string[]): Promise<void> {
-  if (imageIds.length === 0) return;
-  await db.execute(sql`
-    delete from core_schema.dataset_images
-    where dataset_id = ${datasetId} and image_id = any(${pgArray(imageIds)}::uuid[])`);
+    select ${datasetId}, unnest(${pgArray([...new Set(imageIds)])}::uuid[])
+    on conflict do nothing
+    returning image_id as "imageId"`);
+  const added = rows.map((r) => r.imageId);
+  await recordMembershipChange(db, { datasetId, source, added });
+  return added;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -187,7 +204,8 @@ export async function createDataset(
       on conflict (name) do nothing returning id`);
     const id = rows[0]?.id;
     if (!id) throw new ConflictError(`a dataset named ${JSON.stringify(input.name)} exists already`);
-    await addDatasetMembers(tx, id, [...new Set(input.imageIds ?? [])]);
+    await recordDataEvent(tx, { entity: 'dataset', change: 'CREATED', source: 'api', ids: [id], data: { datasetId: id, name: input.name } });
+    await addDatasetMembers(tx, id, input.imageIds ?? [], 'api');
     return getDataset(tx, id);
   });
 }
@@ -209,7 +227,10 @@ export async function updateDataset(
           description = ${input.description === undefined ? sql`description` : input.description},
           updated_at = now()
       where id = ${id}`);
-    return getDataset(tx, id);
+    const dataset = await getDataset(tx, id);
+    const changes = Object.entries(input).filter(([, v]) => v !== undefined).map(([k]) => k);
+    await recordDataEvent(tx, { entity: 'dataset', change: 'UPDATED', source: 'api', ids: [id], data: { datasetId: id, name: dataset.name, changes } });
+    return dataset;
   });
 }
 
@@ -235,7 +256,8 @@ export async function deleteDataset(
           and not exists (select 1 from core_schema.dataset_images o where o.image_id = di.image_id and o.dataset_id <> ${id})`);
       deletedImages = await deleteImagesIn(tx, rows.map((r) => r.id));
     }
-    await tx.execute(sql`delete from core_schema.datasets where id = ${id}`);
+    const { rows: deleted } = await tx.execute<{ name: string }>(sql`delete from core_schema.datasets where id = ${id} returning name`);
+    await recordDataEvent(tx, { entity: 'dataset', change: 'DELETED', source: 'api', ids: [id], data: { datasetId: id, name: deleted[0]?.name } });
     return { deletedImages, keptImages: members.length - deletedImages };
   });
 }
@@ -245,10 +267,7 @@ export async function addImagesToDataset(db: Db, id: string, imageIds: string[])
   return db.transaction(async (tx) => {
     await lockDataset(tx, id);
     await requireImages(tx, imageIds, 'imageIds');
-    const result = await tx.execute(sql`
-      insert into core_schema.dataset_images (dataset_id, image_id)
-      select ${id}, unnest(${pgArray([...new Set(imageIds)])}::uuid[]) on conflict do nothing`);
-    const added = result.rowCount ?? 0;
+    const added = (await addDatasetMembers(tx, id, imageIds, 'api')).length;
     if (added > 0) await touchDatasets(tx, [id]);
     return added;
   });
@@ -262,6 +281,7 @@ export async function removeImageFromDataset(db: Db, id: string, imageId: string
       sql`delete from core_schema.dataset_images where dataset_id = ${id} and image_id = ${imageId}`,
     );
     if (!result.rowCount) throw new NotFoundError(`image ${imageId} is not in dataset ${id}`);
+    await recordMembershipChange(tx, { datasetId: id, source: 'api', removed: [imageId] });
     await touchDatasets(tx, [id]);
   });
 }

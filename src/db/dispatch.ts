@@ -17,6 +17,7 @@
  */
 import { sql, type SQL } from 'drizzle-orm';
 import type { Db } from './client.js';
+import { stageCaptionChanges } from './data-events.js';
 import { insertCaptionsFrom, rollUpCtes, rollUpJobs, ROLL_UP_NOTIFY } from './items.js';
 import { writeRemainingChunks } from './item-chunks.js';
 import { EVENTS_CHANNEL, insertJobEvents, jobEventColumns, recordJobStatusChange, recordJobStatusChanges } from './outbox.js';
@@ -429,6 +430,8 @@ function recordCtes(
         select w.id as item_id, w.image_id, w.perspective, w.job_id, o.result, o."rawText" as raw_text,
                null::text as model, null::text as provider
         from written w join o on o."itemId" = w.id where w.status = 'completed')`)}
+    ), staged as (
+      ${stageCaptionChanges(sql`captions`)}
     ), d as (
       -- A retry or a deferral (pending again) finishes nothing.
       select job_id as "jobId", (count(*) filter (where status = 'completed'))::int as completed,

@@ -6,6 +6,7 @@ import { sql, type SQL } from 'drizzle-orm';
 import { ConflictError, InvalidInputError, NotFoundError } from '../errors.js';
 import type { Db, DbTime } from './client.js';
 import { CHUNKED_ITEMS } from './item-chunks.js';
+import { flushCaptionChanges, insertDataEvents, insertMembershipEvents, notifyEventsOf, recordDataEvent, recordMembershipChange } from './data-events.js';
 import { pgArray } from './sql.js';
 import { allOf, dir, pageOf, textKey, type Order, type Page } from './lists.js';
 import { images } from './schema.js';
@@ -135,10 +136,13 @@ export async function createImage(db: Db, image: ImageUpsert, datasetIds: string
       const [existing] = await findImagesByPath(tx, [image.path]);
       throw new ConflictError(`image ${JSON.stringify(image.path)} is registered already (as ${existing?.id})`);
     }
+    await recordDataEvent(tx, { entity: 'image', change: 'CREATED', source: 'api', ids: [id], data: { path: image.path } });
     if (datasetIds.length > 0) {
-      await tx.execute(sql`
+      const { rows: added } = await tx.execute<{ datasetId: string }>(sql`
         insert into core_schema.dataset_images (dataset_id, image_id)
-        select unnest(${pgArray(datasetIds)}::uuid[]), ${id} on conflict do nothing`);
+        select unnest(${pgArray(datasetIds)}::uuid[]), ${id} on conflict do nothing
+        returning dataset_id as "datasetId"`);
+      for (const { datasetId } of added) await recordMembershipChange(tx, { datasetId, source: 'api', added: [id] });
       await touchDatasets(tx, datasetIds);
     }
     return getImage(tx, id);
@@ -151,7 +155,9 @@ export async function createImage(db: Db, image: ImageUpsert, datasetIds: string
  */
 export async function updateImageFile(db: Db, id: string, file: ImageUpsert): Promise<ImageRow> {
   return db.transaction(async (tx) => {
-    const { rows } = await tx.execute<{ path: string }>(sql`select path from core_schema.images where id = ${id} for update`);
+    const { rows } = await tx.execute<Record<string, unknown> & { path: string }>(sql`
+      select path, format, size_bytes as "sizeBytes", width, height, content_hash as "contentHash", file_mtime as "fileMtime"
+      from core_schema.images where id = ${id} for update`);
     const current = rows[0];
     if (!current) throw new NotFoundError(`image ${id} not found`);
     if (current.path !== file.path) {
@@ -166,7 +172,11 @@ export async function updateImageFile(db: Db, id: string, file: ImageUpsert): Pr
           height = ${file.height}, content_hash = ${file.contentHash}, file_mtime = ${file.fileMtime.toISOString()}::timestamptz,
           updated_at = now()
       where id = ${id}`);
-    return getImage(tx, id);
+    const updated = await getImage(tx, id);
+    const after: Record<string, unknown> = { ...file, fileMtime: updated.fileMtime };
+    const changes = Object.keys(after).filter((k) => k in current && String(current[k]) !== String(after[k]));
+    await recordDataEvent(tx, { entity: 'image', change: 'UPDATED', source: 'api', ids: [id], data: { path: file.path, changes } });
+    return updated;
   });
 }
 
@@ -207,7 +217,18 @@ export async function deleteImagesIn(tx: Db, ids: string[]): Promise<number> {
     throw new ConflictError(`${which} used by ${active} pending or running job item(s); cancel or finish those jobs first`);
   }
   await touchDatasets(tx, sql`(select dataset_id from core_schema.dataset_images where image_id = any(${idArray}))`);
+  // Their captions and memberships go with them: said first, in the order of their streams.
+  const { rows: captions } = await tx.execute<{ id: string }>(sql`select id from core_schema.captions where image_id = any(${idArray})`);
+  await flushCaptionChanges(tx, captions.map((c) => c.id));
+  await tx.execute(sql`
+    with written as (
+      ${insertMembershipEvents('api', sql`(
+        select dataset_id, image_id, false as added from core_schema.dataset_images where image_id = any(${idArray}))`)}
+      returning 1)
+    ${notifyEventsOf('written')}`);
   const result = await tx.execute(sql`delete from core_schema.images where id = any(${idArray})`);
+  await recordDataEvent(tx, { entity: 'caption', change: 'DELETED', source: 'api', ids: captions.map((c) => c.id) });
+  await recordDataEvent(tx, { entity: 'image', change: 'DELETED', source: 'api', ids: locked.map((r) => r.id) });
   return result.rowCount ?? 0;
 }
 
@@ -248,16 +269,29 @@ export async function refreshImageMtimes(db: Db, rows: { id: string; fileMtime: 
     where i.id = u.id`);
 }
 
-/** Inserts or refreshes images by path, one statement (the import writes a thousand at a time, not one). */
+/**
+ * Inserts or refreshes images by path, with their IMAGE_CREATED and IMAGE_UPDATED events, in one
+ * statement (the import writes a thousand at a time, not one).
+ */
 export async function upsertImages(db: Db, rows: ImageUpsert[]): Promise<void> {
   if (rows.length === 0) return;
   const column = <T extends string | number | null>(pick: (r: ImageUpsert) => T) => sql`${sql.param(rows.map(pick))}`;
   await db.execute(sql`
-    insert into core_schema.images (path, size_bytes, file_mtime, format, width, height, content_hash)
-    select * from unnest(${column((r) => r.path)}::text[], ${column((r) => r.sizeBytes)}::bigint[],
-                         ${column((r) => r.fileMtime.toISOString())}::timestamptz[], ${column((r) => r.format)}::text[],
-                         ${column((r) => r.width)}::int[], ${column((r) => r.height)}::int[], ${column((r) => r.contentHash)}::text[])
-    on conflict (path) do update
-    set size_bytes = excluded.size_bytes, file_mtime = excluded.file_mtime, format = excluded.format,
-        width = excluded.width, height = excluded.height, content_hash = excluded.content_hash, updated_at = now()`);
+    with upserted as (
+      insert into core_schema.images (path, size_bytes, file_mtime, format, width, height, content_hash)
+      select * from unnest(${column((r) => r.path)}::text[], ${column((r) => r.sizeBytes)}::bigint[],
+                           ${column((r) => r.fileMtime.toISOString())}::timestamptz[], ${column((r) => r.format)}::text[],
+                           ${column((r) => r.width)}::int[], ${column((r) => r.height)}::int[], ${column((r) => r.contentHash)}::text[])
+      on conflict (path) do update
+      set size_bytes = excluded.size_bytes, file_mtime = excluded.file_mtime, format = excluded.format,
+          width = excluded.width, height = excluded.height, content_hash = excluded.content_hash, updated_at = now()
+      returning id, (xmax = 0) as created
+    ), created as (
+      ${insertDataEvents({ entity: 'image', change: 'CREATED', source: 'sync', ids: sql`(select id from upserted where created)` })}
+      returning 1
+    ), updated as (
+      ${insertDataEvents({ entity: 'image', change: 'UPDATED', source: 'sync', ids: sql`(select id from upserted where not created)`, data: { changes: ['content'] } })}
+      returning 1
+    ), written as (select 1 from created union all select 1 from updated)
+    ${notifyEventsOf('written')}`);
 }

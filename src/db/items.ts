@@ -8,6 +8,7 @@ import { ConflictError, InvalidInputError, NotFoundError } from '../errors.js';
 import type { Db, DbTime } from './client.js';
 import { JOB_FINISHED, notifyWork, WORK_CHANNEL } from './channels.js';
 import { getJob, type JobRow } from './jobs.js';
+import { stageCaptionChanges } from './data-events.js';
 import { pgArray } from './sql.js';
 import { EVENTS_CHANNEL, insertJobEvents, jobEventColumns, recordJobStatusChange } from './outbox.js';
 import { ITEM_STATUSES, type ItemStatus, type JobStatus } from './schema.js';
@@ -217,8 +218,8 @@ export interface ItemCaption {
  * image_id, perspective, job_id, result, raw_text, model and provider (null: the job config's).
  * Each caption gets its perspective's id, version and revision; at most one per item, however
  * often this runs; each waits to be written back to graphcap's captions.jsonl
- * (src/jobs/caption-exporter.ts). A fragment, so the dispatcher can store captions in the statement
- * that records its items.
+ * (src/jobs/caption-exporter.ts) and to be announced (stageCaptionChanges). A fragment, so the
+ * dispatcher can store captions in the statement that records its items; returns id and job_id.
  */
 export const insertCaptionsFrom = (source: SQL) => sql`
   insert into core_schema.captions
@@ -230,16 +231,19 @@ export const insertCaptionsFrom = (source: SQL) => sql`
   join job_queue.caption_jobs j on j.job_id = s.job_id
   join core_schema.perspectives p on p.name = s.perspective
   where s.image_id is not null
-  on conflict (item_id) do nothing`;
+  on conflict (item_id) do nothing
+  returning id, job_id`;
 
 /** Stores the captions of these items (see insertCaptionsFrom), in one statement. */
 export async function insertItemCaptions(tx: Db, captions: readonly ItemCaption[]): Promise<void> {
   if (captions.length === 0) return;
-  await tx.execute(insertCaptionsFrom(sql`(
-    select i.id as item_id, i.image_id, i.perspective, i.job_id, c.result, c."rawText" as raw_text, c.model, c.provider
-    from jsonb_to_recordset(${JSON.stringify(captions)}::jsonb)
-         as c("itemId" uuid, result jsonb, "rawText" text, model text, provider text)
-    join job_queue.job_items i on i.id = c."itemId")`));
+  await tx.execute(sql`
+    with stored as (${insertCaptionsFrom(sql`(
+      select i.id as item_id, i.image_id, i.perspective, i.job_id, c.result, c."rawText" as raw_text, c.model, c.provider
+      from jsonb_to_recordset(${JSON.stringify(captions)}::jsonb)
+           as c("itemId" uuid, result jsonb, "rawText" text, model text, provider text)
+      join job_queue.job_items i on i.id = c."itemId")`)})
+    ${stageCaptionChanges(sql`stored`)}`);
 }
 
 /** Seconds after which the throughput window of a job rolls over (see the ETA in jobs.ts). */

@@ -221,11 +221,23 @@ export async function currentWatermark(db: Db): Promise<string> {
   return rows[0]!.xmin;
 }
 
-/** Events written by transactions in [fromXid, toXid), in seq order, optionally of one job. */
-export async function readEventsBetween(db: Db, p: { fromXid: string; toXid: string; jobId?: string }): Promise<OutboxEvent[]> {
+/** Which events a reader wants: those of streams starting with `prefix` or among `streams`, of one job. */
+export interface StreamFilter {
+  prefix?: string;
+  streams?: readonly string[];
+  jobId?: string;
+}
+
+const whereStreams = (f: StreamFilter) => sql`
+  ${f.jobId ? sql`and job_id = ${f.jobId}` : sql``}
+  ${f.prefix ? sql`and starts_with(stream, ${f.prefix})` : sql``}
+  ${f.streams ? sql`and stream = any(${pgArray(f.streams)}::text[])` : sql``}`;
+
+/** Events written by transactions in [fromXid, toXid), in seq order. */
+export async function readEventsBetween(db: Db, p: { fromXid: string; toXid: string }): Promise<OutboxEvent[]> {
   const { rows } = await db.execute<OutboxEvent>(sql`
     select ${EVENT_COLUMNS} from job_queue.outbox
-    where xid >= ${p.fromXid}::xid8 and xid < ${p.toXid}::xid8 ${p.jobId ? sql`and job_id = ${p.jobId}` : sql``}
+    where xid >= ${p.fromXid}::xid8 and xid < ${p.toXid}::xid8
     order by seq`);
   return rows;
 }
@@ -233,11 +245,11 @@ export async function readEventsBetween(db: Db, p: { fromXid: string; toXid: str
 /** Events after `afterSeq` written before the watermark `beforeXid`: what a resuming reader missed. */
 export async function readEventsAfter(
   db: Db,
-  p: { afterSeq: number; beforeXid: string; jobId?: string; limit: number },
+  p: { afterSeq: number; beforeXid: string; filter: StreamFilter; limit: number },
 ): Promise<OutboxEvent[]> {
   const { rows } = await db.execute<OutboxEvent>(sql`
     select ${EVENT_COLUMNS} from job_queue.outbox
-    where seq > ${p.afterSeq} and xid < ${p.beforeXid}::xid8 ${p.jobId ? sql`and job_id = ${p.jobId}` : sql``}
+    where seq > ${p.afterSeq} and xid < ${p.beforeXid}::xid8 ${whereStreams(p.filter)}
     order by seq limit ${p.limit}`);
   return rows;
 }

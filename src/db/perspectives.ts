@@ -8,6 +8,7 @@ import { ConflictError, NotFoundError } from '../errors.js';
 import { hashDefinition, type PerspectiveDefinition } from '../workspace/library.js';
 import type { Db, DbTime } from './client.js';
 import { CHUNKED_ITEMS } from './item-chunks.js';
+import { flushCaptionChanges, recordDataEvent, type ChangeSource } from './data-events.js';
 import { pgArray } from './sql.js';
 import { dir, pageOf, type Order, type Page } from './lists.js';
 import { perspectives } from './schema.js';
@@ -56,6 +57,7 @@ export async function syncLibraryPerspectives(
       returning id`);
     if (inserted[0]) {
       await recordVersion(db, inserted[0].id);
+      await recordPerspectiveEvent(db, inserted[0].id, 'CREATED', 'library', { newRevision: true });
       counts.added += 1;
       counts.changes.added.push(d.name);
       continue;
@@ -72,10 +74,13 @@ export async function syncLibraryPerspectives(
             revision = revision + 1, updated_at = now()
         where id = ${row.id}`);
       await recordVersion(db, row.id);
+      await recordPerspectiveEvent(db, row.id, 'UPDATED', 'library', { newRevision: true, changes: ['definition'] });
     } else if (row.enabled !== d.enabled || row.sourcePath !== d.sourcePath) {
       await db.execute(sql`
         update core_schema.perspectives set enabled = ${d.enabled}, source_path = ${d.sourcePath}, updated_at = now()
         where id = ${row.id}`);
+      const changes = [...(row.enabled !== d.enabled ? ['enabled'] : []), ...(row.sourcePath !== d.sourcePath ? ['sourcePath'] : [])];
+      await recordPerspectiveEvent(db, row.id, 'UPDATED', 'library', { newRevision: false, changes });
     } else {
       counts.unchanged += 1;
       continue;
@@ -84,16 +89,33 @@ export async function syncLibraryPerspectives(
     counts.changes.updated.push(d.name);
   }
   if (options.removals) {
-    const { rows } = await db.execute<{ name: string }>(sql`
+    const { rows } = await db.execute<{ id: string; name: string }>(sql`
       update core_schema.perspectives set source_path = null, enabled = false, updated_at = now()
       where source_path is not null
         and name <> all(${pgArray(definitions.map((d) => d.name))}::text[])
         and source_path <> all(${pgArray(options.skippedFiles)}::text[])
-      returning name`);
+      returning id, name`);
+    for (const { id } of rows) {
+      await recordPerspectiveEvent(db, id, 'UPDATED', 'library', { newRevision: false, changes: ['enabled', 'sourcePath'] });
+    }
     counts.removed = rows.length;
     counts.changes.removed = rows.map((r) => r.name).sort();
   }
   return counts;
+}
+
+/** A perspective event with its name and current revision (`newRevision`: this change made it). */
+async function recordPerspectiveEvent(
+  tx: Db,
+  id: string,
+  change: 'CREATED' | 'UPDATED',
+  source: ChangeSource,
+  data: { newRevision: boolean; changes?: string[] },
+): Promise<void> {
+  const { rows } = await tx.execute<{ name: string; revision: number }>(
+    sql`select name, revision from core_schema.perspectives where id = ${id}`,
+  );
+  await recordDataEvent(tx, { entity: 'perspective', change, source, ids: [id], data: { ...rows[0], ...data } });
 }
 
 /** Copies the perspective's current definition into perspective_versions under its revision. */
@@ -318,6 +340,7 @@ export async function createPerspective(
     const id = rows[0]?.id;
     if (!id) throw new ConflictError(`a perspective named ${JSON.stringify(input.name)} exists already`);
     await recordVersion(tx, id);
+    await recordPerspectiveEvent(tx, id, 'CREATED', 'api', { newRevision: true });
     return getPerspective(tx, id);
   });
 }
@@ -367,6 +390,9 @@ export async function updatePerspective(
     if (enabled !== undefined && enabled !== current.enabled) {
       await tx.execute(sql`update core_schema.perspectives set enabled = ${enabled}, updated_at = now() where id = ${id}`);
     }
+    const newRevision = hash !== current.definitionHash;
+    const changed = [...(newRevision ? ['definition'] : []), ...(enabled !== undefined && enabled !== current.enabled ? ['enabled'] : [])];
+    if (changed.length > 0) await recordPerspectiveEvent(tx, id, 'UPDATED', 'api', { newRevision, changes: changed });
     return getPerspective(tx, id);
   });
 }
@@ -389,7 +415,12 @@ export async function deletePerspective(db: Db, id: string): Promise<void> {
     if ((active[0]?.n ?? 0) > 0) {
       throw new ConflictError(`perspective ${current.name} is used by ${active[0]!.n} pending or running job item(s)`);
     }
+    // Its captions go with it: said first.
+    const { rows: captions } = await tx.execute<{ id: string }>(sql`select id from core_schema.captions where perspective_id = ${id}`);
+    await flushCaptionChanges(tx, captions.map((c) => c.id));
     await tx.execute(sql`delete from core_schema.perspectives where id = ${id}`);
+    await recordDataEvent(tx, { entity: 'caption', change: 'DELETED', source: 'api', ids: captions.map((c) => c.id) });
+    await recordDataEvent(tx, { entity: 'perspective', change: 'DELETED', source: 'api', ids: [id], data: { name: current.name } });
   });
 }
 

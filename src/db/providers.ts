@@ -8,6 +8,7 @@ import { ConflictError, NotFoundError, type FieldError } from '../errors.js';
 import type { Sealed } from '../secrets.js';
 import { PROVIDERS_CHANNEL } from './channels.js';
 import type { Db } from './client.js';
+import { recordDataEvent, type ChangeSource } from './data-events.js';
 import type { Order, Page } from './lists.js';
 import { providers, type ProviderEnvironment, type ProviderModel, type ProviderSource } from './schema.js';
 
@@ -89,6 +90,7 @@ export async function createProvider(db: Db, fields: ProviderFields, source: Pro
       .returning();
     if (!row) throw new ConflictError(`a provider named ${JSON.stringify(fields.name)} exists already`);
     await notifyProviderChange(tx, row.name);
+    await recordProviderEvent(tx, row.id, 'CREATED', source, row.name);
     return row;
   });
 }
@@ -117,6 +119,7 @@ export async function updateProvider(db: Db, id: string, changes: Partial<Provid
       .returning();
     await notifyProviderChange(tx, current.name);
     if (row!.name !== current.name) await notifyProviderChange(tx, row!.name);
+    await recordProviderEvent(tx, id, 'UPDATED', 'api', row!.name, Object.keys(changes));
     return row!;
   });
 }
@@ -132,6 +135,7 @@ export async function deleteProvider(db: Db, id: string): Promise<void> {
     if (used > 0) throw new ConflictError(`provider ${current.name} is used by ${used} unfinished job(s); cancel them or let them finish first`);
     await tx.delete(providers).where(eq(providers.id, id));
     await notifyProviderChange(tx, current.name);
+    await recordProviderEvent(tx, id, 'DELETED', 'api', current.name);
   });
 }
 
@@ -166,12 +170,15 @@ export async function countActiveJobsUsing(db: Db, name: string): Promise<number
  */
 export async function markProviderMisconfigured(db: Db, name: string, reason: string): Promise<boolean> {
   return db.transaction(async (tx) => {
-    const result = await tx
+    const marked = await tx
       .update(providers)
       .set({ misconfiguredAt: sql`now()`, misconfiguredReason: reason, updatedAt: sql`now()` })
-      .where(and(eq(providers.name, name), sql`${providers.misconfiguredAt} is null`));
-    if ((result.rowCount ?? 0) === 0) return false;
+      .where(and(eq(providers.name, name), sql`${providers.misconfiguredAt} is null`))
+      .returning({ id: providers.id });
+    if (marked.length === 0) return false;
     await notifyProviderChange(tx, name);
+    // Not the reason: a provider's error text may echo what the call sent.
+    await recordProviderEvent(tx, marked[0]!.id, 'UPDATED', 'job', name, ['misconfiguredAt']);
     return true;
   });
 }
@@ -207,7 +214,8 @@ export async function importConfiguredProviders(
     for (const given of configured) {
       const current = stored.get(given.name);
       if (!current) {
-        await tx.insert(providers).values({ ...given, source: 'config' });
+        const [row] = await tx.insert(providers).values({ ...given, source: 'config' }).returning({ id: providers.id });
+        await recordProviderEvent(tx, row!.id, 'CREATED', 'config', given.name);
         counts.added += 1;
       } else if (current.source === 'config' && sameFields(current, given) && sameKey(current.apiKey, given.name)) {
         counts.unchanged += 1;
@@ -217,6 +225,7 @@ export async function importConfiguredProviders(
           .update(providers)
           .set({ ...given, source: 'config', misconfiguredAt: null, misconfiguredReason: null, updatedAt: sql`now()` })
           .where(eq(providers.id, current.id));
+        await recordProviderEvent(tx, current.id, 'UPDATED', 'config', given.name, ['definition']);
         counts.updated += 1;
       }
       await notifyProviderChange(tx, given.name);
@@ -225,6 +234,7 @@ export async function importConfiguredProviders(
     for (const p of stored.values()) {
       if (p.source !== 'config' || names.has(p.name)) continue;
       await tx.update(providers).set({ source: 'api', updatedAt: sql`now()` }).where(eq(providers.id, p.id));
+      await recordProviderEvent(tx, p.id, 'UPDATED', 'config', p.name, ['source']);
       counts.detached += 1;
     }
     return counts;
@@ -249,6 +259,18 @@ async function lockProvider(tx: Db, id: string): Promise<ProviderRow> {
   const [row] = await tx.select().from(providers).where(eq(providers.id, id)).for('update');
   if (!row) throw new NotFoundError(`provider ${id} not found`);
   return row;
+}
+
+/** A provider event: its id, name and the names of the fields that changed; never a value (nor the key). */
+async function recordProviderEvent(
+  tx: Db,
+  id: string,
+  change: 'CREATED' | 'UPDATED' | 'DELETED',
+  source: ChangeSource,
+  name: string,
+  changes?: string[],
+): Promise<void> {
+  await recordDataEvent(tx, { entity: 'provider', change, source, ids: [id], data: { name, ...(changes ? { changes } : {}) } });
 }
 
 /** Replicas drop what they cached of the provider once the change commits. */

@@ -492,6 +492,18 @@ export const outbox = queue.table(
   ],
 );
 
+/**
+ * Captions a job stored and no event has announced yet: one row per dispatcher commit, written in
+ * its statement. The notifier rolls them up into CAPTION_CREATED events of up to a thousand ids
+ * (src/db/data-events.ts), so a big job writes a bounded number of events, not one per caption.
+ */
+export const captionChanges = queue.table('caption_changes', {
+  id: bigint('id', { mode: 'number' }).primaryKey().generatedAlwaysAsIdentity(),
+  jobId: uuid('job_id').notNull(),
+  captionIds: uuid('caption_ids').array().notNull(),
+  createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+});
+
 export const BREAKER_STATES = ['closed', 'open'] as const;
 export type BreakerState = (typeof BREAKER_STATES)[number];
 

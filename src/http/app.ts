@@ -24,7 +24,7 @@ import type { WorkspaceWatcher } from '../jobs/workspace-watcher.js';
 import { workspaceState } from '../workspace/paths.js';
 import { apiClosed, apiGate, requireToken, scopeOf } from './auth.js';
 import { boardRoute } from './board.js';
-import { eventsRoute } from './events.js';
+import { dataEventsRoute, jobEventsRoute } from './events.js';
 import { conditionalGet } from './etag.js';
 import { restQueries } from './rest-queries.js';
 import { problem, problemResponses, sendProblem } from './problem.js';
@@ -143,7 +143,8 @@ export function createApp(deps: AppDeps): express.Express {
     maxBodySize: config.BODY_LIMIT_BYTES,
   });
   // Server-sent events: a plain route, since tRPC subscriptions have no OpenAPI face.
-  app.get('/api/perspectives/batch/events', eventsRoute(deps.events));
+  app.get('/api/perspectives/batch/events', jobEventsRoute(deps.events));
+  app.get('/api/events', dataEventsRoute(deps.events));
 
   // Mounted at the root, not at /api, because the handler matches on the full req.url; it calls
   // next() for paths it does not know, which then get the 404 below.

@@ -1,21 +1,47 @@
 /**
- * `GET /api/perspectives/batch/events`: job events as server-sent events, for every client that is
- * not the tRPC one. `?jobId=` narrows to one job; `Last-Event-ID` (or `?lastEventId=`) resumes.
+ * Server-sent events, for every client that is not the tRPC one: `GET /api/perspectives/batch/events`
+ * (job events; `?jobId=` narrows to one job) and `GET /api/events` (data change events; `?entity=`,
+ * `?datasetId=`, `?jobId=` narrow them). `Last-Event-ID` (or `?lastEventId=`) resumes.
  */
 import type { Request, Response } from 'express';
 import { z } from 'zod';
+import { DATA_ENTITIES } from '../db/data-events.js';
 import { eventMessage } from '../db/outbox.js';
-import type { EventHub } from '../jobs/event-hub.js';
+import type { EventFilter, EventHub } from '../jobs/event-hub.js';
 import { problem, sendProblem } from './problem.js';
 
 const KEEPALIVE_MS = 15_000;
 
-const query = z.object({
-  jobId: z.uuid({ error: 'must be a job id (a UUID)' }).optional(),
-  lastEventId: z.coerce.number().int().min(0).optional(),
+const lastEventId = z.coerce.number().int().min(0).optional();
+const jobId = z.uuid({ error: 'must be a job id (a UUID)' }).optional();
+
+const jobQuery = z.object({ jobId, lastEventId });
+
+/** `entity` repeated or comma-separated: `?entity=image,caption` or `?entity=image&entity=caption`. */
+const dataQuery = z.object({
+  entity: z
+    .preprocess(
+      (v) => (v === undefined ? undefined : [v].flat().flatMap((s) => String(s).split(',')).filter((s) => s !== '')),
+      z.array(z.enum(DATA_ENTITIES, { error: `must be one of ${DATA_ENTITIES.join(', ')}` })).max(DATA_ENTITIES.length * 2),
+    )
+    .optional(),
+  datasetId: z.uuid({ error: 'must be a dataset id (a UUID)' }).optional(),
+  jobId,
+  lastEventId,
 });
 
-export function eventsRoute(hub: EventHub) {
+export const jobEventsRoute = (hub: EventHub) =>
+  eventsRoute(hub, jobQuery, (q): EventFilter => ({ kind: 'job', jobId: q.jobId }));
+
+export const dataEventsRoute = (hub: EventHub) =>
+  eventsRoute(hub, dataQuery, (q): EventFilter => ({
+    kind: 'data',
+    entities: q.entity?.length ? [...new Set(q.entity)] : undefined,
+    datasetId: q.datasetId,
+    jobId: q.jobId,
+  }));
+
+function eventsRoute<Q extends { lastEventId?: number }>(hub: EventHub, query: z.ZodType<Q>, toFilter: (q: Q) => EventFilter) {
   return async (req: Request, res: Response) => {
     const parsed = query.safeParse({ ...req.query, lastEventId: req.get('last-event-id') ?? req.query.lastEventId });
     if (!parsed.success) {
@@ -23,7 +49,6 @@ export function eventsRoute(hub: EventHub) {
       sendProblem(res, problem(400, `Input validation failed: ${errors.map((e) => `${e.path}: ${e.message}`).join('; ')}`, { errors, instance: req.path }));
       return;
     }
-    const { jobId, lastEventId } = parsed.data;
     res.writeHead(200, {
       'Content-Type': 'text/event-stream; charset=utf-8',
       'Cache-Control': 'no-cache, no-transform',
@@ -31,7 +56,7 @@ export function eventsRoute(hub: EventHub) {
       'X-Accel-Buffering': 'no',
     });
     res.write('retry: 2000\n\n');
-    const subscription = hub.subscribe({ jobId, afterSeq: lastEventId });
+    const subscription = hub.subscribe(toFilter(parsed.data), parsed.data.lastEventId);
     const keepalive = setInterval(() => res.write(': keepalive\n\n'), KEEPALIVE_MS);
     req.on('close', () => subscription.close());
     try {

@@ -5,7 +5,8 @@
  */
 import type { Db } from '../db/client.js';
 import { PgListener } from '../db/listener.js';
-import { currentWatermark, EVENTS_CHANNEL, readEventsAfter, readEventsBetween, type OutboxEvent } from '../db/outbox.js';
+import { dataStream, type DataEntity } from '../db/data-events.js';
+import { currentWatermark, EVENTS_CHANNEL, readEventsAfter, readEventsBetween, type OutboxEvent, type StreamFilter } from '../db/outbox.js';
 import type { Logger } from '../logger.js';
 import { Wakeup } from './wakeup.js';
 
@@ -18,8 +19,31 @@ export interface Subscription extends AsyncIterable<OutboxEvent> {
   close(): void;
 }
 
+/**
+ * What a subscriber follows: job events (of one job or all), or data change events (of some
+ * entity types or all, optionally only those a job caused or those about one dataset).
+ */
+export type EventFilter =
+  | { kind: 'job'; jobId?: string }
+  | { kind: 'data'; entities?: readonly DataEntity[]; jobId?: string; datasetId?: string };
+
+function streamFilter(f: EventFilter): StreamFilter {
+  return f.kind === 'job'
+    ? { prefix: 'job:', jobId: f.jobId }
+    : { prefix: 'data:', streams: f.entities?.map(dataStream), jobId: f.jobId };
+}
+
+function matches(f: EventFilter, e: OutboxEvent): boolean {
+  if (f.jobId && f.jobId !== e.jobId) return false;
+  if (f.kind === 'job') return e.stream.startsWith('job:');
+  if (!e.stream.startsWith('data:')) return false;
+  if (f.entities && !f.entities.some((entity) => e.stream === dataStream(entity))) return false;
+  if (f.datasetId && e.data.datasetId !== f.datasetId) return false;
+  return true;
+}
+
 interface Subscriber {
-  jobId?: string;
+  filter: EventFilter;
   queue: OutboxEvent[];
   /** Live events held back until the replay is out. */
   replaying: boolean;
@@ -67,19 +91,19 @@ export class EventHub {
   }
 
   /**
-   * Events from now on, optionally of one job; with `afterSeq` (an SSE Last-Event-ID), first the
+   * Events from now on that `filter` selects; with `afterSeq` (an SSE Last-Event-ID), first the
    * retained events after it. The live part starts at the hub's watermark, which may be up to a
    * poll interval old when nobody was subscribed: a new subscriber may then also get events of
    * the moments before it came, never fewer than it asked for.
    */
-  subscribe(filter: { jobId?: string; afterSeq?: number }): Subscription {
-    const subscriber: Subscriber = { jobId: filter.jobId, queue: [], replaying: filter.afterSeq !== undefined, closed: false };
+  subscribe(filter: EventFilter, afterSeq?: number): Subscription {
+    const subscriber: Subscriber = { filter, queue: [], replaying: afterSeq !== undefined, closed: false };
     this.subscribers.add(subscriber);
     // Live batches cover transactions from the current watermark on; the replay covers those before it.
     const replayBefore = this.watermark!;
-    if (filter.afterSeq !== undefined) {
-      void readEventsAfter(this.options.db, { afterSeq: filter.afterSeq, beforeXid: replayBefore, jobId: filter.jobId, limit: REPLAY_LIMIT })
-        .then((missed) => subscriber.queue.unshift(...missed))
+    if (afterSeq !== undefined) {
+      void readEventsAfter(this.options.db, { afterSeq, beforeXid: replayBefore, filter: streamFilter(filter), limit: REPLAY_LIMIT })
+        .then((missed) => subscriber.queue.unshift(...missed.filter((e) => matches(filter, e))))
         .catch((error: unknown) => {
           this.options.logger.warn({ err: error }, 'event replay failed');
           this.end(subscriber);
@@ -139,9 +163,9 @@ export class EventHub {
     this.watermark = next;
     for (const event of events) {
       for (const s of this.subscribers) {
-        if (s.jobId && s.jobId !== event.jobId) continue;
+        if (!matches(s.filter, event)) continue;
         if (s.queue.length >= MAX_QUEUED) {
-          this.options.logger.warn({ jobId: s.jobId }, 'dropping a live subscriber that stopped reading');
+          this.options.logger.warn({ filter: s.filter }, 'dropping a live subscriber that stopped reading');
           this.end(s);
           continue;
         }

@@ -3,10 +3,12 @@
  * request, at least once, in order per stream (one event of a stream out at a time, across all
  * replicas), retried with backoff while the broker is down. Without a broker, events only serve
  * live subscribers and are marked delivered. Delivered events are pruned after a retention period.
+ * It also rolls up the captions jobs stored into their events.
  */
 import ky from 'ky';
 import type { Config } from '../config.js';
 import type { Db } from '../db/client.js';
+import { rollUpCaptionChanges } from '../db/data-events.js';
 import { PgListener } from '../db/listener.js';
 import {
   claimDeliverable,
@@ -42,6 +44,7 @@ export class Notifier {
   private stopped = false;
   private loop: Promise<void> | undefined;
   private lastPrune = 0;
+  private lastRollUp = 0;
   private readonly send?: (event: OutboxEvent) => Promise<void>;
 
   constructor(private readonly options: NotifierOptions) {
@@ -83,6 +86,7 @@ export class Notifier {
     while (!this.stopped) {
       let busy = false;
       try {
+        await this.rollUpCaptions();
         if (this.send) busy = (await this.deliverRound()) === BATCH;
         else await discardUndelivered(db);
         if (Date.now() - this.lastPrune > PRUNE_EVERY_MS) {
@@ -93,8 +97,15 @@ export class Notifier {
       } catch (error) {
         logger.warn({ err: error }, 'event delivery round failed');
       }
-      if (!busy) await this.wakeup.wait(config.NOTIFIER_POLL_MS);
+      if (!busy) await this.wakeup.wait(Math.min(config.NOTIFIER_POLL_MS, config.CAPTION_EVENT_ROLLUP_MS));
     }
+  }
+
+  /** Every CAPTION_EVENT_ROLLUP_MS, the captions jobs stored since become events (src/db/data-events.ts). */
+  private async rollUpCaptions(): Promise<void> {
+    if (Date.now() - this.lastRollUp < this.options.config.CAPTION_EVENT_ROLLUP_MS) return;
+    this.lastRollUp = Date.now();
+    while ((await rollUpCaptionChanges(this.options.db)) > 0 && !this.stopped);
   }
 
   /** One round: lease each stream's next event, send them, record the outcomes. Returns how many. */

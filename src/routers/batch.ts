@@ -23,6 +23,7 @@ import { getStatistics } from '../db/statistics.js';
 import { InvalidInputError, type FieldError } from '../errors.js';
 import { sealJobConfig } from '../secrets.js';
 import { internalProcedure, publicProcedure, router } from '../trpc.js';
+import type { JobEventMessage } from './events.schemas.js';
 import { fromClientPath, toWorkspaceRelative, workspacePathProblem, workspaceRoots } from '../workspace/paths.js';
 import {
   analyzeInput,
@@ -419,9 +420,9 @@ export const batchRouter = router({
     .input(z.object({ jobId: z.uuid().optional(), lastEventId: z.string().regex(/^\d+$/).nullish() }).optional())
     .subscription(async function* ({ ctx, input, signal }) {
       const afterSeq = input?.lastEventId ? Number(input.lastEventId) : undefined;
-      const subscription = ctx.events.subscribe({ jobId: input?.jobId, afterSeq });
+      const subscription = ctx.events.subscribe({ kind: 'job', jobId: input?.jobId }, afterSeq);
       signal?.addEventListener('abort', () => subscription.close());
-      for await (const event of subscription) yield tracked(String(event.seq), eventMessage(event));
+      for await (const event of subscription) yield tracked(String(event.seq), eventMessage(event) as JobEventMessage);
     }),
 
   failedItems: publicProcedure

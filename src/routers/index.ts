@@ -7,6 +7,7 @@ import { accessQuery } from './access.js';
 import { batchRouter } from './batch.js';
 import { captionsRouter } from './captions.js';
 import { datasetsRouter } from './datasets.js';
+import { eventsRouter } from './events.js';
 import { imagesRouter } from './images.js';
 import { perspectivesRouter } from './perspectives.js';
 import { providersRouter } from './providers.js';
@@ -21,6 +22,7 @@ export const appRouter = router({
   perspectives: perspectivesRouter,
   captions: captionsRouter,
   providers: providersRouter,
+  events: eventsRouter,
   access: accessQuery,
 });
 

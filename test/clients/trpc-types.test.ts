@@ -8,6 +8,7 @@ import { describe, expectTypeOf, it } from 'vitest';
 import type {
   AppRouter,
   CreateJobInput,
+  DataEvent,
   ErrorData,
   ItemStatus,
   Job,
@@ -26,6 +27,9 @@ type Client = ReturnType<typeof createTRPCClient<AppRouter>>;
 type JobStatuses = 'pending' | 'running' | 'paused' | 'completed' | 'partial' | 'failed' | 'cancelled';
 type ItemStatuses = 'pending' | 'running' | 'completed' | 'failed' | 'cancelled';
 type JobTypes = 'MULTI_PERSPECTIVE' | 'DATASET_PERSPECTIVE' | 'BACKFILL' | 'DEPENDENCY_CHAIN';
+/** The data event variant whose `type` may be T. */
+type VariantOf<E, T extends string> = E extends { type: infer U } ? (T extends U ? E : never) : never;
+type EventOf<T extends string> = VariantOf<DataEvent, T>;
 type Page<T> = { items: T[]; total: number; page: number; limit: number };
 
 describe('the tRPC contract (types)', () => {
@@ -127,12 +131,28 @@ describe('the tRPC contract (types)', () => {
   });
 
   it('the progress subscription yields job events', () => {
-    expectTypeOf<JobEvent['type']>().toEqualTypeOf<string>();
+    expectTypeOf<JobEvent['type']>().toEqualTypeOf<'JOB_CREATED' | 'JOB_STATUS_CHANGED' | 'JOB_PROGRESS'>();
+    expectTypeOf<JobEvent['data']['status']>().toEqualTypeOf<JobStatuses>();
     expectTypeOf<JobEvent['jobId']>().toEqualTypeOf<string | null>();
     expectTypeOf<JobEvent['seq']>().toEqualTypeOf<number>();
     expectTypeOf<JobEvent['occurredAt']>().toEqualTypeOf<string>();
     type EventsInput = Exclude<RouterInputs['batch']['events'], void | undefined>;
     expectTypeOf<EventsInput>().toEqualTypeOf<{ jobId?: string | undefined; lastEventId?: string | null | undefined }>();
+  });
+
+  it('the data subscription yields data change events, each payload narrowed by its type', () => {
+    expectTypeOf<'CAPTION_CREATED' | 'DATASET_MEMBERS_CHANGED' | 'PROVIDER_UPDATED'>().toExtend<DataEvent['type']>();
+    expectTypeOf<DataEvent['data']['ids']>().toEqualTypeOf<string[]>();
+    type Members = EventOf<'DATASET_MEMBERS_CHANGED'>['data'];
+    expectTypeOf<Members['added']>().toEqualTypeOf<string[]>();
+    expectTypeOf<Members['datasetId']>().toEqualTypeOf<string>();
+    type Perspective = EventOf<'PERSPECTIVE_UPDATED'>['data'];
+    expectTypeOf<Perspective['newRevision']>().toEqualTypeOf<boolean | undefined>();
+    // A provider event names the fields that changed; it has no field for a key.
+    type ProviderData = EventOf<'PROVIDER_UPDATED'>['data'];
+    expectTypeOf<keyof ProviderData>().toEqualTypeOf<'entity' | 'source' | 'ids' | 'name' | 'changes'>();
+    type EventsInput = Exclude<RouterInputs['events']['data'], void | undefined>;
+    expectTypeOf<EventsInput['entity']>().toEqualTypeOf<('image' | 'dataset' | 'perspective' | 'caption' | 'provider')[] | undefined>();
   });
 
   it('errors carry the code, HTTP status and the failing fields', () => {

@@ -7,7 +7,7 @@ import { chmod, copyFile, link, mkdir, readdir, readFile, rm, stat, utimes, writ
 import path from 'node:path';
 import { deflateSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { addDatasetMembers, removeDatasetMembers } from '../../src/db/datasets.js';
+import { addImagesToDataset, removeDatasetMembersByPath } from '../../src/db/datasets.js';
 import { findImagesByPath } from '../../src/db/images.js';
 import { CONFIG, createJob, finishItem, IMAGES, itemIds } from '../helpers/fixtures.js';
 import { getOk, headerDimensions, qs } from '../helpers/data.js';
@@ -385,10 +385,11 @@ describe('re-importing after changes on disk', () => {
     const dataset = await osImg();
     const members = await getOk(svc.url, `/api/datasets/${dataset.datasetId}/images${qs({ limit: 100 })}`);
     const ids: string[] = members.items.map((i: { imageId: string }) => i.imageId);
-    await addDatasetMembers(svc.db, dataset.datasetId, Array.from({ length: many }, (_, i) => ids[i % ids.length]!));
-    await removeDatasetMembers(svc.db, dataset.datasetId, [...Array.from({ length: many }, () => randomUUID()), ids[0]!]);
+    const first: string = members.items[0].path;
+    expect(await addImagesToDataset(svc.db, dataset.datasetId, Array.from({ length: many }, (_, i) => ids[i % ids.length]!))).toBe(0);
+    expect(await removeDatasetMembersByPath(svc.db, dataset.datasetId, [...paths, first])).toEqual([first]);
     expect((await osImg()).imageCount).toBe(ids.length - 1);
-    await addDatasetMembers(svc.db, dataset.datasetId, [ids[0]!]);
+    expect(await addImagesToDataset(svc.db, dataset.datasetId, [ids[0]!])).toBe(1);
     expect((await osImg()).imageCount).toBe(ids.length);
   });
 });

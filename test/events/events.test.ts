@@ -12,7 +12,7 @@ import { CONFIG, DATASET } from '../helpers/fixtures.js';
 import { waitFor } from '../helpers/jobs.js';
 import { api, startTestService, type TestService } from '../helpers/service.js';
 import { StandInBridge } from '../stand-ins/bridge.js';
-import { StandInBroker, type ReceivedEvent } from '../stand-ins/broker.js';
+import { StandInBroker, streamOf, type ReceivedEvent } from '../stand-ins/broker.js';
 
 const FAST = {
   POLL_INTERVAL_MS: '50',
@@ -67,33 +67,37 @@ async function createDatasetJob(url: string, perspectives = ['art_critic'], head
   return response.body.jobId as string;
 }
 
+/** The job's own events (JOB_*; the captions it made are data events with its id too). */
 function ofJob(events: ReceivedEvent[], jobId: string) {
-  return events.filter((e) => e.jobId === jobId);
+  return events.filter((e) => e.jobId === jobId && e.type.startsWith('JOB_'));
 }
 
-/** Each job's events arrive in their order: the first arrival of each event, by sequence. */
-function expectInOrderPerJob(events: ReceivedEvent[]) {
-  const byJob = new Map<string, number[]>();
+/** Each stream's events arrive in their order: the first arrival of each event, by sequence. */
+function expectInOrderPerStream(events: ReceivedEvent[]) {
+  const byStream = new Map<string, number[]>();
   const seen = new Set<string>();
   for (const e of events) {
     if (seen.has(e.id)) continue;
     seen.add(e.id);
-    byJob.set(e.jobId ?? '', [...(byJob.get(e.jobId ?? '') ?? []), e.seq]);
+    byStream.set(streamOf(e), [...(byStream.get(streamOf(e)) ?? []), e.seq]);
   }
-  for (const seqs of byJob.values()) expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
+  for (const seqs of byStream.values()) expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
 }
 
-/** Every event in the job's outbox reached the broker (a coalesced event may also have gone out in an earlier state). */
+/** Every job event of the job's in the outbox reached the broker (a coalesced event may also have gone out in an earlier state). */
 async function expectAllReceived(svc: TestService, broker: StandInBroker, jobId: string) {
-  const { rows } = await svc.db.execute<{ id: string }>(sql`select event_id as id from job_queue.outbox where job_id = ${jobId}`);
+  const { rows } = await svc.db.execute<{ id: string }>(
+    sql`select event_id as id from job_queue.outbox where job_id = ${jobId} and starts_with(stream, 'job:')`,
+  );
   const received = new Set(ofJob(broker.received, jobId).map((e) => e.id));
   expect(rows.length).toBeGreaterThan(0);
   expect(rows.filter((r) => !received.has(r.id))).toEqual([]);
 }
 
+/** The job's own events in the outbox (not the data events of its captions). */
 async function outboxCount(svc: TestService, jobId: string, where = 'true') {
   const { rows } = await svc.db.execute<{ n: number }>(
-    sql.raw(`select count(*)::int as n from job_queue.outbox where job_id = '${jobId}' and ${where}`),
+    sql.raw(`select count(*)::int as n from job_queue.outbox where job_id = '${jobId}' and starts_with(stream, 'job:') and ${where}`),
   );
   return rows[0]!.n;
 }
@@ -110,7 +114,7 @@ describe('events to the message broker', () => {
     );
     const events = ofJob(broker.unique(), jobId);
     expect(new Set(events.map((e) => e.id)).size).toBe(events.length);
-    expectInOrderPerJob(broker.received);
+    expectInOrderPerStream(broker.received);
     expect(events[0]).toMatchObject({ type: 'JOB_CREATED', data: { status: 'pending', totalImages: 7, type: 'DATASET_PERSPECTIVE' } });
     const statuses = events.filter((e) => e.type === 'JOB_STATUS_CHANGED').map((e) => [e.data.oldStatus, e.data.newStatus]);
     expect(statuses).toEqual([
@@ -150,17 +154,21 @@ describe('events to the message broker', () => {
     expect(await metric('graphcap_outbox_undelivered_events')).toBeGreaterThan(0);
     broker.mode = 'up';
 
-    await waitFor('every event to be delivered', async () => (await outboxCount(svc, jobId, 'delivered_at is null')) === 0);
+    // Every event: the job's, and the data events of its captions and of the start-up's workspace sync.
+    await waitFor('every event to be delivered', async () => {
+      const { rows } = await svc.db.execute<{ n: number }>(sql`select count(*)::int as n from job_queue.outbox where delivered_at is null`);
+      return rows[0]!.n === 0;
+    });
     const received = ofJob(broker.unique(), jobId);
     await expectAllReceived(svc, broker, jobId);
-    expectInOrderPerJob(broker.received);
+    expectInOrderPerStream(broker.received);
     expect(received[0]!.type).toBe('JOB_CREATED');
     expect(received.at(-1)).toMatchObject({ type: 'JOB_STATUS_CHANGED', data: { newStatus: 'completed' } });
     expect(await metric('graphcap_event_deliveries_total{outcome="delivered"}')).toBeGreaterThan(0);
     expect(await metric('graphcap_outbox_undelivered_events')).toBe(0);
   });
 
-  it('two replicas share delivery without sending one job’s events at once', async () => {
+  it('two replicas share delivery without sending one stream’s events at once', async () => {
     const broker = await StandInBroker.start({ delayMs: 15 });
     cleanups.push(() => broker.close());
     const svc = await service({ MESSAGE_BROKER_URL: broker.url });
@@ -177,8 +185,8 @@ describe('events to the message broker', () => {
       );
       await expectAllReceived(svc, broker, jobId);
     }
-    expect(broker.maxInFlightPerJob).toBe(1);
-    expectInOrderPerJob(broker.received);
+    expect(broker.maxInFlightPerStream).toBe(1);
+    expectInOrderPerStream(broker.received);
   });
 
   it('progress is coalesced: a fast job of 2,000 items sends few progress events, the last one exact', async () => {

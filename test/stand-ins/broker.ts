@@ -20,13 +20,18 @@ export interface ReceivedEvent {
 
 export type BrokerMode = 'up' | 'error';
 
+/** The outbox stream an event was sent in (its order is kept within it): a job's, or an entity type's. */
+export function streamOf(event: { type: string; jobId: string | null; data: Record<string, unknown> }): string {
+  return event.type.startsWith('JOB_') ? `job:${event.jobId}` : `data:${String(event.data.entity)}`;
+}
+
 export class StandInBroker {
   /** Every delivery that was acknowledged, in arrival order (repeats included). */
   readonly received: ReceivedEvent[] = [];
   /** Deliveries answered with an error. */
   refused = 0;
   /** Most deliveries of one stream (job) in flight at once. */
-  maxInFlightPerJob = 0;
+  maxInFlightPerStream = 0;
   mode: BrokerMode = 'up';
   private server: Server;
   private readonly sockets = new Set<Socket>();
@@ -80,10 +85,10 @@ export class StandInBroker {
           return;
         }
         const event = JSON.parse(body) as ReceivedEvent;
-        const stream = event.jobId ?? 'none';
+        const stream = streamOf(event);
         const now = (this.inFlight.get(stream) ?? 0) + 1;
         this.inFlight.set(stream, now);
-        this.maxInFlightPerJob = Math.max(this.maxInFlightPerJob, now);
+        this.maxInFlightPerStream = Math.max(this.maxInFlightPerStream, now);
         if (this.delayMs > 0) await new Promise((r) => setTimeout(r, this.delayMs));
         this.inFlight.set(stream, (this.inFlight.get(stream) ?? 1) - 1);
         if (this.mode === 'error') {

@@ -778,9 +778,29 @@ export interface paths {
         };
         /**
          * Follow job events live (server-sent events)
-         * @description A text/event-stream of JOB_CREATED, JOB_STATUS_CHANGED and JOB_PROGRESS events, for all jobs or one (`jobId`). Each SSE message has `id:` (the event sequence number), `event:` (the type) and `data:` (the event JSON). Reconnect with the `Last-Event-ID` header (browsers do it themselves) or `lastEventId` to get what was missed.
+         * @description A text/event-stream of JOB_CREATED, JOB_STATUS_CHANGED and JOB_PROGRESS events, for all jobs or one (`jobId`). Each SSE message has `id:` (the event sequence number), `event:` (the type) and `data:` (the event JSON, a `JobEvent`). Reconnect with the `Last-Event-ID` header (browsers do it themselves) or `lastEventId` to get what was missed.
          */
         get: operations["batch-events"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Follow data changes live (server-sent events)
+         * @description A text/event-stream of data change events: images, datasets (and their members), perspectives, captions and providers created, updated or deleted, by a request, a job, a workspace sync or an import. Each lists the ids it is about (at most 1,000: a bulk change is several events). Each SSE message has `id:` (the event sequence number), `event:` (the type, e.g. CAPTION_CREATED) and `data:` (the event JSON, a `DataEvent`). Reconnect with the `Last-Event-ID` header or `lastEventId` to get what was missed.
+         */
+        get: operations["data-events"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1460,6 +1480,258 @@ export interface components {
             read: boolean;
             /** @description Whether this caller may change state (create, pause, cancel ...): the API token, or an open service. */
             write: boolean;
+        };
+        /** @description A job event (README, "Following jobs live"). */
+        JobEvent: {
+            /**
+             * Format: uuid
+             * @description Unique per event: receivers de-duplicate with it (delivery is at least once).
+             */
+            id: string;
+            /** @description Order of events; the SSE `id:` and what `Last-Event-ID` resumes after. */
+            seq: number;
+            /** Format: date-time */
+            occurredAt: string;
+            /** @description The job the event is about, or that caused the change. */
+            jobId: string | null;
+            /** @description The X-Request-Id of the request that caused it, if one did. */
+            requestId: string | null;
+            /** @enum {string} */
+            type: "JOB_CREATED" | "JOB_STATUS_CHANGED" | "JOB_PROGRESS";
+            data: {
+                /** Format: uuid */
+                jobId: string;
+                /** @enum {string} */
+                status: "pending" | "running" | "paused" | "completed" | "partial" | "failed" | "cancelled";
+                totalImages: number;
+                processedImages: number;
+                failedImages: number;
+                cancelledImages: number;
+                progress: number;
+                /**
+                 * @description JOB_STATUS_CHANGED
+                 * @enum {string}
+                 */
+                oldStatus?: "pending" | "running" | "paused" | "completed" | "partial" | "failed" | "cancelled";
+                /**
+                 * @description JOB_STATUS_CHANGED
+                 * @enum {string}
+                 */
+                newStatus?: "pending" | "running" | "paused" | "completed" | "partial" | "failed" | "cancelled";
+                /** @description JOB_STATUS_CHANGED */
+                reason?: string | null;
+                /** @description JOB_CREATED */
+                type?: string;
+                /** @description JOB_CREATED */
+                priority?: number;
+                /** @description JOB_CREATED */
+                perspectives?: string[];
+                /** @description JOB_CREATED */
+                userId?: string | null;
+                /** @description JOB_CREATED */
+                datasetId?: string | null;
+            };
+        };
+        /** @description A data change event (README, "Data change events"). */
+        DataEvent: components["schemas"]["ImageEvent"] | components["schemas"]["DatasetEvent"] | components["schemas"]["DatasetMembersEvent"] | components["schemas"]["PerspectiveEvent"] | components["schemas"]["CaptionEvent"] | components["schemas"]["ProviderEvent"];
+        ImageEvent: {
+            /**
+             * Format: uuid
+             * @description Unique per event: receivers de-duplicate with it (delivery is at least once).
+             */
+            id: string;
+            /** @description Order of events; the SSE `id:` and what `Last-Event-ID` resumes after. */
+            seq: number;
+            /** Format: date-time */
+            occurredAt: string;
+            /** @description The job the event is about, or that caused the change. */
+            jobId: string | null;
+            /** @description The X-Request-Id of the request that caused it, if one did. */
+            requestId: string | null;
+            /** @enum {string} */
+            type: "IMAGE_CREATED" | "IMAGE_UPDATED" | "IMAGE_DELETED";
+            data: components["schemas"]["ImageEventData"];
+        };
+        ImageEventData: {
+            /** @enum {string} */
+            entity: "image" | "dataset" | "perspective" | "caption" | "provider";
+            /**
+             * @description What made the change: a request, a job, a workspace sync, a caption import, the library, the providers file.
+             * @enum {string}
+             */
+            source: "api" | "job" | "sync" | "import" | "library" | "config";
+            /** @description The ids of the entities changed (at most 1000 per event). */
+            ids: string[];
+            path?: string;
+            /** @description The names of the fields that changed (never their values). */
+            changes?: string[];
+        };
+        DatasetEvent: {
+            /**
+             * Format: uuid
+             * @description Unique per event: receivers de-duplicate with it (delivery is at least once).
+             */
+            id: string;
+            /** @description Order of events; the SSE `id:` and what `Last-Event-ID` resumes after. */
+            seq: number;
+            /** Format: date-time */
+            occurredAt: string;
+            /** @description The job the event is about, or that caused the change. */
+            jobId: string | null;
+            /** @description The X-Request-Id of the request that caused it, if one did. */
+            requestId: string | null;
+            /** @enum {string} */
+            type: "DATASET_CREATED" | "DATASET_UPDATED" | "DATASET_DELETED";
+            data: components["schemas"]["DatasetEventData"];
+        };
+        DatasetEventData: {
+            /** @enum {string} */
+            entity: "image" | "dataset" | "perspective" | "caption" | "provider";
+            /**
+             * @description What made the change: a request, a job, a workspace sync, a caption import, the library, the providers file.
+             * @enum {string}
+             */
+            source: "api" | "job" | "sync" | "import" | "library" | "config";
+            /** @description The ids of the entities changed (at most 1000 per event). */
+            ids: string[];
+            /** Format: uuid */
+            datasetId: string;
+            name?: string;
+            /** @description The names of the fields that changed (never their values). */
+            changes?: string[];
+        };
+        DatasetMembersEvent: {
+            /**
+             * Format: uuid
+             * @description Unique per event: receivers de-duplicate with it (delivery is at least once).
+             */
+            id: string;
+            /** @description Order of events; the SSE `id:` and what `Last-Event-ID` resumes after. */
+            seq: number;
+            /** Format: date-time */
+            occurredAt: string;
+            /** @description The job the event is about, or that caused the change. */
+            jobId: string | null;
+            /** @description The X-Request-Id of the request that caused it, if one did. */
+            requestId: string | null;
+            /** @enum {string} */
+            type: "DATASET_MEMBERS_CHANGED";
+            data: components["schemas"]["DatasetMembersEventData"];
+        };
+        DatasetMembersEventData: {
+            /** @enum {string} */
+            entity: "image" | "dataset" | "perspective" | "caption" | "provider";
+            /**
+             * @description What made the change: a request, a job, a workspace sync, a caption import, the library, the providers file.
+             * @enum {string}
+             */
+            source: "api" | "job" | "sync" | "import" | "library" | "config";
+            /** @description The ids of the entities changed (at most 1000 per event). */
+            ids: string[];
+            /** Format: uuid */
+            datasetId: string;
+            /** @description Images that joined the dataset. */
+            added: string[];
+            /** @description Images that left it. */
+            removed: string[];
+        };
+        PerspectiveEvent: {
+            /**
+             * Format: uuid
+             * @description Unique per event: receivers de-duplicate with it (delivery is at least once).
+             */
+            id: string;
+            /** @description Order of events; the SSE `id:` and what `Last-Event-ID` resumes after. */
+            seq: number;
+            /** Format: date-time */
+            occurredAt: string;
+            /** @description The job the event is about, or that caused the change. */
+            jobId: string | null;
+            /** @description The X-Request-Id of the request that caused it, if one did. */
+            requestId: string | null;
+            /** @enum {string} */
+            type: "PERSPECTIVE_CREATED" | "PERSPECTIVE_UPDATED" | "PERSPECTIVE_DELETED";
+            data: components["schemas"]["PerspectiveEventData"];
+        };
+        PerspectiveEventData: {
+            /** @enum {string} */
+            entity: "image" | "dataset" | "perspective" | "caption" | "provider";
+            /**
+             * @description What made the change: a request, a job, a workspace sync, a caption import, the library, the providers file.
+             * @enum {string}
+             */
+            source: "api" | "job" | "sync" | "import" | "library" | "config";
+            /** @description The ids of the entities changed (at most 1000 per event). */
+            ids: string[];
+            name: string;
+            revision?: number;
+            /** @description This change made a new revision of the definition. */
+            newRevision?: boolean;
+            /** @description The names of the fields that changed (never their values). */
+            changes?: string[];
+        };
+        CaptionEvent: {
+            /**
+             * Format: uuid
+             * @description Unique per event: receivers de-duplicate with it (delivery is at least once).
+             */
+            id: string;
+            /** @description Order of events; the SSE `id:` and what `Last-Event-ID` resumes after. */
+            seq: number;
+            /** Format: date-time */
+            occurredAt: string;
+            /** @description The job the event is about, or that caused the change. */
+            jobId: string | null;
+            /** @description The X-Request-Id of the request that caused it, if one did. */
+            requestId: string | null;
+            /** @enum {string} */
+            type: "CAPTION_CREATED" | "CAPTION_UPDATED" | "CAPTION_DELETED";
+            data: components["schemas"]["CaptionEventData"];
+        };
+        CaptionEventData: {
+            /** @enum {string} */
+            entity: "image" | "dataset" | "perspective" | "caption" | "provider";
+            /**
+             * @description What made the change: a request, a job, a workspace sync, a caption import, the library, the providers file.
+             * @enum {string}
+             */
+            source: "api" | "job" | "sync" | "import" | "library" | "config";
+            /** @description The ids of the entities changed (at most 1000 per event). */
+            ids: string[];
+            /** @description The names of the fields that changed (never their values). */
+            changes?: string[];
+        };
+        ProviderEvent: {
+            /**
+             * Format: uuid
+             * @description Unique per event: receivers de-duplicate with it (delivery is at least once).
+             */
+            id: string;
+            /** @description Order of events; the SSE `id:` and what `Last-Event-ID` resumes after. */
+            seq: number;
+            /** Format: date-time */
+            occurredAt: string;
+            /** @description The job the event is about, or that caused the change. */
+            jobId: string | null;
+            /** @description The X-Request-Id of the request that caused it, if one did. */
+            requestId: string | null;
+            /** @enum {string} */
+            type: "PROVIDER_CREATED" | "PROVIDER_UPDATED" | "PROVIDER_DELETED";
+            data: components["schemas"]["ProviderEventData"];
+        };
+        ProviderEventData: {
+            /** @enum {string} */
+            entity: "image" | "dataset" | "perspective" | "caption" | "provider";
+            /**
+             * @description What made the change: a request, a job, a workspace sync, a caption import, the library, the providers file.
+             * @enum {string}
+             */
+            source: "api" | "job" | "sync" | "import" | "library" | "config";
+            /** @description The ids of the entities changed (at most 1000 per event). */
+            ids: string[];
+            name: string;
+            /** @description The names of the fields that changed (never their values). */
+            changes?: string[];
         };
         /** @description RFC 9457 problem details. Every REST error has this shape. */
         Problem: {
@@ -5572,6 +5844,61 @@ export interface operations {
                 };
             };
             /** @description Invalid jobId or lastEventId */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong token, when API_TOKEN is set */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "data-events": {
+        parameters: {
+            query?: {
+                /** @description Only these entity types, comma-separated (image, dataset, perspective, caption, provider); all when absent. */
+                entity?: string;
+                /** @description Only events about this dataset (its own and its members’). */
+                datasetId?: string;
+                /** @description Only changes this job made (its captions). */
+                jobId?: string;
+                /** @description Resume after this event. */
+                lastEventId?: number;
+            };
+            header?: {
+                /** @description Resume after this event (SSE standard). */
+                "Last-Event-ID"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The event stream; stays open. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example id: 97
+                     *     event: CAPTION_CREATED
+                     *     data: {"id":"0b6e…","seq":97,"type":"CAPTION_CREATED","occurredAt":"2026-12-06T12:00:00.000Z","jobId":"5b0c…","data":{"entity":"caption","source":"job","ids":["0193…","0193…"]},"requestId":null}
+                     */
+                    "text/event-stream": string;
+                };
+            };
+            /** @description Invalid entity, datasetId, jobId or lastEventId */
             400: {
                 headers: {
                     [name: string]: unknown;

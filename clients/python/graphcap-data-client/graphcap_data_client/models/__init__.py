@@ -31,6 +31,11 @@ from .batch_statistics_response_200_throughput import BatchStatisticsResponse200
 from .batch_update_item_body import BatchUpdateItemBody
 from .batch_update_item_body_result import BatchUpdateItemBodyResult
 from .caption import Caption
+from .caption_event import CaptionEvent
+from .caption_event_data import CaptionEventData
+from .caption_event_data_entity import CaptionEventDataEntity
+from .caption_event_data_source import CaptionEventDataSource
+from .caption_event_type import CaptionEventType
 from .caption_page import CaptionPage
 from .caption_result import CaptionResult
 from .captions_create_body import CaptionsCreateBody
@@ -43,6 +48,16 @@ from .captions_list_sort import CaptionsListSort
 from .captions_update_body import CaptionsUpdateBody
 from .captions_update_body_result import CaptionsUpdateBodyResult
 from .dataset import Dataset
+from .dataset_event import DatasetEvent
+from .dataset_event_data import DatasetEventData
+from .dataset_event_data_entity import DatasetEventDataEntity
+from .dataset_event_data_source import DatasetEventDataSource
+from .dataset_event_type import DatasetEventType
+from .dataset_members_event import DatasetMembersEvent
+from .dataset_members_event_data import DatasetMembersEventData
+from .dataset_members_event_data_entity import DatasetMembersEventDataEntity
+from .dataset_members_event_data_source import DatasetMembersEventDataSource
+from .dataset_members_event_type import DatasetMembersEventType
 from .dataset_page import DatasetPage
 from .datasets_add_images_body import DatasetsAddImagesBody
 from .datasets_add_images_response_200 import DatasetsAddImagesResponse200
@@ -63,6 +78,11 @@ from .health_status import HealthStatus
 from .health_workspace import HealthWorkspace
 from .health_workspace_state import HealthWorkspaceState
 from .image import Image
+from .image_event import ImageEvent
+from .image_event_data import ImageEventData
+from .image_event_data_entity import ImageEventDataEntity
+from .image_event_data_source import ImageEventDataSource
+from .image_event_type import ImageEventType
 from .image_page import ImagePage
 from .image_with_latest_captions import ImageWithLatestCaptions
 from .images_create_body import ImagesCreateBody
@@ -78,6 +98,12 @@ from .item_status import ItemStatus
 from .job import Job
 from .job_config import JobConfig
 from .job_detail import JobDetail
+from .job_event import JobEvent
+from .job_event_data import JobEventData
+from .job_event_data_new_status import JobEventDataNewStatus
+from .job_event_data_old_status import JobEventDataOldStatus
+from .job_event_data_status import JobEventDataStatus
+from .job_event_type import JobEventType
 from .job_item import JobItem
 from .job_item_page import JobItemPage
 from .job_item_result_type_0 import JobItemResultType0
@@ -86,6 +112,11 @@ from .job_status import JobStatus
 from .job_type import JobType
 from .perspective import Perspective
 from .perspective_definition import PerspectiveDefinition
+from .perspective_event import PerspectiveEvent
+from .perspective_event_data import PerspectiveEventData
+from .perspective_event_data_entity import PerspectiveEventDataEntity
+from .perspective_event_data_source import PerspectiveEventDataSource
+from .perspective_event_type import PerspectiveEventType
 from .perspective_page import PerspectivePage
 from .perspective_schema_fields_item import PerspectiveSchemaFieldsItem
 from .perspective_source import PerspectiveSource
@@ -106,6 +137,11 @@ from .problem import Problem
 from .problem_errors_item import ProblemErrorsItem
 from .provider import Provider
 from .provider_environment import ProviderEnvironment
+from .provider_event import ProviderEvent
+from .provider_event_data import ProviderEventData
+from .provider_event_data_entity import ProviderEventDataEntity
+from .provider_event_data_source import ProviderEventDataSource
+from .provider_event_type import ProviderEventType
 from .provider_misconfigured_type_0 import ProviderMisconfiguredType0
 from .provider_models_item import ProviderModelsItem
 from .provider_page import ProviderPage
@@ -163,6 +199,11 @@ __all__ = (
     "BatchUpdateItemBody",
     "BatchUpdateItemBodyResult",
     "Caption",
+    "CaptionEvent",
+    "CaptionEventData",
+    "CaptionEventDataEntity",
+    "CaptionEventDataSource",
+    "CaptionEventType",
     "CaptionPage",
     "CaptionResult",
     "CaptionsCreateBody",
@@ -175,6 +216,16 @@ __all__ = (
     "CaptionsUpdateBody",
     "CaptionsUpdateBodyResult",
     "Dataset",
+    "DatasetEvent",
+    "DatasetEventData",
+    "DatasetEventDataEntity",
+    "DatasetEventDataSource",
+    "DatasetEventType",
+    "DatasetMembersEvent",
+    "DatasetMembersEventData",
+    "DatasetMembersEventDataEntity",
+    "DatasetMembersEventDataSource",
+    "DatasetMembersEventType",
     "DatasetPage",
     "DatasetsAddImagesBody",
     "DatasetsAddImagesResponse200",
@@ -195,6 +246,11 @@ __all__ = (
     "HealthWorkspace",
     "HealthWorkspaceState",
     "Image",
+    "ImageEvent",
+    "ImageEventData",
+    "ImageEventDataEntity",
+    "ImageEventDataSource",
+    "ImageEventType",
     "ImagePage",
     "ImagesCreateBody",
     "ImagesDeleteResponse200",
@@ -210,6 +266,12 @@ __all__ = (
     "Job",
     "JobConfig",
     "JobDetail",
+    "JobEvent",
+    "JobEventData",
+    "JobEventDataNewStatus",
+    "JobEventDataOldStatus",
+    "JobEventDataStatus",
+    "JobEventType",
     "JobItem",
     "JobItemPage",
     "JobItemResultType0",
@@ -218,6 +280,11 @@ __all__ = (
     "JobType",
     "Perspective",
     "PerspectiveDefinition",
+    "PerspectiveEvent",
+    "PerspectiveEventData",
+    "PerspectiveEventDataEntity",
+    "PerspectiveEventDataSource",
+    "PerspectiveEventType",
     "PerspectivePage",
     "PerspectivesCaptionsOrder",
     "PerspectivesCaptionsSort",
@@ -238,6 +305,11 @@ __all__ = (
     "ProblemErrorsItem",
     "Provider",
     "ProviderEnvironment",
+    "ProviderEvent",
+    "ProviderEventData",
+    "ProviderEventDataEntity",
+    "ProviderEventDataSource",
+    "ProviderEventType",
     "ProviderMisconfiguredType0",
     "ProviderModelsItem",
     "ProviderPage",

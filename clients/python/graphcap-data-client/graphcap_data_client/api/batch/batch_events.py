@@ -83,8 +83,8 @@ def sync_detailed(
 
      A text/event-stream of JOB_CREATED, JOB_STATUS_CHANGED and JOB_PROGRESS events, for all jobs or one
     (`jobId`). Each SSE message has `id:` (the event sequence number), `event:` (the type) and `data:`
-    (the event JSON). Reconnect with the `Last-Event-ID` header (browsers do it themselves) or
-    `lastEventId` to get what was missed.
+    (the event JSON, a `JobEvent`). Reconnect with the `Last-Event-ID` header (browsers do it
+    themselves) or `lastEventId` to get what was missed.
 
     Args:
         job_id (UUID | Unset):
@@ -123,8 +123,8 @@ def sync(
 
      A text/event-stream of JOB_CREATED, JOB_STATUS_CHANGED and JOB_PROGRESS events, for all jobs or one
     (`jobId`). Each SSE message has `id:` (the event sequence number), `event:` (the type) and `data:`
-    (the event JSON). Reconnect with the `Last-Event-ID` header (browsers do it themselves) or
-    `lastEventId` to get what was missed.
+    (the event JSON, a `JobEvent`). Reconnect with the `Last-Event-ID` header (browsers do it
+    themselves) or `lastEventId` to get what was missed.
 
     Args:
         job_id (UUID | Unset):
@@ -158,8 +158,8 @@ async def asyncio_detailed(
 
      A text/event-stream of JOB_CREATED, JOB_STATUS_CHANGED and JOB_PROGRESS events, for all jobs or one
     (`jobId`). Each SSE message has `id:` (the event sequence number), `event:` (the type) and `data:`
-    (the event JSON). Reconnect with the `Last-Event-ID` header (browsers do it themselves) or
-    `lastEventId` to get what was missed.
+    (the event JSON, a `JobEvent`). Reconnect with the `Last-Event-ID` header (browsers do it
+    themselves) or `lastEventId` to get what was missed.
 
     Args:
         job_id (UUID | Unset):
@@ -196,8 +196,8 @@ async def asyncio(
 
      A text/event-stream of JOB_CREATED, JOB_STATUS_CHANGED and JOB_PROGRESS events, for all jobs or one
     (`jobId`). Each SSE message has `id:` (the event sequence number), `event:` (the type) and `data:`
-    (the event JSON). Reconnect with the `Last-Event-ID` header (browsers do it themselves) or
-    `lastEventId` to get what was missed.
+    (the event JSON, a `JobEvent`). Reconnect with the `Last-Event-ID` header (browsers do it
+    themselves) or `lastEventId` to get what was missed.
 
     Args:
         job_id (UUID | Unset):
