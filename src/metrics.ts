@@ -27,6 +27,9 @@ export interface Metrics {
   dispatchRounds: Histogram;
   /** Captions written back to graphcap's captions.jsonl (written), or not this time (failed). */
   captionWritebacks: Counter<'outcome'>;
+  /** Live event subscribers (SSE and tRPC) of this process, and those it dropped for falling behind. */
+  eventSubscribers: Gauge;
+  eventSubscribersDropped: Counter;
 }
 
 export function createMetrics(deps: { db: Db; pool: pg.Pool; bridge?: BridgeMonitor }): Metrics {
@@ -190,7 +193,29 @@ export function createMetrics(deps: { db: Db; pool: pg.Pool; bridge?: BridgeMoni
     },
   });
 
-  return { registry, httpRequests, httpDuration, eventDeliveries, itemOutcomes, bridgeCalls, itemStarts, dispatchRounds, captionWritebacks };
+  const eventSubscribers = new Gauge({
+    name: 'graphcap_event_subscribers',
+    help: 'Live event subscribers (SSE streams and tRPC subscriptions) of this process.',
+    registers: [registry],
+  });
+  const eventSubscribersDropped = new Counter({
+    name: 'graphcap_event_subscribers_dropped_total',
+    help: 'Live event subscribers this process dropped because they fell too far behind (they may resume with their last event id).',
+    registers: [registry],
+  });
+  return {
+    registry,
+    httpRequests,
+    httpDuration,
+    eventDeliveries,
+    itemOutcomes,
+    bridgeCalls,
+    itemStarts,
+    dispatchRounds,
+    captionWritebacks,
+    eventSubscribers,
+    eventSubscribersDropped,
+  };
 }
 
 /**

@@ -72,7 +72,14 @@ export async function startService(given: Config, logger: Logger): Promise<Servi
       await monitor.start();
     }
     const metrics = createMetrics({ db: database.db, pool: database.pool, bridge: monitor });
-    const events = new EventHub({ db: database.db, databaseUrl: database.url, logger, pollMs: config.NOTIFIER_POLL_MS });
+    const events = new EventHub({
+      db: database.db,
+      databaseUrl: database.url,
+      logger,
+      pollMs: config.NOTIFIER_POLL_MS,
+      onSubscribers: (count) => metrics.eventSubscribers.set(count),
+      onDropped: () => metrics.eventSubscribersDropped.inc(),
+    });
     await events.start();
     const itemWriter = new ItemWriter({ db: database.db, logger, pollMs: config.POLL_INTERVAL_MS });
     const captionExporter = new CaptionExporter({

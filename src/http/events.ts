@@ -58,11 +58,19 @@ function eventsRoute<Q extends { lastEventId?: number }>(hub: EventHub, query: z
     res.write('retry: 2000\n\n');
     const subscription = hub.subscribe(toFilter(parsed.data), parsed.data.lastEventId);
     const keepalive = setInterval(() => res.write(': keepalive\n\n'), KEEPALIVE_MS);
+    const closed = new Promise<void>((resolve) => res.once('close', resolve));
     req.on('close', () => subscription.close());
     try {
       for await (const event of subscription) {
-        res.write(`id: ${event.seq}\nevent: ${event.type}\ndata: ${JSON.stringify(eventMessage(event))}\n\n`);
+        // A client that does not read fills the socket: wait for it, so the events wait in the
+        // hub, whose bound then drops it, instead of in socket buffers without one.
+        if (!res.write(`id: ${event.seq}\nevent: ${event.type}\ndata: ${JSON.stringify(eventMessage(event))}\n\n`)) {
+          await Promise.race([new Promise((resolve) => res.once('drain', resolve)), closed, subscription.ended]);
+        }
       }
+      // Dropped: said to a client that still reads; one that does not is cut off.
+      if (subscription.droppedBecause && res.writableNeedDrain) res.destroy();
+      else if (subscription.droppedBecause) res.write(`event: dropped\ndata: ${JSON.stringify({ reason: subscription.droppedBecause })}\n\n`);
     } finally {
       clearInterval(keepalive);
       res.end();

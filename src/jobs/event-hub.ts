@@ -10,13 +10,21 @@ import { currentWatermark, EVENTS_CHANNEL, readEventsAfter, readEventsBetween, t
 import type { Logger } from '../logger.js';
 import { Wakeup } from './wakeup.js';
 
-/** Events a resuming subscriber may replay at most. */
-const REPLAY_LIMIT = 10_000;
-/** A subscriber that falls this far behind is dropped; it can resume with its last event id. */
-const MAX_QUEUED = 10_000;
+/** Events a resuming subscriber's replay reads at a time, as it takes them. */
+const REPLAY_PAGE = 200;
+/**
+ * Bytes of live events (their JSON) a subscriber may have waiting; one that falls further behind
+ * (it stopped reading, or reads slower than events come) is dropped, and can resume with its last
+ * event id. A bound in bytes, since a data event may list a thousand ids.
+ */
+const MAX_QUEUED_BYTES = 4 * 1024 * 1024;
 
 export interface Subscription extends AsyncIterable<OutboxEvent> {
   close(): void;
+  /** Why the hub ended it, when it did (not when the reader closed it). */
+  readonly droppedBecause: string | undefined;
+  /** Settles when it ends, whoever ends it. */
+  readonly ended: Promise<void>;
 }
 
 /**
@@ -44,11 +52,14 @@ function matches(f: EventFilter, e: OutboxEvent): boolean {
 
 interface Subscriber {
   filter: EventFilter;
-  queue: OutboxEvent[];
-  /** Live events held back until the replay is out. */
-  replaying: boolean;
+  /** Live events, with their size; held back until the replay is out. */
+  queue: { event: OutboxEvent; bytes: number }[];
+  queuedBytes: number;
   notify?: () => void;
   closed: boolean;
+  droppedBecause?: string;
+  ended: Promise<void>;
+  resolveEnded: () => void;
 }
 
 export class EventHub {
@@ -61,7 +72,15 @@ export class EventHub {
   private loop: Promise<void> | undefined;
 
   constructor(
-    private readonly options: { db: Db; databaseUrl: string; logger: Logger; pollMs: number },
+    private readonly options: {
+      db: Db;
+      databaseUrl: string;
+      logger: Logger;
+      pollMs: number;
+      /** Told the number of subscribers when it changes, and of each one dropped (metrics). */
+      onSubscribers?: (count: number) => void;
+      onDropped?: () => void;
+    },
   ) {
     this.listener = new PgListener({
       url: options.databaseUrl,
@@ -97,30 +116,33 @@ export class EventHub {
    * the moments before it came, never fewer than it asked for.
    */
   subscribe(filter: EventFilter, afterSeq?: number): Subscription {
-    const subscriber: Subscriber = { filter, queue: [], replaying: afterSeq !== undefined, closed: false };
+    let resolveEnded!: () => void;
+    const ended = new Promise<void>((resolve) => (resolveEnded = resolve));
+    const subscriber: Subscriber = { filter, queue: [], queuedBytes: 0, closed: false, ended, resolveEnded };
     this.subscribers.add(subscriber);
+    this.options.onSubscribers?.(this.subscribers.size);
     // Live batches cover transactions from the current watermark on; the replay covers those before it.
     const replayBefore = this.watermark!;
-    if (afterSeq !== undefined) {
-      void readEventsAfter(this.options.db, { afterSeq, beforeXid: replayBefore, filter: streamFilter(filter), limit: REPLAY_LIMIT })
-        .then((missed) => subscriber.queue.unshift(...missed.filter((e) => matches(filter, e))))
-        .catch((error: unknown) => {
-          this.options.logger.warn({ err: error }, 'event replay failed');
-          this.end(subscriber);
-        })
-        .finally(() => {
-          subscriber.replaying = false;
-          subscriber.notify?.();
-        });
-    }
     const hub = this;
     return {
       close: () => hub.end(subscriber),
+      get droppedBecause() {
+        return subscriber.droppedBecause;
+      },
+      ended,
       async *[Symbol.asyncIterator]() {
         try {
+          // What was missed, a page at a time as the reader takes it, up to where the live part starts.
+          for (let after = afterSeq; after !== undefined && !subscriber.closed; ) {
+            const page = await hub.replayPage(subscriber, after, replayBefore);
+            for (const event of page) if (matches(filter, event) && !subscriber.closed) yield event;
+            after = page.length === REPLAY_PAGE ? page.at(-1)!.seq : undefined;
+          }
           while (!subscriber.closed) {
-            if (!subscriber.replaying && subscriber.queue.length > 0) {
-              yield subscriber.queue.shift()!;
+            const next = subscriber.queue.shift();
+            if (next) {
+              subscriber.queuedBytes -= next.bytes;
+              yield next.event;
               continue;
             }
             await new Promise<void>((resolve) => (subscriber.notify = resolve));
@@ -133,13 +155,32 @@ export class EventHub {
     };
   }
 
+  private async replayPage(subscriber: Subscriber, afterSeq: number, beforeXid: string): Promise<OutboxEvent[]> {
+    try {
+      return await readEventsAfter(this.options.db, { afterSeq, beforeXid, filter: streamFilter(subscriber.filter), limit: REPLAY_PAGE });
+    } catch (error) {
+      this.options.logger.warn({ err: error }, 'event replay failed');
+      this.end(subscriber, 'the replay of missed events failed; resume with the last event id');
+      return [];
+    }
+  }
+
   get subscriberCount(): number {
     return this.subscribers.size;
   }
 
-  private end(subscriber: Subscriber): void {
+  private end(subscriber: Subscriber, reason?: string): void {
+    if (subscriber.closed) return;
+    if (reason) {
+      subscriber.droppedBecause = reason;
+      this.options.onDropped?.();
+    }
     subscriber.closed = true;
+    subscriber.queue = [];
+    subscriber.queuedBytes = 0;
+    subscriber.resolveEnded();
     this.subscribers.delete(subscriber);
+    this.options.onSubscribers?.(this.subscribers.size);
     subscriber.notify?.();
   }
 
@@ -162,14 +203,17 @@ export class EventHub {
       this.subscribers.size === 0 ? [] : await readEventsBetween(this.options.db, { fromXid: this.watermark!, toXid: next });
     this.watermark = next;
     for (const event of events) {
+      let bytes: number | undefined;
       for (const s of this.subscribers) {
         if (!matches(s.filter, event)) continue;
-        if (s.queue.length >= MAX_QUEUED) {
-          this.options.logger.warn({ filter: s.filter }, 'dropping a live subscriber that stopped reading');
-          this.end(s);
+        bytes ??= Buffer.byteLength(JSON.stringify(event.data)) + 200;
+        if (s.queuedBytes + bytes > MAX_QUEUED_BYTES) {
+          this.options.logger.warn({ filter: s.filter }, 'dropping a live subscriber that fell behind');
+          this.end(s, 'fell too far behind the events; resume with the last event id');
           continue;
         }
-        s.queue.push(event);
+        s.queue.push({ event, bytes });
+        s.queuedBytes += bytes;
         s.notify?.();
       }
     }

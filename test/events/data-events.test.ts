@@ -6,6 +6,7 @@
  */
 import { copyFile, cp, link, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
+import http from 'node:http';
 import path from 'node:path';
 import { createTRPCClient, httpLink, httpSubscriptionLink, splitLink } from '@trpc/client';
 import { sql } from 'drizzle-orm';
@@ -17,7 +18,7 @@ import { upsertImages } from '../../src/db/images.js';
 import { createProvider } from '../../src/db/providers.js';
 import { dataEvent } from '../../src/routers/events.schemas.js';
 import type { AppRouter } from '../../src/routers/index.js';
-import { CONFIG, DATASET, IMAGES } from '../helpers/fixtures.js';
+import { CONFIG, DATASET, finishItem, IMAGES, itemIds } from '../helpers/fixtures.js';
 import { waitFor } from '../helpers/jobs.js';
 import { api, copyWorkspace, startTestService, type TestService } from '../helpers/service.js';
 import { StandInBridge } from '../stand-ins/bridge.js';
@@ -192,6 +193,21 @@ describe('data change events', () => {
     expect(await maxSeq(svc)).toBe(before);
   });
 
+  it('a caption an executor reports through the internal endpoint is announced as the job’s', async () => {
+    // No dispatcher here: the items are the executor's.
+    const svc = await service({ DISPATCHER_ENABLED: 'false' });
+    const job = ok(await api(svc.url, 'POST', '/api/perspectives/batch/create', { type: 'MULTI_PERSPECTIVE', imagePaths: IMAGES.slice(0, 1), perspectives: ['art_critic'], config: CONFIG }));
+    const [item] = await itemIds(svc.db, job.jobId);
+    await finishItem(svc.url, item!, 'completed');
+    const { rows: made } = await svc.db.execute<{ id: string }>(sql`select id from core_schema.captions where job_id = ${job.jobId}`);
+    expect(made).toHaveLength(1);
+    const announced = await waitFor('the roll-up', async () => {
+      const events = await outboxEvents(svc, sql`job_id = ${job.jobId}`);
+      return events.length > 0 && events;
+    });
+    expect(announced.map((e) => [e.type, e.data.source, e.data.ids])).toEqual([['CAPTION_CREATED', 'job', [made[0]!.id]]]);
+  });
+
   it('a workspace sync and its caption import say what they registered, updated and removed', async () => {
     const workspace = await copyWorkspace();
     cleanups.push(() => rm(workspace, { recursive: true, force: true }));
@@ -278,6 +294,37 @@ describe('data change events', () => {
     expect(captionStream.every((e) => e.type.startsWith('CAPTION_'))).toBe(true);
   });
 
+  it('a client that stops reading is dropped once it falls behind; a replay from 0 pages through every event without a gap', async () => {
+    const svc = await service();
+    const metric = async (name: string) => {
+      const text = await (await fetch(`${svc.url}/metrics`)).text();
+      return Number(text.split('\n').find((l) => l.startsWith(`${name} `))?.split(' ').at(-1) ?? NaN);
+    };
+    const before = await maxSeq(svc);
+    // A client that opens the stream and never reads a byte of it.
+    const stalled = await new Promise<http.IncomingMessage>((resolve) => http.get(`${svc.url}/api/events?entity=image`, resolve));
+    stalled.pause();
+    cleanups.push(async () => stalled.destroy());
+    await waitFor('the subscriber', async () => (await metric('graphcap_event_subscribers')) === 1);
+    // 600 big events (a thousand ids each, ~40 KB of JSON): far more than socket buffers and the hub's bound hold.
+    await svc.db.execute(sql`
+      with written as (
+        insert into job_queue.outbox (type, stream, data)
+        select 'IMAGE_UPDATED', 'data:image',
+               jsonb_build_object('entity', 'image', 'source', 'sync', 'ids',
+                                  (select jsonb_agg(gen_random_uuid()) from generate_series(1, 1000) where g > 0))
+        from generate_series(1, 600) g
+        returning 1)
+      select pg_notify('graphcap_events', '') from (select count(*) from written) c`);
+    await waitFor('the stalled client to be dropped', async () => (await metric('graphcap_event_subscribers_dropped_total')) === 1);
+    expect(await metric('graphcap_event_subscribers')).toBe(0);
+    // The service still answers, and a reader resuming from before the burst gets all of it, in order.
+    const resumed = await openStream(`${svc.url}/api/events?entity=image`, { 'last-event-id': String(before) });
+    await waitFor('the 600 events', () => resumed.length >= 600);
+    const { rows } = await svc.db.execute<{ seq: number }>(sql`select seq from job_queue.outbox where seq > ${before} order by seq`);
+    expect(resumed.map((e) => e.seq)).toEqual(rows.map((r) => r.seq));
+  });
+
   it('filters by entity, dataset and job on SSE and tRPC; a job’s caption comes before its change; job streams carry job events only', async () => {
     const svc = await service({ CAPTION_EVENT_ROLLUP_MS: '600000' });
     const os = ok(await api(svc.url, 'GET', `/api/datasets?name=${DATASET}`)).items[0].datasetId as string;
@@ -290,10 +337,10 @@ describe('data change events', () => {
         }),
       ],
     });
-    const typed: { type: string; name?: string }[] = [];
+    const typed: { type: string; source: string; name?: string }[] = [];
     const subscription = client.events.data.subscribe(
       { entity: ['provider'], lastEventId: '0' },
-      { onData: (e) => typed.push({ type: e.data.type, name: 'name' in e.data.data ? e.data.data.name : undefined }) },
+      { onData: (e) => typed.push({ type: e.data.type, source: e.data.data.source, name: 'name' in e.data.data ? e.data.data.name : undefined }) },
     );
     cleanups.push(async () => subscription.unsubscribe());
     const jobStream = await openStream(`${svc.url}/api/perspectives/batch/events`);
@@ -329,7 +376,12 @@ describe('data change events', () => {
     ok(await api(svc.url, 'POST', '/api/providers', { name: 'filtered', kind: 'ollama', environment: 'local', baseUrl: 'http://127.0.0.1:9/v1' }));
     await waitFor('the provider event on the typed subscription', () => typed.some((e) => e.name === 'filtered'));
     // Those of the providers file at start-up too (lastEventId 0), and nothing but provider events.
-    expect(typed.filter((e) => e.name === 'filtered')).toEqual([{ type: 'PROVIDER_CREATED', name: 'filtered' }]);
+    expect(typed.filter((e) => e.name === 'filtered')).toEqual([{ type: 'PROVIDER_CREATED', source: 'api', name: 'filtered' }]);
+    expect(typed.filter((e) => e.source === 'config').map((e) => [e.type, e.name]).sort()).toEqual([
+      ['PROVIDER_CREATED', 'gemini'],
+      ['PROVIDER_CREATED', 'ollama'],
+      ['PROVIDER_CREATED', 'openai'],
+    ]);
     expect(typed.every((e) => e.type.startsWith('PROVIDER_'))).toBe(true);
     await waitFor('the dataset’s events since the start', () => datasetStream.length > 0);
     expect(datasetStream.map((e) => [e.type, e.data.datasetId])).toEqual([
