@@ -4,7 +4,7 @@
  *
  * ```ts
  * import type { AppRouter, RouterInputs, RouterOutputs } from 'graphcap-data-service/client';
- * const trpc = createTRPCClient<AppRouter>({ links: [httpBatchLink({ url: 'http://127.0.0.1:32550/api/trpc' })] });
+ * const trpc = createTRPCClient<AppRouter>({ links: [httpBatchLink({ url: 'http://127.0.0.1:32550/api/trpc', maxItems: 50 })] });
  * ```
  *
  * See clients/trpc-example for queries, mutations and the live progress subscription.

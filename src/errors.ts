@@ -28,6 +28,27 @@ export class InvalidInputError extends Error {
   }
 }
 
+/** The most field errors an answer lists (the rest are only counted): an answer stays small whatever the input. */
+export const MAX_REPORTED_ERRORS = 20;
+/** The field errors a one-line message names. */
+export const MAX_NAMED = 5;
+/** The longest path and message of a field error an answer carries (a message may quote the input). */
+const MAX_PATH = 200;
+const MAX_MESSAGE = 500;
+
+const clip = (text: string, max: number) => (text.length > max ? `${text.slice(0, max - 1)}…` : text);
+
+/** What an answer carries of `errors`: the first MAX_REPORTED_ERRORS, each clipped. */
+export function reportedFieldErrors(errors: readonly FieldError[]): FieldError[] {
+  return errors.slice(0, MAX_REPORTED_ERRORS).map((e) => ({ path: clip(e.path, MAX_PATH), message: clip(e.message, MAX_MESSAGE) }));
+}
+
+/** One line naming the first few errors and counting the rest (of `total`): `a: x; b: y; and 99 more`. */
+export function describeFieldErrors(errors: readonly FieldError[], total = errors.length): string {
+  const named = reportedFieldErrors(errors.slice(0, MAX_NAMED)).map((e) => `${e.path}: ${e.message}`).join('; ');
+  return total > MAX_NAMED ? `${named}; and ${total - MAX_NAMED} more` : named;
+}
+
 /** Maps a domain error to the tRPC error of the same meaning; anything else passes through. */
 export function toTRPCError(error: unknown): unknown {
   if (error instanceof NotFoundError) return new TRPCError({ code: 'NOT_FOUND', message: error.message, cause: error });

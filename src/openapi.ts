@@ -25,13 +25,14 @@ const problemSchema = {
     requestId: { type: 'string', description: 'The X-Request-Id of the request; the logs carry it too.' },
     errors: {
       type: 'array',
-      description: 'One entry per failing field, for validation errors.',
+      description: 'One entry per failing field, for validation errors: the first 20 (errorCount says how many in all).',
       items: {
         type: 'object',
         required: ['path', 'message'],
         properties: { path: { type: 'string', example: 'perspectives.0' }, message: { type: 'string' } },
       },
     },
+    errorCount: { type: 'integer', description: 'How many fields failed in all, with `errors`.', example: 1 },
   },
 };
 

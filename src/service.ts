@@ -10,6 +10,7 @@ import type { Config } from './config.js';
 import { openDatabase, type Database } from './db/client.js';
 import { countJobsWithSecrets } from './db/jobs.js';
 import { createApp } from './http/app.js';
+import { answerClientError } from './http/problem.js';
 import { BridgeMonitor, withoutCredentials } from './jobs/bridge-monitor.js';
 import { CaptionExporter } from './jobs/caption-exporter.js';
 import { Dispatcher } from './jobs/dispatcher.js';
@@ -105,6 +106,7 @@ export async function startService(given: Config, logger: Logger): Promise<Servi
       bridge: bridge && monitor ? { client: bridge, monitor, providers, pacer } : undefined,
     });
     const server = createServer(app);
+    server.on('clientError', answerClientError);
     // Slow or silent clients must not hold sockets forever.
     server.requestTimeout = 60_000;
     server.headersTimeout = 20_000;

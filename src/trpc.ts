@@ -7,7 +7,7 @@ import type { OpenApiMeta } from 'trpc-to-openapi';
 import { ZodError } from 'zod';
 import type { Config } from './config.js';
 import type { Db } from './db/client.js';
-import { InvalidInputError, toTRPCError, type FieldError } from './errors.js';
+import { describeFieldErrors, InvalidInputError, MAX_NAMED, reportedFieldErrors, toTRPCError, type FieldError } from './errors.js';
 import { accessOf, type Scope } from './http/auth.js';
 import type { BridgeMonitor } from './jobs/bridge-monitor.js';
 import type { CaptionExporter } from './jobs/caption-exporter.js';
@@ -49,8 +49,10 @@ export interface ErrorData {
   code: string;
   httpStatus: number;
   path?: string;
-  /** One entry per failing field, for validation errors. */
+  /** One entry per failing field, for validation errors: the first MAX_REPORTED_ERRORS. */
   errors: FieldError[];
+  /** How many fields failed in all. */
+  errorCount: number;
 }
 
 /** Procedure meta: trpc-to-openapi's, plus what the access check needs to know. */
@@ -66,17 +68,30 @@ const t = initTRPC
     // Never put stack traces in error bodies, whatever NODE_ENV says; the log has them.
     isDev: false,
     errorFormatter({ shape, error }) {
-      const internal = error.code === 'INTERNAL_SERVER_ERROR';
+      const all = fieldErrors(error);
       const data: ErrorData = {
         code: shape.data.code,
         httpStatus: shape.data.httpStatus,
         path: shape.data.path,
-        errors: fieldErrors(error),
+        errors: reportedFieldErrors(all),
+        errorCount: all.length,
       };
-      // An unexpected error's message can carry SQL or internals: clients get a fixed text.
-      return { ...shape, message: internal ? 'Internal server error' : shape.message, data };
+      return { ...shape, message: messageOf(error, shape.message, all), data };
     },
   });
+
+/**
+ * The message a client gets: a fixed text for an unexpected error (its own can carry SQL or
+ * internals); for invalid input, one line naming the first few fields (zod's own message is every
+ * issue as JSON, as big as the input).
+ */
+function messageOf(error: TRPCError, message: string, errors: readonly FieldError[]): string {
+  if (error.code === 'INTERNAL_SERVER_ERROR') return 'Internal server error';
+  if (error.cause instanceof ZodError) return `Input validation failed: ${describeFieldErrors(errors)}`;
+  // A domain error's own message names its fields; one that names many is cut down the same way.
+  if (error.cause instanceof InvalidInputError && (errors.length > MAX_NAMED || message.length > 1000)) return describeFieldErrors(errors);
+  return message;
+}
 
 function fieldErrors(error: TRPCError): FieldError[] {
   const cause = error.cause;

@@ -27,7 +27,7 @@ export function createDataServiceClient(url: string, token?: string) {
             ? { fetch: (input, init) => fetch(input, { ...init, headers: { ...init?.headers, ...authorization } }) }
             : undefined,
         }),
-        false: httpBatchLink({ url: `${url}/api/trpc`, headers: authorization }),
+        false: httpBatchLink({ url: `${url}/api/trpc`, headers: authorization, maxItems: 50 }),
       }),
     ],
   });

@@ -55,6 +55,9 @@ declare module 'express-serve-static-core' {
 const REQUEST_ID = /^[\w.:@/+=-]{1,128}$/;
 const HEALTH_TIMEOUT_MS = 2_000;
 
+/** The most calls one tRPC batch request may carry (a 400 beyond); clients set httpBatchLink's maxItems to it. */
+export const MAX_TRPC_BATCH = 50;
+
 export function createApp(deps: AppDeps): express.Express {
   const { config, logger } = deps;
   const app = express();
@@ -133,6 +136,8 @@ export function createApp(deps: AppDeps): express.Express {
       createContext,
       onError,
       maxBodySize: config.BODY_LIMIT_BYTES,
+      // A batch runs its calls at once: unbounded, one request could start thousands.
+      maxBatchSize: MAX_TRPC_BATCH,
     }),
   );
 

@@ -7,6 +7,7 @@ import type { Request, Response } from 'express';
 import { z } from 'zod';
 import { DATA_ENTITIES } from '../db/data-events.js';
 import { eventMessage } from '../db/outbox.js';
+import { describeFieldErrors, reportedFieldErrors } from '../errors.js';
 import type { EventFilter, EventHub } from '../jobs/event-hub.js';
 import { problem, sendProblem } from './problem.js';
 
@@ -46,7 +47,14 @@ function eventsRoute<Q extends { lastEventId?: number }>(hub: EventHub, query: z
     const parsed = query.safeParse({ ...req.query, lastEventId: req.get('last-event-id') ?? req.query.lastEventId });
     if (!parsed.success) {
       const errors = parsed.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message }));
-      sendProblem(res, problem(400, `Input validation failed: ${errors.map((e) => `${e.path}: ${e.message}`).join('; ')}`, { errors, instance: req.path }));
+      sendProblem(
+        res,
+        problem(400, `Input validation failed: ${describeFieldErrors(errors)}`, {
+          errors: reportedFieldErrors(errors),
+          errorCount: errors.length,
+          instance: req.path,
+        }),
+      );
       return;
     }
     res.writeHead(200, {

@@ -3,8 +3,9 @@
  * (procedures via trpc-to-openapi, express.json() body errors, unknown routes); all end here.
  */
 import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { NextFunction, Request, Response } from 'express';
-import type { FieldError } from '../errors.js';
+import { describeFieldErrors, type FieldError } from '../errors.js';
 import { currentRequestId } from '../logger.js';
 
 export interface Problem {
@@ -16,6 +17,8 @@ export interface Problem {
   instance?: string;
   requestId?: string;
   errors?: FieldError[];
+  /** How many fields failed in all (`errors` lists the first few). */
+  errorCount?: number;
 }
 
 const CODES: Record<number, string> = {
@@ -54,18 +57,19 @@ export function sendProblem(res: Response, p: Problem): void {
 interface OpenApiErrorBody {
   message?: string;
   code?: string;
-  data?: { errors?: FieldError[] };
+  data?: { errors?: FieldError[]; errorCount?: number };
 }
 
 function fromOpenApiError(status: number, body: OpenApiErrorBody, instance: string): Problem {
   const errors = body.data?.errors?.length ? body.data.errors : undefined;
+  const errorCount = body.data?.errorCount ?? errors?.length ?? 0;
   let detail = body.message ?? STATUS_CODES[status] ?? 'Error';
-  if (errors && detail === 'Input validation failed') {
-    detail = `${detail}: ${errors.map((e) => `${e.path}: ${e.message}`).join('; ')}`;
-  }
+  // trpc-to-openapi keeps its own message for invalid input: name the fields as the tRPC face does.
+  if (errors && detail === 'Input validation failed') detail = `${detail}: ${describeFieldErrors(errors, errorCount)}`;
   // Only an unexpected error hides its text (502-504 say what the bridge or provider did).
   if (status === 500) detail = 'Internal server error';
-  return problem(status, detail, { code: body.code ?? problem(status, '').code, instance, errors });
+  const counted = errors ? { errors, errorCount } : {};
+  return problem(status, detail, { code: body.code ?? problem(status, '').code, instance, ...counted });
 }
 
 /**
@@ -88,4 +92,22 @@ export function problemResponses(req: Request, res: Response, next: NextFunction
     return end(text, ...rest);
   }) as Response['end'];
   next();
+}
+
+/**
+ * Node's answer to a request it cannot parse (a request line or headers over its 16 KB limit: a
+ * long path parameter; a malformed request), as a problem document instead of a bare status line.
+ */
+export function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
+  if (error.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const status = error.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+  const detail = status === 431 ? 'The request line and headers may take at most 16 KB (a path parameter that long is no id)' : 'Malformed HTTP request';
+  const body = JSON.stringify(problem(status, detail));
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/problem+json\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
 }

@@ -1764,12 +1764,17 @@ export interface components {
             instance?: string;
             /** @description The X-Request-Id of the request; the logs carry it too. */
             requestId?: string;
-            /** @description One entry per failing field, for validation errors. */
+            /** @description One entry per failing field, for validation errors: the first 20 (errorCount says how many in all). */
             errors?: {
                 /** @example perspectives.0 */
                 path: string;
                 message: string;
             }[];
+            /**
+             * @description How many fields failed in all, with `errors`.
+             * @example 1
+             */
+            errorCount?: number;
         };
         /**
          * @description Health of the service, in graphcap’s shape (status, service, version, timestamp) with what it depends on.

@@ -28,7 +28,9 @@ class Problem:
         code (str): The tRPC error code of the same meaning. Example: NOT_FOUND.
         instance (str | Unset): The request path.
         request_id (str | Unset): The X-Request-Id of the request; the logs carry it too.
-        errors (list[ProblemErrorsItem] | Unset): One entry per failing field, for validation errors.
+        errors (list[ProblemErrorsItem] | Unset): One entry per failing field, for validation errors: the first 20
+            (errorCount says how many in all).
+        error_count (int | Unset): How many fields failed in all, with `errors`. Example: 1.
     """
 
     type_: str
@@ -39,6 +41,7 @@ class Problem:
     instance: str | Unset = UNSET
     request_id: str | Unset = UNSET
     errors: list[ProblemErrorsItem] | Unset = UNSET
+    error_count: int | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -63,6 +66,8 @@ class Problem:
                 errors_item = errors_item_data.to_dict()
                 errors.append(errors_item)
 
+        error_count = self.error_count
+
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update(
@@ -80,6 +85,8 @@ class Problem:
             field_dict["requestId"] = request_id
         if errors is not UNSET:
             field_dict["errors"] = errors
+        if error_count is not UNSET:
+            field_dict["errorCount"] = error_count
 
         return field_dict
 
@@ -111,6 +118,8 @@ class Problem:
 
                 errors.append(errors_item)
 
+        error_count = d.pop("errorCount", UNSET)
+
         problem = cls(
             type_=type_,
             title=title,
@@ -120,6 +129,7 @@ class Problem:
             instance=instance,
             request_id=request_id,
             errors=errors,
+            error_count=error_count,
         )
 
         problem.additional_properties = d

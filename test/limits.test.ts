@@ -1,0 +1,75 @@
+/**
+ * Answers stay small whatever the question: a body of 100,000 bad elements gets a few KB that name
+ * the first errors and count the rest, on both faces; a tRPC batch has a size limit; a path too
+ * long for Node's parser gets a problem document, not a bare status line.
+ */
+import net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MAX_TRPC_BATCH } from '../src/http/app.js';
+import { api, startTestService, type TestService } from './helpers/service.js';
+
+let svc: TestService;
+beforeAll(async () => {
+  svc = await startTestService();
+});
+afterAll(async () => svc?.close());
+
+const BAD = 100_000;
+
+describe('answers bounded by the service, not by the input', () => {
+  it('a body of 100,000 bad elements is answered in a few KB, naming 20 and counting all, on REST and tRPC', async () => {
+    const body = { name: 'many', imageIds: Array.from({ length: BAD }, () => 'x') };
+    const rest = await fetch(`${svc.url}/api/datasets`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const restText = await rest.text();
+    expect(rest.status).toBe(400);
+    expect(restText.length).toBeLessThan(8_000);
+    const problem = JSON.parse(restText);
+    expect(problem.errorCount).toBe(BAD);
+    expect(problem.errors).toHaveLength(20);
+    expect(problem.errors[0]).toEqual({ path: 'imageIds.0', message: expect.stringContaining('UUID') });
+    expect(problem.detail).toMatch(/^Input validation failed: imageIds\.0: .*; and 99,?995 more$/);
+
+    const trpc = await fetch(`${svc.url}/api/trpc/datasets.create`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const trpcText = await trpc.text();
+    expect(trpc.status).toBe(400);
+    expect(trpcText.length).toBeLessThan(8_000);
+    const { error } = JSON.parse(trpcText);
+    expect(error.data).toMatchObject({ code: 'BAD_REQUEST', errorCount: BAD });
+    expect(error.data.errors).toHaveLength(20);
+    expect(error.message).toBe(problem.detail);
+    // Nothing was made of it.
+    expect((await api(svc.url, 'GET', '/api/datasets?name=many')).body.items).toEqual([]);
+  });
+
+  it(`a tRPC batch of more than ${MAX_TRPC_BATCH} calls is refused; one of ${MAX_TRPC_BATCH} runs`, async () => {
+    const batch = (n: number) =>
+      fetch(`${svc.url}/api/trpc/${Array(n).fill('access').join(',')}?batch=1&input=${encodeURIComponent(JSON.stringify({}))}`);
+    const ok = await batch(MAX_TRPC_BATCH);
+    expect(ok.status).toBe(200);
+    expect(await ok.json()).toHaveLength(MAX_TRPC_BATCH);
+    const tooMany = await batch(MAX_TRPC_BATCH + 1);
+    expect(tooMany.status).toBe(400);
+    const answer = JSON.stringify(await tooMany.json());
+    expect(answer).toContain('BAD_REQUEST');
+    expect(answer.length).toBeLessThan(2_000);
+  });
+
+  it('a path parameter of 100 KB gets a 431 problem document', async () => {
+    const { port } = new URL(svc.url);
+    const raw = await new Promise<string>((resolve) => {
+      const socket = net.connect(Number(port), '127.0.0.1');
+      let text = '';
+      socket.on('data', (chunk) => (text += String(chunk)));
+      // The server may close before it read all we sent: a reset then is fine, the answer is in.
+      socket.on('error', () => {});
+      socket.on('close', () => resolve(text));
+      socket.write(`GET /api/images/${'a'.repeat(100_000)} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+    });
+    const [head, body] = raw.split('\r\n\r\n');
+    expect(head).toMatch(/^HTTP\/1\.1 431 /);
+    expect(head).toContain('Content-Type: application/problem+json');
+    expect(JSON.parse(body!)).toMatchObject({ status: 431, code: 'BAD_REQUEST', detail: expect.stringContaining('16 KB') });
+    // The service is fine.
+    expect((await api(svc.url, 'GET', '/health')).status).toBe(200);
+  });
+});
