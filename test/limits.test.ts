@@ -1,7 +1,8 @@
 /**
  * Answers stay small whatever the question: a body of 100,000 bad elements gets a few KB that name
  * the first errors and count the rest, on both faces; a tRPC batch has a size limit; a path too
- * long for Node's parser gets a problem document, not a bare status line.
+ * long for Node's parser gets a problem document, not a bare status line; a body nested too deep and a
+ * year-0000 time are 400s, not 500s.
  */
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -52,6 +53,29 @@ describe('answers bounded by the service, not by the input', () => {
     const answer = JSON.stringify(await tooMany.json());
     expect(answer).toContain('BAD_REQUEST');
     expect(answer.length).toBeLessThan(2_000);
+  });
+
+  it('a body nested 10,000 levels deep is a 400 on every face, never a stack overflow', async () => {
+    const deep = `{"name":"deep","description":${'['.repeat(10_000)}${']'.repeat(10_000)}}`;
+    const post = (route: string) => fetch(`${svc.url}${route}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: deep });
+    const rest = await post('/api/datasets');
+    expect(rest.status).toBe(400);
+    expect((await rest.json()).detail).toBe('The request body is nested deeper than 64 levels');
+    const created = await post('/api/perspectives/batch/create');
+    expect(created.status).toBe(400);
+    const trpc = await post('/api/trpc/datasets.create');
+    expect(trpc.status).toBe(400);
+    expect((await api(svc.url, 'GET', '/api/datasets?name=deep')).body.items).toEqual([]);
+  });
+
+  it.each([
+    ['/api/captions?createdFrom=0000-01-01T00:00:00Z', 'createdFrom'],
+    ['/api/perspectives/batch/list?createdTo=0000-12-31T23:59:59Z', 'createdTo'],
+  ])('%s: a year-0000 time is a 400 naming the field, not a database error', async (route, field) => {
+    const answer = await api(svc.url, 'GET', route);
+    expect(answer.status, JSON.stringify(answer.body)).toBe(400);
+    expect(answer.body.errors).toEqual([{ path: field, message: 'must be a time from the year 0001 on' }]);
+    expect((await api(svc.url, 'GET', route.replace('0000-', '0001-'))).status).toBe(200);
   });
 
   it('a path parameter of 100 KB gets a 431 problem document', async () => {

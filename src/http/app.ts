@@ -25,6 +25,7 @@ import { workspaceState } from '../workspace/paths.js';
 import { apiClosed, apiGate, requireToken, scopeOf } from './auth.js';
 import { boardRoute } from './board.js';
 import { dataEventsRoute, jobEventsRoute } from './events.js';
+import { refuseDeepJson } from './json-depth.js';
 import { conditionalGet } from './etag.js';
 import { restQueries } from './rest-queries.js';
 import { problem, problemResponses, sendProblem } from './problem.js';
@@ -156,6 +157,7 @@ export function createApp(deps: AppDeps): express.Express {
   app.use(
     defaultJsonContentType,
     express.json({ limit: config.BODY_LIMIT_BYTES, strict: false }),
+    refuseDeepJson,
     problemResponses,
     // ETag, Cache-Control and 304 for GETs (src/http/etag.ts).
     conditionalGet,

@@ -18,7 +18,7 @@ import {
   retryFailedExample,
   statisticsExample,
 } from './batch.examples.js';
-import { bodyBoolean, bodyNumber, iso, isoOrNull, limit, order, page, paginated, queryBoolean, queryList, timestamp, uuid } from './common.js';
+import { bodyBoolean, bodyNumber, iso, isoOrNull, limit, order, page, paginated, queryBoolean, queryList, timeFilter, timestamp, uuid } from './common.js';
 
 export const jobType = z.enum(JOB_TYPES).meta({
   id: 'JobType',
@@ -328,8 +328,8 @@ export const listJobsInput = z.object({
   type: queryList(jobType).describe('Only jobs of these types (repeat the parameter for several).').optional(),
   userId: z.string().min(1).max(256).describe('Only jobs of this user.').optional(),
   archived: queryBoolean.default(false).describe('Archived jobs instead of live ones.'),
-  createdFrom: timestamp.optional().describe('Created at or after.'),
-  createdTo: timestamp.optional().describe('Created before.'),
+  createdFrom: timeFilter.optional().describe('Created at or after.'),
+  createdTo: timeFilter.optional().describe('Created before.'),
   sort: z.enum(JOB_SORT_KEYS).default('queue').describe('queue = priority, then queue position, then age.'),
   order,
   page,

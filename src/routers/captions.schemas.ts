@@ -1,7 +1,7 @@
 /** Input and output schemas of the captions API (`/api/captions`). */
 import { z } from 'zod';
 import { CAPTION_SORT_KEYS, type CaptionRow } from '../db/captions.js';
-import { bodyNumber, iso, limit, order, page, paginated, queryInt, queryList, timestamp, uuid } from './common.js';
+import { bodyNumber, iso, limit, order, page, paginated, queryInt, queryList, timeFilter, timestamp, uuid } from './common.js';
 
 export const perspectiveName = z
   .string()
@@ -44,8 +44,8 @@ export const captionListFields = {
   jobId: uuid('job').describe('Only captions made by this job.').optional(),
   model: z.string().min(1).max(256).describe('Only captions by this model.').optional(),
   provider: z.string().min(1).max(128).describe('Only captions by this provider.').optional(),
-  createdFrom: timestamp.describe('Created at or after.').optional(),
-  createdTo: timestamp.describe('Created before.').optional(),
+  createdFrom: timeFilter.describe('Created at or after.').optional(),
+  createdTo: timeFilter.describe('Created before.').optional(),
   sort: z.enum(CAPTION_SORT_KEYS).default('createdAt').describe('Ties are broken by creation time, then id.'),
   order,
   page,

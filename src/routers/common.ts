@@ -41,6 +41,8 @@ export const uuid = (what: string) => z.uuid({ error: `must be a ${what} id (a U
 
 /** Timestamps leave the service as ISO 8601 strings in UTC. */
 export const timestamp = z.iso.datetime().describe('ISO 8601 time in UTC.');
+/** A time to filter by: ISO 8601 allows year 0000, which PostgreSQL has no date for (1 BC comes before AD 1). */
+export const timeFilter = timestamp.refine((value) => !value.startsWith('0000-'), { error: 'must be a time from the year 0001 on' });
 const PG_UTC_TIME = /^(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?\+00$/;
 export const iso = (d: Date | DbTime) => {
   // PostgreSQL's text form in a UTC session ("2026-11-28 15:37:50.48+00") rewritten as the string
