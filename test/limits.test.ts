@@ -60,7 +60,7 @@ describe('answers bounded by the service, not by the input', () => {
     const post = (route: string) => fetch(`${svc.url}${route}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: deep });
     const rest = await post('/api/datasets');
     expect(rest.status).toBe(400);
-    expect((await rest.json()).detail).toBe('The request body is nested deeper than 64 levels');
+    expect(((await rest.json()) as { detail: string }).detail).toBe('The request body is nested deeper than 64 levels');
     const created = await post('/api/perspectives/batch/create');
     expect(created.status).toBe(400);
     const trpc = await post('/api/trpc/datasets.create');
