@@ -1,9 +1,10 @@
 /** graphcap's perspective library on disk: `perspective_library/<module>/<name>.json` and the module settings. */
 import { createHash } from 'node:crypto';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { notFoundAsEmpty } from './paths.js';
+import { readWorkspaceText, UnreadableFileError } from './safe-read.js';
 
 /** graphcap's perspective file format; fields it does not model are kept in `definition`. */
 export const perspectiveFileSchema = z.looseObject({
@@ -64,13 +65,12 @@ const settingsSchema = z.looseObject({
   modules: z.record(z.string(), z.looseObject({ enabled: z.boolean().default(true) })).default({}),
 });
 
+/** The most bytes a perspective file or the module settings may have (graphcap's are a few KB). */
+export const LIBRARY_FILE_MAX_BYTES = 1024 * 1024;
+
 /** Module enablement from `config/perspective_settings.json`; a module it does not list is enabled. */
 export async function readModuleSettings(root: string): Promise<Map<string, boolean>> {
-  const file = path.join(root, 'config', 'perspective_settings.json');
-  const text = await readFile(file, 'utf8').catch((error: NodeJS.ErrnoException) => {
-    if (error.code === 'ENOENT') return undefined;
-    throw error;
-  });
+  const text = await readWorkspaceText(root, 'config/perspective_settings.json', LIBRARY_FILE_MAX_BYTES);
   if (text === undefined) return new Map();
   const settings = settingsSchema.parse(JSON.parse(text));
   return new Map(Object.entries(settings.modules).map(([name, m]) => [name, m.enabled]));
@@ -85,17 +85,22 @@ export async function loadPerspectiveLibrary(
 ): Promise<{ perspectives: PerspectiveDefinition[]; problems: LibraryProblem[]; libraryFound: boolean }> {
   const libraryRoot = path.join(root, 'perspective_library');
   const libraryFound = await stat(libraryRoot).then((s) => s.isDirectory(), () => false);
-  const modules = await readModuleSettings(root);
+  const problems: LibraryProblem[] = [];
+  const modules = await readModuleSettings(root).catch((error: unknown) => {
+    if (!(error instanceof UnreadableFileError)) throw error;
+    problems.push({ file: 'config/perspective_settings.json', message: error.message });
+    return new Map<string, boolean>();
+  });
   const files = (await readdir(libraryRoot, { recursive: true }).catch(notFoundAsEmpty))
     .map(String)
     .filter((f) => f.endsWith('.json'))
     .sort();
   const perspectives = new Map<string, PerspectiveDefinition>();
-  const problems: LibraryProblem[] = [];
   for (const file of files) {
     const sourcePath = `perspective_library/${file.split(path.sep).join('/')}`;
     try {
-      const text = await readFile(path.join(libraryRoot, file), 'utf8');
+      const text = await readWorkspaceText(root, sourcePath, LIBRARY_FILE_MAX_BYTES);
+      if (text === undefined) throw new UnreadableFileError('gone since it was listed');
       const raw = JSON.parse(text) as unknown;
       const parsed = perspectiveFileSchema.parse(raw);
       const module = parsed.module ?? file.split(path.sep)[0] ?? 'default';
