@@ -1,19 +1,31 @@
 /**
- * Perspective files the workspace should not hold: a FIFO, a link to /dev/zero, a link out of the
- * workspace, a file too big. Each is skipped with a problem in the sync report, the rest imports,
- * and the service keeps answering (a FIFO opened for reading used to block a file-I/O thread).
+ * A workspace that misbehaves: perspective files it should not hold (a FIFO, a link to /dev/zero,
+ * a link out of the workspace, a file too big) are skipped with a problem each and the service
+ * keeps answering (a FIFO opened for reading used to block a file-I/O thread); a dataset folder that
+ * cannot be read or is suddenly empty keeps its members; a burst of sync requests is not a queue.
  */
 import { execFileSync } from 'node:child_process';
-import { symlink, writeFile } from 'node:fs/promises';
+import { cp, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../src/logger.js';
+import { DATASET } from './helpers/fixtures.js';
 import { api, startTestService, type TestService } from './helpers/service.js';
 
 let svc: TestService;
+const logged: string[] = [];
 beforeAll(async () => {
-  svc = await startTestService();
+  const sink = new Writable({ write: (chunk, _e, done) => (logged.push(String(chunk)), done()) });
+  svc = await startTestService({ logger: createLogger('info', sink) });
 });
 afterAll(async () => svc?.close());
+
+async function syncReport() {
+  const sync = await api(svc.url, 'POST', '/api/workspace/sync');
+  expect(sync.status, JSON.stringify(sync.body)).toBe(200);
+  return sync.body;
+}
 
 describe('hostile files in the perspective library', () => {
   it('are skipped with a problem each, without hanging the sync or the service', async () => {
@@ -40,5 +52,42 @@ describe('hostile files in the perspective library', () => {
     const again = await api(svc.url, 'POST', '/api/workspace/sync');
     expect(again.status).toBe(200);
     expect((await api(svc.url, 'GET', '/health')).status).toBe(200);
+  });
+
+  it('a dataset folder that cannot be read, or is suddenly empty, keeps its members and says so; one that is gone loses them', async () => {
+    const ws = (p: string) => path.join(svc.workspace, p);
+    await cp(ws(`datasets/${DATASET}`), ws('datasets/mounted'), { recursive: true });
+    const copy = (await syncReport()).datasets.find((d: { name: string }) => d.name === 'mounted');
+    expect(copy.added).toBe(7);
+    const members = async () => (await api(svc.url, 'GET', `/api/datasets/${copy.datasetId}`)).body.imageCount;
+
+    // The volume is unmounted: its mount point is there, empty.
+    await rm(ws('datasets/mounted'), { recursive: true });
+    await mkdir(ws('datasets/mounted'));
+    const emptied = (await syncReport()).datasets.find((d: { name: string }) => d.name === 'mounted');
+    expect(emptied).toMatchObject({ removed: 0, problems: [{ path: 'datasets/mounted', message: 'empty while 7 members came from it (an unmounted volume?): they are kept' }] });
+    expect(await members()).toBe(7);
+
+    // A folder that cannot be read (a link to itself here: reading it fails with ELOOP).
+    await rm(ws('datasets/mounted'), { recursive: true });
+    await symlink('mounted', ws('datasets/mounted'));
+    const unreadable = (await syncReport()).datasets.find((d: { name: string }) => d.name === 'mounted');
+    expect(unreadable).toMatchObject({ removed: 0, problems: [{ path: 'datasets/mounted', message: 'cannot be read (ELOOP): its members are kept' }] });
+    expect(await members()).toBe(7);
+
+    // Gone for good: the members leave.
+    await rm(ws('datasets/mounted'));
+    const gone = (await syncReport()).datasets.find((d: { name: string }) => d.name === 'mounted');
+    expect(gone).toMatchObject({ removed: 7, problems: [] });
+    expect(await members()).toBe(0);
+  });
+
+  it('a burst of sync requests runs at most one sync after the one under way', async () => {
+    const before = logged.filter((l) => l.includes('"msg":"workspace synced"')).length;
+    const answers = await Promise.all(Array.from({ length: 10 }, () => api(svc.url, 'POST', '/api/workspace/sync')));
+    expect(answers.map((a) => a.status)).toEqual(Array(10).fill(200));
+    const runs = logged.filter((l) => l.includes('"msg":"workspace synced"')).length - before;
+    expect(runs).toBeGreaterThanOrEqual(1);
+    expect(runs).toBeLessThanOrEqual(2);
   });
 });

@@ -84,7 +84,8 @@ function inSources(sources: readonly DatasetSource[]): SQL {
 
 /**
  * Takes the members that lie in the dataset's folders (`sources`) but are not among `paths` out of
- * the dataset (a folder scan's files that are gone); returns their paths, sorted. The difference is
+ * the dataset (a folder scan's files that are gone); returns their paths, sorted. With `keep`, only
+ * counts them (a scan that cannot trust what it saw). The difference is
  * taken here, in one pass over each side: a NOT EXISTS over the array was planned as a nested loop
  * on fresh tables' estimates (100,000 × 100,000 comparisons: minutes of CPU).
  */
@@ -93,21 +94,22 @@ export async function removeDatasetMembersNotIn(
   datasetId: string,
   sources: readonly DatasetSource[],
   paths: readonly string[],
-  source: ChangeSource = 'sync',
-): Promise<string[]> {
+  options: { source?: ChangeSource; keep?: boolean } = {},
+): Promise<{ removed: string[]; kept: number }> {
   const { rows: members } = await db.execute<{ imageId: string; path: string }>(sql`
     select di.image_id as "imageId", i.path from core_schema.dataset_images di
     join core_schema.images i on i.id = di.image_id
     where di.dataset_id = ${datasetId} and ${inSources(sources)}`);
   const present = new Set(paths);
   const gone = members.filter((m) => !present.has(m.path));
+  if (options.keep) return { removed: [], kept: gone.length };
   if (gone.length > 0) {
     await db.execute(sql`
       delete from core_schema.dataset_images
       where dataset_id = ${datasetId} and image_id = any(${pgArray(gone.map((m) => m.imageId))}::uuid[])`);
-    await recordMembershipChange(db, { datasetId, source, removed: gone.map((m) => m.imageId) });
+    await recordMembershipChange(db, { datasetId, source: options.source ?? 'sync', removed: gone.map((m) => m.imageId) });
   }
-  return gone.map((m) => m.path).sort((a, b) => (a < b ? -1 : 1));
+  return { removed: gone.map((m) => m.path).sort((a, b) => (a < b ? -1 : 1)), kept: 0 };
 }
 
 /** Takes the images at `paths` out of the dataset; returns the paths that were members. */

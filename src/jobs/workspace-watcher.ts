@@ -32,6 +32,7 @@ export interface WorkspaceWatcherOptions {
 
 export class WorkspaceWatcher {
   private queue: Promise<unknown> = Promise.resolve();
+  private waitingSync: Promise<SyncReport> | undefined;
   private readonly watchers = new Map<string, FSWatcher>();
   private readonly changed = new Set<string>();
   private settleTimer: NodeJS.Timeout | undefined;
@@ -43,13 +44,19 @@ export class WorkspaceWatcher {
     this.watching = options.watch;
   }
 
-  /** A full import (one at a time with every other), then the watches it needs. */
+  /**
+   * A full import (one at a time with every other), then the watches it needs. Callers that come
+   * while one waits to start share it: a burst of sync requests is one sync after the running one,
+   * not a queue of them.
+   */
   sync(): Promise<SyncReport> {
-    return this.serialize(async () => {
+    this.waitingSync ??= this.serialize(async () => {
+      this.waitingSync = undefined;
       const report = await syncWorkspace(this.options.db, this.options.root, this.options.logger);
       this.watchFolders(['datasets', 'datasets/local', ...report.datasets.flatMap((d) => d.folders)]);
       return report;
     });
+    return this.waitingSync;
   }
 
   /** Brings these workspace-relative paths up to date now (one at a time with every other import). */

@@ -81,23 +81,39 @@ const byName = new Intl.Collator().compare;
 export interface DatasetListing {
   paths: string[];
   folders: string[];
+  /** Folders that exist but could not be read (what they hold is unknown), with the error code. */
+  unreadable: { folder: string; code: string }[];
+  /** One of the dataset's own folders is there but holds nothing at all (as an unmounted volume's mount point). */
+  emptyFolder: boolean;
 }
 
 /**
  * The candidate image paths of the dataset `name` (by extension, under all its sources, in locale
- * order), and the folders walked. A folder that is not there is empty; one that cannot be read
- * throws (a scan must not take it for empty and drop its members). Symlinked folders are not
- * followed; a symlinked file is a candidate, for statImageFile to check where it leads.
+ * order), and the folders walked. A folder that is not there is empty; one that cannot be read is
+ * listed as unreadable (a scan must not take it for empty and drop its members). Symlinked folders
+ * are not followed; a symlinked file is a candidate, for statImageFile to check where it leads.
  */
 export async function listDatasetImagePaths(root: string, name: string): Promise<DatasetListing> {
   if (!isValidDatasetName(name)) throw new InvalidInputError(`invalid dataset name ${JSON.stringify(name)}`);
   const paths: string[] = [];
   const folders: string[] = [];
+  const unreadable: DatasetListing['unreadable'] = [];
+  let emptyFolder = false;
   for (const source of datasetSources(name)) {
-    const pending = [source.prefix.slice(0, -1)];
+    const top = source.prefix.slice(0, -1);
+    const pending = [top];
     for (let folder = pending.pop(); folder !== undefined; folder = pending.pop()) {
-      const entries = await readdir(path.join(root, folder), { withFileTypes: true }).catch(notFoundAsEmpty);
-      if (entries.length > 0 || folder === source.prefix.slice(0, -1)) folders.push(folder);
+      const entries = await readdir(path.join(root, folder), { withFileTypes: true }).then(
+        (list) => {
+          if (folder === top && list.length === 0) emptyFolder = true;
+          return list;
+        },
+        (error: NodeJS.ErrnoException) => {
+          if (error.code !== 'ENOENT' && error.code !== 'ENOTDIR') unreadable.push({ folder: folder!, code: error.code ?? 'error' });
+          return [];
+        },
+      );
+      if (entries.length > 0 || folder === top) folders.push(folder);
       const files: string[] = [];
       for (const entry of entries) {
         if (entry.isDirectory()) {
@@ -109,5 +125,5 @@ export async function listDatasetImagePaths(root: string, name: string): Promise
       for (const file of files.sort(byName)) paths.push(`${folder}/${file}`);
     }
   }
-  return { paths: [...new Set(paths)].sort(byName), folders };
+  return { paths: [...new Set(paths)].sort(byName), folders, unreadable, emptyFolder };
 }

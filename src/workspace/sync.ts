@@ -148,13 +148,20 @@ export async function syncPaths(
  * dataset's membership. Only the folder's paths are held throughout (the report names them).
  */
 export async function syncDataset(db: Db, root: string, name: string): Promise<DatasetSyncReport> {
-  const { paths: candidates, folders } = await listDatasetImagePaths(root, name);
+  const { paths: candidates, folders, unreadable, emptyFolder } = await listDatasetImagePaths(root, name);
   const { present, contentChanged, problems } = await registerFiles(db, root, candidates);
+  // A folder it could not read, or one suddenly empty (an unmounted volume), says nothing of what is
+  // gone: the members stay, and the report says why.
+  const distrust = unreadable.length > 0 || (emptyFolder && present.length === 0);
 
   const report = await db.transaction(async (tx) => {
     const datasetId = await ensureDataset(tx, name);
     const added = new Set(await addDatasetMembersByPath(tx, datasetId, present));
-    const removed = await removeDatasetMembersNotIn(tx, datasetId, datasetSources(name), present);
+    const { removed, kept } = await removeDatasetMembersNotIn(tx, datasetId, datasetSources(name), present, { keep: distrust });
+    for (const { folder, code } of unreadable) problems.push({ path: folder, message: `cannot be read (${code}): its members are kept` });
+    if (kept > 0 && unreadable.length === 0) {
+      problems.push({ path: folders[0] ?? `datasets/${name}`, message: `empty while ${kept} members came from it (an unmounted volume?): they are kept` });
+    }
     const report: DatasetSyncReport = {
       name,
       datasetId,
