@@ -128,6 +128,12 @@ const envSchema = z.object({
    * thousand ids each): the most such an event waits, and what bounds a job's number of them.
    */
   CAPTION_EVENT_ROLLUP_MS: int(10, 600_000).default(1000),
+  /**
+   * Live event subscribers (SSE streams and tRPC subscriptions) one process serves at most, and one
+   * token (or the callers without one) at most: more get 429, so no caller can hold them all.
+   */
+  EVENT_SUBSCRIBERS_MAX: int(1, 100_000).default(500),
+  EVENT_SUBSCRIBERS_PER_TOKEN: int(1, 100_000).default(100),
   /** Hours delivered events are kept (for SSE clients resuming with Last-Event-ID), then pruned. */
   EVENT_RETENTION_HOURS: int(1, 24 * 365).default(24),
   /** Days after which finished jobs are archived (their items move to job_archives); 0 = never. */

@@ -49,10 +49,16 @@ export function describeFieldErrors(errors: readonly FieldError[], total = error
   return total > MAX_NAMED ? `${named}; and ${total - MAX_NAMED} more` : named;
 }
 
+/** A limit of how much one caller may hold at once (live subscribers): 429, try again later. */
+export class TooManyError extends Error {
+  override name = 'TooManyError';
+}
+
 /** Maps a domain error to the tRPC error of the same meaning; anything else passes through. */
 export function toTRPCError(error: unknown): unknown {
   if (error instanceof NotFoundError) return new TRPCError({ code: 'NOT_FOUND', message: error.message, cause: error });
   if (error instanceof ConflictError) return new TRPCError({ code: 'CONFLICT', message: error.message, cause: error });
+  if (error instanceof TooManyError) return new TRPCError({ code: 'TOO_MANY_REQUESTS', message: error.message, cause: error });
   if (error instanceof InvalidInputError) {
     return new TRPCError({ code: 'BAD_REQUEST', message: error.message, cause: error });
   }

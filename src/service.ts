@@ -78,6 +78,8 @@ export async function startService(given: Config, logger: Logger): Promise<Servi
       databaseUrl: database.url,
       logger,
       pollMs: config.NOTIFIER_POLL_MS,
+      maxSubscribers: config.EVENT_SUBSCRIBERS_MAX,
+      maxPerOwner: config.EVENT_SUBSCRIBERS_PER_TOKEN,
       onSubscribers: (count) => metrics.eventSubscribers.set(count),
       onDropped: () => metrics.eventSubscribersDropped.inc(),
     });

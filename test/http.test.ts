@@ -114,7 +114,7 @@ describe('health', () => {
       logger,
       openApiDocument: buildOpenApiDocument(),
       metrics: createMetrics({ db: svc.db, pool }),
-      events: new EventHub({ db: svc.db, databaseUrl: svc.database.url, logger, pollMs: 1000 }),
+      events: new EventHub({ db: svc.db, databaseUrl: svc.database.url, logger, pollMs: 1000, maxSubscribers: 10, maxPerOwner: 10 }),
       itemWriter: new ItemWriter({ db: svc.db, logger, pollMs: 1000 }),
       captionExporter: new CaptionExporter({ db: svc.db, root: svc.workspace, mode: 'false', intervalMs: 1000, logger }),
       workspace: new WorkspaceWatcher({ db: svc.db, root: svc.workspace, logger, watch: false, rescanMs: 0 }),

@@ -7,6 +7,7 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_TRPC_BATCH } from '../src/http/app.js';
+import { waitFor } from './helpers/jobs.js';
 import { api, startTestService, type TestService } from './helpers/service.js';
 
 let svc: TestService;
@@ -95,5 +96,55 @@ describe('answers bounded by the service, not by the input', () => {
     expect(JSON.parse(body!)).toMatchObject({ status: 431, code: 'BAD_REQUEST', detail: expect.stringContaining('16 KB') });
     // The service is fine.
     expect((await api(svc.url, 'GET', '/health')).status).toBe(200);
+  });
+
+  it('live event subscribers are capped per token and in all: 429 beyond, on SSE and tRPC', async () => {
+    const capped = await startTestService({
+      env: { API_TOKEN: 'a'.repeat(32), API_READ_TOKEN: 'r'.repeat(32), EVENT_SUBSCRIBERS_MAX: '3', EVENT_SUBSCRIBERS_PER_TOKEN: '2' },
+    });
+    const streams: AbortController[] = [];
+    try {
+      const open = async (token: string, route = '/api/events') => {
+        const controller = new AbortController();
+        const response = await fetch(`${capped.url}${route}`, { headers: { authorization: `Bearer ${token}` }, signal: controller.signal });
+        if (response.status === 200) streams.push(controller);
+        return response;
+      };
+      const read = 'r'.repeat(32);
+      const write = 'a'.repeat(32);
+      expect((await open(read)).status).toBe(200);
+      expect((await open(read, '/api/perspectives/batch/events')).status).toBe(200);
+      const perToken = await open(read);
+      expect(perToken.status).toBe(429);
+      expect(perToken.headers.get('retry-after')).toBe('10');
+      expect(((await perToken.json()) as { detail: string }).detail).toBe('this token follows 2 event streams already; close one first');
+      expect((await open(write)).status).toBe(200);
+      const inAll = await open(write);
+      expect(inAll.status).toBe(429);
+      expect(((await inAll.json()) as { detail: string }).detail).toBe('this service follows 3 event streams already; try again later');
+      // The tRPC subscription is refused the same way, as TOO_MANY_REQUESTS.
+      const aborter = new AbortController();
+      const trpc = await fetch(`${capped.url}/api/trpc/events.data?input=${encodeURIComponent('{}')}`, {
+        headers: { authorization: `Bearer ${write}`, accept: 'text/event-stream' },
+        signal: aborter.signal,
+      });
+      let text = '';
+      for await (const chunk of trpc.body as unknown as AsyncIterable<Uint8Array>) {
+        text += Buffer.from(chunk).toString();
+        if (text.includes('TOO_MANY_REQUESTS')) break;
+      }
+      aborter.abort();
+      expect(text).toContain('TOO_MANY_REQUESTS');
+      // A closed stream frees its place.
+      streams.shift()!.abort();
+      await waitFor('the place to be free', async () => {
+        const again = await open(read);
+        if (again.status !== 200) await again.body?.cancel();
+        return again.status === 200;
+      });
+    } finally {
+      for (const s of streams) s.abort();
+      await capped.close();
+    }
   });
 });

@@ -149,8 +149,8 @@ export function createApp(deps: AppDeps): express.Express {
     maxBodySize: config.BODY_LIMIT_BYTES,
   });
   // Server-sent events: a plain route, since tRPC subscriptions have no OpenAPI face.
-  app.get('/api/perspectives/batch/events', jobEventsRoute(deps.events));
-  app.get('/api/events', dataEventsRoute(deps.events));
+  app.get('/api/perspectives/batch/events', jobEventsRoute(deps.events, config));
+  app.get('/api/events', dataEventsRoute(deps.events, config));
 
   // Mounted at the root, not at /api, because the handler matches on the full req.url; it calls
   // next() for paths it does not know, which then get the 404 below.

@@ -7,8 +7,10 @@ import type { Request, Response } from 'express';
 import { z } from 'zod';
 import { DATA_ENTITIES } from '../db/data-events.js';
 import { eventMessage } from '../db/outbox.js';
-import { describeFieldErrors, reportedFieldErrors } from '../errors.js';
-import type { EventFilter, EventHub } from '../jobs/event-hub.js';
+import { describeFieldErrors, reportedFieldErrors, TooManyError } from '../errors.js';
+import type { Config } from '../config.js';
+import type { EventFilter, EventHub, Subscription } from '../jobs/event-hub.js';
+import { scopeOf } from './auth.js';
 import { problem, sendProblem } from './problem.js';
 
 const KEEPALIVE_MS = 15_000;
@@ -31,18 +33,18 @@ const dataQuery = z.object({
   lastEventId,
 });
 
-export const jobEventsRoute = (hub: EventHub) =>
-  eventsRoute(hub, jobQuery, (q): EventFilter => ({ kind: 'job', jobId: q.jobId }));
+export const jobEventsRoute = (hub: EventHub, config: Config) =>
+  eventsRoute(hub, config, jobQuery, (q): EventFilter => ({ kind: 'job', jobId: q.jobId }));
 
-export const dataEventsRoute = (hub: EventHub) =>
-  eventsRoute(hub, dataQuery, (q): EventFilter => ({
+export const dataEventsRoute = (hub: EventHub, config: Config) =>
+  eventsRoute(hub, config, dataQuery, (q): EventFilter => ({
     kind: 'data',
     entities: q.entity?.length ? [...new Set(q.entity)] : undefined,
     datasetId: q.datasetId,
     jobId: q.jobId,
   }));
 
-function eventsRoute<Q extends { lastEventId?: number }>(hub: EventHub, query: z.ZodType<Q>, toFilter: (q: Q) => EventFilter) {
+function eventsRoute<Q extends { lastEventId?: number }>(hub: EventHub, config: Config, query: z.ZodType<Q>, toFilter: (q: Q) => EventFilter) {
   return async (req: Request, res: Response) => {
     const parsed = query.safeParse({ ...req.query, lastEventId: req.get('last-event-id') ?? req.query.lastEventId });
     if (!parsed.success) {
@@ -57,6 +59,15 @@ function eventsRoute<Q extends { lastEventId?: number }>(hub: EventHub, query: z
       );
       return;
     }
+    let subscription: Subscription;
+    try {
+      subscription = hub.subscribe(toFilter(parsed.data), parsed.data.lastEventId, scopeOf(req, config));
+    } catch (error) {
+      if (!(error instanceof TooManyError)) throw error;
+      res.set('Retry-After', '10');
+      sendProblem(res, problem(429, error.message, { instance: req.path }));
+      return;
+    }
     res.writeHead(200, {
       'Content-Type': 'text/event-stream; charset=utf-8',
       'Cache-Control': 'no-cache, no-transform',
@@ -64,7 +75,6 @@ function eventsRoute<Q extends { lastEventId?: number }>(hub: EventHub, query: z
       'X-Accel-Buffering': 'no',
     });
     res.write('retry: 2000\n\n');
-    const subscription = hub.subscribe(toFilter(parsed.data), parsed.data.lastEventId);
     const keepalive = setInterval(() => res.write(': keepalive\n\n'), KEEPALIVE_MS);
     const closed = new Promise<void>((resolve) => res.once('close', resolve));
     req.on('close', () => subscription.close());

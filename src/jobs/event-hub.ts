@@ -7,6 +7,7 @@ import type { Db } from '../db/client.js';
 import { PgListener } from '../db/listener.js';
 import { dataStream, type DataEntity } from '../db/data-events.js';
 import { currentWatermark, EVENTS_CHANNEL, readEventsAfter, readEventsBetween, type OutboxEvent, type StreamFilter } from '../db/outbox.js';
+import { TooManyError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { Wakeup } from './wakeup.js';
 
@@ -52,6 +53,7 @@ function matches(f: EventFilter, e: OutboxEvent): boolean {
 
 interface Subscriber {
   filter: EventFilter;
+  owner: string;
   /** Live events, with their size; held back until the replay is out. */
   queue: { event: OutboxEvent; bytes: number }[];
   queuedBytes: number;
@@ -77,6 +79,9 @@ export class EventHub {
       databaseUrl: string;
       logger: Logger;
       pollMs: number;
+      /** Subscribers at most, in all and per owner (a token's scope). */
+      maxSubscribers: number;
+      maxPerOwner: number;
       /** Told the number of subscribers when it changes, and of each one dropped (metrics). */
       onSubscribers?: (count: number) => void;
       onDropped?: () => void;
@@ -115,10 +120,15 @@ export class EventHub {
    * poll interval old when nobody was subscribed: a new subscriber may then also get events of
    * the moments before it came, never fewer than it asked for.
    */
-  subscribe(filter: EventFilter, afterSeq?: number): Subscription {
+  subscribe(filter: EventFilter, afterSeq?: number, owner = 'anonymous'): Subscription {
+    const { maxSubscribers, maxPerOwner } = this.options;
+    if (this.subscribers.size >= maxSubscribers) throw new TooManyError(`this service follows ${maxSubscribers} event streams already; try again later`);
+    let owned = 0;
+    for (const s of this.subscribers) if (s.owner === owner) owned += 1;
+    if (owned >= maxPerOwner) throw new TooManyError(`this token follows ${maxPerOwner} event streams already; close one first`);
     let resolveEnded!: () => void;
     const ended = new Promise<void>((resolve) => (resolveEnded = resolve));
-    const subscriber: Subscriber = { filter, queue: [], queuedBytes: 0, closed: false, ended, resolveEnded };
+    const subscriber: Subscriber = { filter, owner, queue: [], queuedBytes: 0, closed: false, ended, resolveEnded };
     this.subscribers.add(subscriber);
     this.options.onSubscribers?.(this.subscribers.size);
     // Live batches cover transactions from the current watermark on; the replay covers those before it.

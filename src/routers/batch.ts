@@ -48,7 +48,7 @@ import {
   toItem,
   toJob,
 } from './batch.schemas.js';
-import { iso, isoOrNull } from './common.js';
+import { iso, isoOrNull, subscribeOrRefuse } from './common.js';
 
 /** The job config with its own providerConfig, if any, in the bridge's snake_case (see inlineProviderConfig). */
 function toBridgeShape(config: z.infer<typeof createJobInput>['config']) {
@@ -420,7 +420,7 @@ export const batchRouter = router({
     .input(z.object({ jobId: z.uuid().optional(), lastEventId: z.string().regex(/^\d+$/).nullish() }).optional())
     .subscription(async function* ({ ctx, input, signal }) {
       const afterSeq = input?.lastEventId ? Number(input.lastEventId) : undefined;
-      const subscription = ctx.events.subscribe({ kind: 'job', jobId: input?.jobId }, afterSeq);
+      const subscription = subscribeOrRefuse(() => ctx.events.subscribe({ kind: 'job', jobId: input?.jobId }, afterSeq, ctx.scope));
       signal?.addEventListener('abort', () => subscription.close());
       for await (const event of subscription) yield tracked(String(event.seq), eventMessage(event) as JobEventMessage);
     }),

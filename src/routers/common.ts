@@ -1,6 +1,7 @@
 /** Schemas shared by the routers: pagination, ids, timestamps, query helpers. */
 import { z } from 'zod';
 import { parseDbTime, type DbTime } from '../db/client.js';
+import { toTRPCError } from '../errors.js';
 
 /**
  * A query-string boolean: `true`/`false` on REST, a real boolean over tRPC. (A plain z.boolean()
@@ -64,3 +65,15 @@ export const paginated = <T extends z.ZodType>(item: T) =>
     page: z.int().min(1),
     limit: z.int().min(1),
   });
+
+/**
+ * A subscription's start, its refusals as tRPC errors: a subscription's generator runs after the
+ * middleware that maps domain errors (a limit of subscribers would otherwise be a 500).
+ */
+export function subscribeOrRefuse<T>(subscribe: () => T): T {
+  try {
+    return subscribe();
+  } catch (error) {
+    throw toTRPCError(error);
+  }
+}

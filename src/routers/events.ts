@@ -5,6 +5,7 @@
 import { tracked } from '@trpc/server';
 import { eventMessage } from '../db/outbox.js';
 import { publicProcedure, router } from '../trpc.js';
+import { subscribeOrRefuse } from './common.js';
 import { dataEventsInput, type DataEventMessage } from './events.schemas.js';
 
 export const eventsRouter = router({
@@ -16,7 +17,7 @@ export const eventsRouter = router({
   data: publicProcedure.input(dataEventsInput).subscription(async function* ({ ctx, input, signal }) {
     const afterSeq = input?.lastEventId ? Number(input.lastEventId) : undefined;
     const filter = { kind: 'data' as const, entities: input?.entity, datasetId: input?.datasetId, jobId: input?.jobId };
-    const subscription = ctx.events.subscribe(filter, afterSeq);
+    const subscription = subscribeOrRefuse(() => ctx.events.subscribe(filter, afterSeq, ctx.scope));
     signal?.addEventListener('abort', () => subscription.close());
     for await (const event of subscription) yield tracked(String(event.seq), eventMessage(event) as DataEventMessage);
   }),
