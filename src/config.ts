@@ -35,7 +35,11 @@ const bool = z.preprocess(emptyToUndefined, z.stringbool({ error: 'must be true 
 
 const envSchema = z.object({
   PORT: int(0, 65535).default(32550),
-  HOST: z.preprocess(emptyToUndefined, z.string().default('0.0.0.0')),
+  /**
+   * Interface to listen on. Unset: every interface when API_TOKEN guards the API, else loopback
+   * only (an open API is for this machine; containers set HOST=0.0.0.0).
+   */
+  HOST: z.preprocess(emptyToUndefined, z.string().optional()),
   DATABASE_URL: z.preprocess(
     emptyToUndefined,
     z
@@ -280,6 +284,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       : [EXAMPLE_WORKSPACE, 'example' as const];
   return Object.freeze({
     ...config,
+    HOST: config.HOST ?? (config.API_TOKEN ? '0.0.0.0' : '127.0.0.1'),
     WORKSPACE_PATH: path.resolve(workspace),
     WORKSPACE_SOURCE: source,
     BRIDGE_WORKSPACE_PATH: path.posix.resolve(config.BRIDGE_WORKSPACE_PATH ?? path.resolve(workspace)),

@@ -22,6 +22,10 @@ describe('configuration', () => {
     expect(loadConfig({ NODE_ENV: 'production' }).CORS_ORIGINS).toEqual([]);
     // The default grace fits in Docker's default stop timeout (10 s), with room for the rest of the shutdown.
     expect(config.SHUTDOWN_GRACE_SECONDS).toBeLessThan(10);
+    // An open API listens on loopback only; a guarded one everywhere; HOST decides when given.
+    expect(config.HOST).toBe('127.0.0.1');
+    expect(loadConfig({ API_TOKEN: 't'.repeat(32) }).HOST).toBe('0.0.0.0');
+    expect(loadConfig({ HOST: '0.0.0.0' }).HOST).toBe('0.0.0.0');
   });
 
   it('takes the bridge address with or without its /api/v1 prefix, and the bridge’s own view of the workspace', () => {
