@@ -63,6 +63,30 @@ describe('the OpenAPI document', () => {
   });
 });
 
+describe('the document and the server agree on unknown body keys', () => {
+  it('every request body is additionalProperties: false, and the server refuses an unknown key on each', async () => {
+    const doc = JSON.parse(await readFile(OPENAPI_FILE, 'utf8')) as {
+      paths: Record<string, Record<string, Operation>>;
+      components: { schemas: Record<string, { additionalProperties?: unknown }> };
+    };
+    const checked: string[] = [];
+    for (const [path, operations] of Object.entries(doc.paths)) {
+      for (const [method, operation] of Object.entries(operations)) {
+        const schema = operation.requestBody?.content['application/json']?.schema as { $ref?: string; additionalProperties?: unknown } | undefined;
+        if (!schema) continue;
+        const resolved = schema.$ref ? doc.components.schemas[schema.$ref.split('/').at(-1)!]! : schema;
+        expect(resolved.additionalProperties, `${method} ${path}`).toBe(false);
+        const route = path.replace(/\{[^}]+\}/g, '00000000-0000-4000-8000-000000000000');
+        const answer = await api(svc.url, method.toUpperCase(), route, { zzUnknown: 1 });
+        expect(answer.status, `${method} ${path}: ${JSON.stringify(answer.body)}`).toBe(400);
+        expect(JSON.stringify(answer.body.errors), `${method} ${path}`).toContain('zzUnknown');
+        checked.push(`${method} ${path}`);
+      }
+    }
+    expect(checked.length).toBeGreaterThanOrEqual(17);
+  });
+});
+
 describe('Swagger UI', () => {
   it('is served at /docs from local assets only', async () => {
     const page = await fetch(`${svc.url}/docs/`);

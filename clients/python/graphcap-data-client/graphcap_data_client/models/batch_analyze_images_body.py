@@ -6,7 +6,6 @@ from typing import Any, TypeVar, cast
 from uuid import UUID
 
 from attrs import define as _attrs_define
-from attrs import field as _attrs_field
 
 from ..types import UNSET, Unset
 
@@ -30,7 +29,6 @@ class BatchAnalyzeImagesBody:
     dataset_name: str | Unset = UNSET
     perspectives: list[str] | Unset = UNSET
     missing_limit: int | Unset = 100
-    additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         image_paths: list[str] | Unset = UNSET
@@ -50,7 +48,7 @@ class BatchAnalyzeImagesBody:
         missing_limit = self.missing_limit
 
         field_dict: dict[str, Any] = {}
-        field_dict.update(self.additional_properties)
+
         field_dict.update({})
         if image_paths is not UNSET:
             field_dict["imagePaths"] = image_paths
@@ -91,21 +89,4 @@ class BatchAnalyzeImagesBody:
             missing_limit=missing_limit,
         )
 
-        batch_analyze_images_body.additional_properties = d
         return batch_analyze_images_body
-
-    @property
-    def additional_keys(self) -> list[str]:
-        return list(self.additional_properties.keys())
-
-    def __getitem__(self, key: str) -> Any:
-        return self.additional_properties[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.additional_properties[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self.additional_properties[key]
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.additional_properties

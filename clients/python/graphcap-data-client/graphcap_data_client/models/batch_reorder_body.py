@@ -5,7 +5,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from attrs import define as _attrs_define
-from attrs import field as _attrs_field
 
 from ..types import UNSET, Unset
 
@@ -30,7 +29,6 @@ class BatchReorderBody:
 
     moves: list[BatchReorderBodyMovesItem] | Unset = UNSET
     priorities: list[BatchReorderBodyPrioritiesItem] | Unset = UNSET
-    additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         moves: list[dict[str, Any]] | Unset = UNSET
@@ -48,7 +46,7 @@ class BatchReorderBody:
                 priorities.append(priorities_item)
 
         field_dict: dict[str, Any] = {}
-        field_dict.update(self.additional_properties)
+
         field_dict.update({})
         if moves is not UNSET:
             field_dict["moves"] = moves
@@ -86,21 +84,4 @@ class BatchReorderBody:
             priorities=priorities,
         )
 
-        batch_reorder_body.additional_properties = d
         return batch_reorder_body
-
-    @property
-    def additional_keys(self) -> list[str]:
-        return list(self.additional_properties.keys())
-
-    def __getitem__(self, key: str) -> Any:
-        return self.additional_properties[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.additional_properties[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self.additional_properties[key]
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.additional_properties

@@ -5,7 +5,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from attrs import define as _attrs_define
-from attrs import field as _attrs_field
 
 from ..types import UNSET, Unset
 
@@ -30,7 +29,6 @@ class CaptionsUpdateBody:
     raw_text: None | str | Unset = UNSET
     model: None | str | Unset = UNSET
     provider: None | str | Unset = UNSET
-    additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         result: dict[str, Any] | Unset = UNSET
@@ -56,7 +54,7 @@ class CaptionsUpdateBody:
             provider = self.provider
 
         field_dict: dict[str, Any] = {}
-        field_dict.update(self.additional_properties)
+
         field_dict.update({})
         if result is not UNSET:
             field_dict["result"] = result
@@ -115,21 +113,4 @@ class CaptionsUpdateBody:
             provider=provider,
         )
 
-        captions_update_body.additional_properties = d
         return captions_update_body
-
-    @property
-    def additional_keys(self) -> list[str]:
-        return list(self.additional_properties.keys())
-
-    def __getitem__(self, key: str) -> Any:
-        return self.additional_properties[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.additional_properties[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self.additional_properties[key]
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.additional_properties

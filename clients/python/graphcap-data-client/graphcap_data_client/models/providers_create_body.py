@@ -5,7 +5,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from attrs import define as _attrs_define
-from attrs import field as _attrs_field
 
 from ..models.providers_create_body_environment import ProvidersCreateBodyEnvironment
 from ..types import UNSET, Unset
@@ -43,7 +42,6 @@ class ProvidersCreateBody:
     models: list[ProvidersCreateBodyModelsItem] | Unset = UNSET
     default_model: None | str | Unset = UNSET
     rate_limits: ProvidersCreateBodyRateLimits | Unset = UNSET
-    additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         name = self.name
@@ -76,7 +74,7 @@ class ProvidersCreateBody:
             rate_limits = self.rate_limits.to_dict()
 
         field_dict: dict[str, Any] = {}
-        field_dict.update(self.additional_properties)
+
         field_dict.update(
             {
                 "name": name,
@@ -153,21 +151,4 @@ class ProvidersCreateBody:
             rate_limits=rate_limits,
         )
 
-        providers_create_body.additional_properties = d
         return providers_create_body
-
-    @property
-    def additional_keys(self) -> list[str]:
-        return list(self.additional_properties.keys())
-
-    def __getitem__(self, key: str) -> Any:
-        return self.additional_properties[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.additional_properties[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self.additional_properties[key]
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.additional_properties

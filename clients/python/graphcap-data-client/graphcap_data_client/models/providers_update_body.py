@@ -5,7 +5,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from attrs import define as _attrs_define
-from attrs import field as _attrs_field
 
 from ..models.providers_update_body_environment import ProvidersUpdateBodyEnvironment
 from ..types import UNSET, Unset
@@ -43,7 +42,6 @@ class ProvidersUpdateBody:
     models: list[ProvidersUpdateBodyModelsItem] | Unset = UNSET
     default_model: None | str | Unset = UNSET
     rate_limits: ProvidersUpdateBodyRateLimits | Unset = UNSET
-    additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         name = self.name
@@ -82,7 +80,7 @@ class ProvidersUpdateBody:
             rate_limits = self.rate_limits.to_dict()
 
         field_dict: dict[str, Any] = {}
-        field_dict.update(self.additional_properties)
+
         field_dict.update({})
         if name is not UNSET:
             field_dict["name"] = name
@@ -172,21 +170,4 @@ class ProvidersUpdateBody:
             rate_limits=rate_limits,
         )
 
-        providers_update_body.additional_properties = d
         return providers_update_body
-
-    @property
-    def additional_keys(self) -> list[str]:
-        return list(self.additional_properties.keys())
-
-    def __getitem__(self, key: str) -> Any:
-        return self.additional_properties[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.additional_properties[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self.additional_properties[key]
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.additional_properties
