@@ -125,6 +125,13 @@ const envSchema = z.object({
   DOCS_REQUIRE_TOKEN: bool.default(false),
   /** Milliseconds one POST to the message broker may take before it counts as failed. */
   BROKER_TIMEOUT_MS: int(50, 600_000).default(10_000),
+  /**
+   * Attempts after which an event the broker refuses (a 4xx other than 408 and 429: it will not
+   * take this event) is moved aside as a dead letter, so its stream's later events go out.
+   */
+  BROKER_MAX_REFUSALS: int(1, 1000).default(5),
+  /** Hours an event may wait for the broker (down, or refusing) before it is moved aside; 0 = forever. */
+  EVENT_MAX_UNDELIVERED_HOURS: int(0, 24 * 365).default(72),
   /** Milliseconds between outbox delivery rounds; NOTIFY wakes the notifier sooner. */
   NOTIFIER_POLL_MS: int(10, 600_000).default(1000),
   /**

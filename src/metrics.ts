@@ -8,7 +8,7 @@ import type { Db } from './db/client.js';
 import { BRIDGE_STATES, type BridgeMonitor } from './jobs/bridge-monitor.js';
 import { countPendingExports } from './db/caption-exports.js';
 import { countUnwrittenItems } from './db/item-chunks.js';
-import { countUndelivered } from './db/outbox.js';
+import { countDeadLetters, countUndelivered, oldestUndeliveredAge } from './db/outbox.js';
 import { listProviders } from './db/provider-states.js';
 import { getQueueDepth } from './db/statistics.js';
 
@@ -138,6 +138,22 @@ export function createMetrics(deps: { db: Db; pool: pg.Pool; bridge?: BridgeMoni
     },
   });
   new Gauge({
+    name: 'graphcap_outbox_dead_letters',
+    help: 'Events moved aside because the broker refused them for good or they waited too long (all replicas; kept EVENT_RETENTION_HOURS).',
+    registers: [registry],
+    async collect() {
+      this.set(await countDeadLetters(deps.db));
+    },
+  });
+  new Gauge({
+    name: 'graphcap_outbox_oldest_undelivered_seconds',
+    help: 'Age of the oldest event waiting for the message broker (0 when none waits).',
+    registers: [registry],
+    async collect() {
+      this.set(await oldestUndeliveredAge(deps.db));
+    },
+  });
+  new Gauge({
     name: 'graphcap_job_items_unwritten',
     help: 'Items of created jobs that the item writers have yet to write (job_item_chunks): a backlog that stays means no replica writes them.',
     registers: [registry],
@@ -147,7 +163,7 @@ export function createMetrics(deps: { db: Db; pool: pg.Pool; bridge?: BridgeMoni
   });
   const eventDeliveries = new Counter({
     name: 'graphcap_event_deliveries_total',
-    help: 'Deliveries of events to the message broker by this process, by outcome.',
+    help: 'Deliveries of events to the message broker by this process, by outcome: delivered, failed (to be retried), dead (moved aside: the broker refuses it, or it waited too long).',
     labelNames: ['outcome'] as const,
     registers: [registry],
   });

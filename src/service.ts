@@ -136,7 +136,7 @@ export async function startService(given: Config, logger: Logger): Promise<Servi
       databaseUrl: database.url,
       config,
       logger,
-      onDelivery: (outcome) => metrics.eventDeliveries.inc({ outcome }),
+      onDelivery: (outcome, count = 1) => metrics.eventDeliveries.inc({ outcome }, count),
     });
     notifier.start();
     const retention = new Retention({

@@ -191,6 +191,63 @@ export async function markDeliveryFailed(db: Db, p: { id: number; seq: number; e
     where id = ${p.id}`);
 }
 
+/**
+ * Moves an event aside as a dead letter (the broker will not take it): marked dead and delivered,
+ * so the next event of its stream goes out. Not if a coalescing rewrite changed it meanwhile.
+ */
+export async function markDead(db: Db, p: { id: number; seq: number; error: string }): Promise<boolean> {
+  const result = await db.execute(sql`
+    update job_queue.outbox
+    set dead_at = now(), delivered_at = now(), lease_owner = null, lease_expires_at = null, last_error = ${p.error.slice(0, 1000)}
+    where id = ${p.id} and seq = ${p.seq} and delivered_at is null`);
+  return (result.rowCount ?? 0) > 0;
+}
+
+/** Moves aside every event that has waited for the broker longer than `hours`; returns how many. */
+export async function expireUndelivered(db: Db, hours: number): Promise<number> {
+  const result = await db.execute(sql`
+    update job_queue.outbox
+    set dead_at = now(), delivered_at = now(), lease_owner = null, lease_expires_at = null,
+        last_error = coalesce(last_error || '; ', '') || 'undelivered for more than ' || ${hours} || ' hours'
+    where delivered_at is null and occurred_at < now() - make_interval(hours => ${hours})
+      and (lease_expires_at is null or lease_expires_at < now())`);
+  return result.rowCount ?? 0;
+}
+
+export type DeadLetter = {
+  eventId: string;
+  seq: number;
+  type: string;
+  stream: string;
+  jobId: string | null;
+  occurredAt: DbTime;
+  deadAt: DbTime;
+  attempts: number;
+  lastError: string | null;
+};
+
+/** The dead letters, newest first (kept EVENT_RETENTION_HOURS like delivered events). */
+export async function listDeadLetters(db: Db, p: { limit: number; offset: number }): Promise<{ items: DeadLetter[]; total: number }> {
+  const { rows } = await db.execute<DeadLetter & { total: number }>(sql`
+    select event_id as "eventId", seq, type, stream, job_id as "jobId", occurred_at as "occurredAt", dead_at as "deadAt",
+           attempts, last_error as "lastError", count(*) over ()::int as total
+    from job_queue.outbox where dead_at is not null
+    order by dead_at desc, seq desc limit ${p.limit} offset ${p.offset}`);
+  return { items: rows.map(({ total: _total, ...row }) => row), total: rows[0]?.total ?? (await countDeadLetters(db)) };
+}
+
+export async function countDeadLetters(db: Db): Promise<number> {
+  const { rows } = await db.execute<{ n: number }>(sql`select count(*)::int as n from job_queue.outbox where dead_at is not null`);
+  return rows[0]?.n ?? 0;
+}
+
+/** Seconds the oldest undelivered event has waited (0 for none). */
+export async function oldestUndeliveredAge(db: Db): Promise<number> {
+  const { rows } = await db.execute<{ s: number }>(sql`
+    select coalesce(extract(epoch from now() - min(occurred_at)), 0)::float8 as s from job_queue.outbox where delivered_at is null`);
+  return rows[0]?.s ?? 0;
+}
+
 /** With no broker configured, events are only for live subscribers: mark them delivered. */
 export async function discardUndelivered(db: Db): Promise<number> {
   const result = await db.execute(sql`update job_queue.outbox set delivered_at = now() where delivered_at is null`);

@@ -476,6 +476,11 @@ export const outbox = queue.table(
     leaseOwner: text('lease_owner'),
     leaseExpiresAt: tstz('lease_expires_at'),
     /**
+     * Set when the broker kept refusing the event (a 4xx other than 408/429) or it stayed undelivered
+     * too long: it was moved aside (delivered_at is set too, so its stream's later events go out).
+     */
+    deadAt: tstz('dead_at'),
+    /**
      * The writing transaction. Live readers take events only from transactions older than every
      * running one (pg_snapshot_xmin), so an event that commits late is never skipped.
      */
@@ -489,6 +494,7 @@ export const outbox = queue.table(
     // At most one undelivered progress event per job: the coalescing target.
     uniqueIndex('outbox_pending_progress_key').on(t.jobId).where(sql`type = 'JOB_PROGRESS' and delivered_at is null`),
     index('outbox_job_seq_idx').on(t.jobId, t.seq),
+    index('outbox_dead_idx').on(t.deadAt).where(sql`dead_at is not null`),
   ],
 );
 

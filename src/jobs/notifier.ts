@@ -5,7 +5,7 @@
  * live subscribers and are marked delivered. Delivered events are pruned after a retention period.
  * It also rolls up the captions jobs stored into their events.
  */
-import ky from 'ky';
+import ky, { HTTPError } from 'ky';
 import type { Config } from '../config.js';
 import type { Db } from '../db/client.js';
 import { rollUpCaptionChanges } from '../db/data-events.js';
@@ -15,6 +15,8 @@ import {
   discardUndelivered,
   eventMessage,
   EVENTS_CHANNEL,
+  expireUndelivered,
+  markDead,
   markDelivered,
   markDeliveryFailed,
   pruneDelivered,
@@ -27,6 +29,11 @@ import { Wakeup } from './wakeup.js';
 /** Events leased per round; streams are sent in parallel, each stream one event at a time. */
 const BATCH = 100;
 const PRUNE_EVERY_MS = 10 * 60_000;
+const EXPIRE_EVERY_MS = 60_000;
+
+/** The broker's answer says it will not take this event, whatever we do (not 408 nor 429: those say "later"). */
+const refusedForGood = (error: unknown) =>
+  error instanceof HTTPError && error.response.status >= 400 && error.response.status < 500 && ![408, 429].includes(error.response.status);
 
 export interface NotifierOptions {
   db: Db;
@@ -34,8 +41,8 @@ export interface NotifierOptions {
   logger: Logger;
   /** Connection string for LISTEN. */
   databaseUrl: string;
-  /** Reports each delivery outcome (metrics). */
-  onDelivery?: (outcome: 'delivered' | 'failed') => void;
+  /** Reports each delivery outcome (metrics): `dead` is an event moved aside. */
+  onDelivery?: (outcome: 'delivered' | 'failed' | 'dead', count?: number) => void;
 }
 
 export class Notifier {
@@ -44,6 +51,7 @@ export class Notifier {
   private stopped = false;
   private loop: Promise<void> | undefined;
   private lastPrune = 0;
+  private lastExpiry = 0;
   private lastRollUp = 0;
   private readonly send?: (event: OutboxEvent) => Promise<void>;
 
@@ -89,6 +97,14 @@ export class Notifier {
         await this.rollUpCaptions();
         if (this.send) busy = (await this.deliverRound()) === BATCH;
         else await discardUndelivered(db);
+        if (this.send && config.EVENT_MAX_UNDELIVERED_HOURS > 0 && Date.now() - this.lastExpiry > EXPIRE_EVERY_MS) {
+          this.lastExpiry = Date.now();
+          const expired = await expireUndelivered(db, config.EVENT_MAX_UNDELIVERED_HOURS);
+          if (expired > 0) {
+            this.options.onDelivery?.('dead', expired);
+            logger.error({ expired, hours: config.EVENT_MAX_UNDELIVERED_HOURS }, 'events undelivered too long were moved aside as dead letters');
+          }
+        }
         if (Date.now() - this.lastPrune > PRUNE_EVERY_MS) {
           this.lastPrune = Date.now();
           const pruned = await pruneDelivered(db, config.EVENT_RETENTION_HOURS);
@@ -121,6 +137,13 @@ export class Notifier {
           this.options.onDelivery?.('delivered');
         } catch (error) {
           this.options.onDelivery?.('failed');
+          if (refusedForGood(error) && event.attempts >= config.BROKER_MAX_REFUSALS) {
+            if (await markDead(db, { id: event.id, seq: event.seq, error: (error as Error).message })) {
+              this.options.onDelivery?.('dead');
+              logger.error({ eventId: event.eventId, type: event.type, attempts: event.attempts, err: error }, 'the broker refuses this event: moved aside as a dead letter');
+              return;
+            }
+          }
           const retryInMs = backoffMs(event.attempts, { maxAttempts: Infinity, baseMs: config.RETRY_BASE_MS, maxMs: config.RETRY_MAX_MS });
           logger.warn({ eventId: event.eventId, type: event.type, err: error, retryInMs }, 'event delivery failed; will retry');
           await markDeliveryFailed(db, { id: event.id, seq: event.seq, error: (error as Error).message, retryInMs });

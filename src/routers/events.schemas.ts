@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { CHANGE_SOURCES, DATA_ENTITIES, IDS_PER_EVENT } from '../db/data-events.js';
 import { JOB_EVENT_TYPES } from '../db/outbox.js';
 import { JOB_STATUSES } from '../db/schema.js';
+import { limit, page, paginated, timestamp } from './common.js';
 
 const envelope = {
   id: z.uuid().describe('Unique per event: receivers de-duplicate with it (delivery is at least once).'),
@@ -90,3 +91,21 @@ export const dataEventsInput = z
     lastEventId: z.string().regex(/^\d+$/).nullish(),
   })
   .optional();
+
+export const deadLettersInput = z.object({ page, limit }).prefault({});
+
+export const deadLetter = z
+  .object({
+    eventId: z.uuid(),
+    seq: z.int(),
+    type: z.string(),
+    stream: z.string().describe('The stream it was in: job:<id>, data:<entity>.'),
+    jobId: z.uuid().nullable(),
+    occurredAt: timestamp,
+    deadAt: timestamp.describe('When it was moved aside.'),
+    attempts: z.int().describe('Delivery attempts made.'),
+    lastError: z.string().nullable().describe('What the broker last answered, or why it was moved aside.'),
+  })
+  .meta({ id: 'DeadLetter', description: 'An event the message broker refused for good, or that waited too long, moved aside.' });
+
+export const deadLetterPage = paginated(deadLetter).meta({ id: 'DeadLetterPage', description: 'A page of dead letters, newest first.' });

@@ -1,12 +1,13 @@
 /**
  * Data change events over the tRPC subscription (SSE underneath): what happened to images,
- * datasets, perspectives, captions and providers. REST clients use `GET /api/events`.
+ * datasets, perspectives, captions and providers (REST clients use `GET /api/events`); and the
+ * events the message broker would not take.
  */
 import { tracked } from '@trpc/server';
-import { eventMessage } from '../db/outbox.js';
+import { eventMessage, listDeadLetters } from '../db/outbox.js';
 import { publicProcedure, router } from '../trpc.js';
-import { subscribeOrRefuse } from './common.js';
-import { dataEventsInput, type DataEventMessage } from './events.schemas.js';
+import { iso, subscribeOrRefuse } from './common.js';
+import { dataEventsInput, deadLetterPage, deadLettersInput, type DataEventMessage } from './events.schemas.js';
 
 export const eventsRouter = router({
   /**
@@ -21,4 +22,29 @@ export const eventsRouter = router({
     signal?.addEventListener('abort', () => subscription.close());
     for await (const event of subscription) yield tracked(String(event.seq), eventMessage(event) as DataEventMessage);
   }),
+
+  deadLetters: publicProcedure
+    .meta({
+      openapi: {
+        method: 'GET',
+        path: '/api/events/dead-letters',
+        tags: ['events'],
+        summary: 'List events the message broker would not take',
+        description:
+          'Events moved aside, newest first: the broker refused them BROKER_MAX_REFUSALS times with a 4xx other than 408 and ' +
+          '429, or they waited EVENT_MAX_UNDELIVERED_HOURS. Their stream’s later events went out. Kept EVENT_RETENTION_HOURS.',
+        errorResponses: { 400: 'Invalid page', 500: 'Unexpected error' },
+      },
+    })
+    .input(deadLettersInput)
+    .output(deadLetterPage)
+    .query(async ({ ctx, input }) => {
+      const { items, total } = await listDeadLetters(ctx.db, { limit: input.limit, offset: (input.page - 1) * input.limit });
+      return {
+        items: items.map((d) => ({ ...d, occurredAt: iso(d.occurredAt), deadAt: iso(d.deadAt) })),
+        total,
+        page: input.page,
+        limit: input.limit,
+      };
+    }),
 });

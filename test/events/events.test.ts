@@ -168,6 +168,48 @@ describe('events to the message broker', () => {
     expect(await metric('graphcap_outbox_undelivered_events')).toBe(0);
   });
 
+  it('an event the broker refuses for good is moved aside after BROKER_MAX_REFUSALS; the job’s later events go out', async () => {
+    const broker = await StandInBroker.start();
+    cleanups.push(() => broker.close());
+    broker.rejects = (e) => e.type === 'JOB_CREATED';
+    const svc = await service({ MESSAGE_BROKER_URL: broker.url, BROKER_MAX_REFUSALS: '3' });
+    const jobId = await createDatasetJob(svc.url);
+    await waitFor('the completion at the broker', () =>
+      ofJob(broker.received, jobId).find((e) => e.type === 'JOB_STATUS_CHANGED' && e.data.newStatus === 'completed'),
+    );
+    const { rows } = await svc.db.execute<{ attempts: number; dead: boolean; delivered: boolean }>(sql`
+      select attempts, dead_at is not null as dead, delivered_at is not null as delivered
+      from job_queue.outbox where job_id = ${jobId} and type = 'JOB_CREATED'`);
+    expect(rows).toEqual([{ attempts: 3, dead: true, delivered: true }]);
+    expect(broker.rejected).toBe(3);
+    expect(ofJob(broker.received, jobId).some((e) => e.type === 'JOB_CREATED')).toBe(false);
+    // Listed through the API, and counted.
+    const letters = await api(svc.url, 'GET', '/api/events/dead-letters');
+    expect(letters.status).toBe(200);
+    expect(letters.body.items.filter((d: { jobId: string }) => d.jobId === jobId)).toEqual([
+      expect.objectContaining({ type: 'JOB_CREATED', stream: `job:${jobId}`, attempts: 3, lastError: expect.stringContaining('400') }),
+    ]);
+    const text = await (await fetch(`${svc.url}/metrics`)).text();
+    expect(text).toMatch(/^graphcap_outbox_dead_letters [1-9]/m);
+    expect(text).toMatch(/^graphcap_event_deliveries_total\{outcome="dead"\} [1-9]/m);
+
+    // An event the broker could not take for longer than EVENT_MAX_UNDELIVERED_HOURS goes aside too.
+    await broker.down();
+    await svc.db.execute(sql`
+      insert into job_queue.outbox (type, stream, data, occurred_at)
+      values ('DATASET_UPDATED', 'data:dataset', '{"entity":"dataset","source":"api","ids":[]}', now() - interval '80 hours')`);
+    const age = Number((await (await fetch(`${svc.url}/metrics`)).text()).match(/^graphcap_outbox_oldest_undelivered_seconds (\S+)/m)![1]);
+    expect(age).toBeGreaterThan(79 * 3600);
+    await svc.restart({ MESSAGE_BROKER_URL: broker.url, BROKER_MAX_REFUSALS: '3', EVENT_MAX_UNDELIVERED_HOURS: '72' });
+    await waitFor('the old event to be moved aside', async () => {
+      const { rows: old } = await svc.db.execute<{ dead: boolean }>(sql`
+        select dead_at is not null as dead from job_queue.outbox where type = 'DATASET_UPDATED' and occurred_at < now() - interval '79 hours'`);
+      return old[0]?.dead;
+    });
+    const expired = (await api(svc.url, 'GET', '/api/events/dead-letters')).body.items[0];
+    expect(expired).toMatchObject({ type: 'DATASET_UPDATED', lastError: expect.stringContaining('undelivered for more than 72 hours') });
+  });
+
   it('two replicas share delivery without sending one stream’s events at once', async () => {
     const broker = await StandInBroker.start({ delayMs: 15 });
     cleanups.push(() => broker.close());

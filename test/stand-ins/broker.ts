@@ -33,6 +33,9 @@ export class StandInBroker {
   /** Most deliveries of one stream (job) in flight at once. */
   maxInFlightPerStream = 0;
   mode: BrokerMode = 'up';
+  /** Events it answers 400 for, whatever the mode (a broker that will never take them). */
+  rejects: (event: ReceivedEvent) => boolean = () => false;
+  rejected = 0;
   private server: Server;
   private readonly sockets = new Set<Socket>();
   private readonly inFlight = new Map<string, number>();
@@ -91,6 +94,11 @@ export class StandInBroker {
         this.maxInFlightPerStream = Math.max(this.maxInFlightPerStream, now);
         if (this.delayMs > 0) await new Promise((r) => setTimeout(r, this.delayMs));
         this.inFlight.set(stream, (this.inFlight.get(stream) ?? 1) - 1);
+        if (this.rejects(event)) {
+          this.rejected += 1;
+          res.writeHead(400, { 'content-type': 'application/json' }).end('{"error":"schema violation"}');
+          return;
+        }
         if (this.mode === 'error') {
           this.refused += 1;
           res.writeHead(500, { 'content-type': 'application/json' }).end('{"error":"broker is unwell"}');

@@ -749,6 +749,26 @@ export interface paths {
         patch: operations["providers-update"];
         trace?: never;
     };
+    "/api/events/dead-letters": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List events the message broker would not take
+         * @description Events moved aside, newest first: the broker refused them BROKER_MAX_REFUSALS times with a 4xx other than 408 and 429, or they waited EVENT_MAX_UNDELIVERED_HOURS. Their stream’s later events went out. Kept EVENT_RETENTION_HOURS.
+         */
+        get: operations["events-deadLetters"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/access": {
         parameters: {
             query?: never;
@@ -1464,6 +1484,38 @@ export interface components {
              * @description ISO 8601 time in UTC.
              */
             updatedAt: string;
+        };
+        /** @description A page of dead letters, newest first. */
+        DeadLetterPage: {
+            items: components["schemas"]["DeadLetter"][];
+            /** @description Items matching the filters, over all pages. */
+            total: number;
+            page: number;
+            limit: number;
+        };
+        /** @description An event the message broker refused for good, or that waited too long, moved aside. */
+        DeadLetter: {
+            /** Format: uuid */
+            eventId: string;
+            seq: number;
+            type: string;
+            /** @description The stream it was in: job:<id>, data:<entity>. */
+            stream: string;
+            jobId: string | null;
+            /**
+             * Format: date-time
+             * @description ISO 8601 time in UTC.
+             */
+            occurredAt: string;
+            /**
+             * Format: date-time
+             * @description When it was moved aside.
+             */
+            deadAt: string;
+            /** @description Delivery attempts made. */
+            attempts: number;
+            /** @description What the broker last answered, or why it was moved aside. */
+            lastError: string | null;
         };
         /**
          * @description What the caller’s bearer token allows.
@@ -5770,6 +5822,58 @@ export interface operations {
             };
             /** @description Not allowed in the job’s current state */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "events-deadLetters": {
+        parameters: {
+            query?: {
+                /** @description Page number, from 1. */
+                page?: number;
+                /** @description Items per page, 1 to 100. */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeadLetterPage"];
+                };
+            };
+            /** @description Invalid input: each failing field is named */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, when the service is started with a token */
+            401: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -70,6 +70,8 @@ from .datasets_images_sort import DatasetsImagesSort
 from .datasets_list_order import DatasetsListOrder
 from .datasets_list_sort import DatasetsListSort
 from .datasets_update_body import DatasetsUpdateBody
+from .dead_letter import DeadLetter
+from .dead_letter_page import DeadLetterPage
 from .health import Health
 from .health_bridge_type_1 import HealthBridgeType1
 from .health_bridge_type_1_state import HealthBridgeType1State
@@ -238,6 +240,8 @@ __all__ = (
     "DatasetsListOrder",
     "DatasetsListSort",
     "DatasetsUpdateBody",
+    "DeadLetter",
+    "DeadLetterPage",
     "Health",
     "HealthBridgeType1",
     "HealthBridgeType1State",

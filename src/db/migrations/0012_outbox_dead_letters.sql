@@ -1,0 +1,2 @@
+ALTER TABLE "job_queue"."outbox" ADD COLUMN "dead_at" timestamp with time zone;--> statement-breakpoint
+CREATE INDEX "outbox_dead_idx" ON "job_queue"."outbox" USING btree ("dead_at") WHERE dead_at is not null;
