@@ -3,7 +3,8 @@
  * DATABASE_URL is set, and the tests' fallback when there is neither TEST_DATABASE_URL nor Docker.
  */
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import exitHook from 'async-exit-hook';
@@ -35,18 +36,28 @@ export interface EmbeddedOptions {
 // package's 'exit' hook stays, as a last resort that still stops the server on a crash.
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK']) exitHook.unhookEvent(signal);
 
-// The server listens on loopback only, so a fixed local password is no secret worth keeping.
 const USER = 'postgres';
-const PASSWORD = 'graphcap-local';
+/**
+ * The superuser's password: random per data folder and kept in it, readable by this user only
+ * (anyone on the machine can reach a loopback port). Folders made before it was random used
+ * LEGACY_PASSWORD, which the first start replaces.
+ */
+const PASSWORD_FILE = 'graphcap-password';
+const LEGACY_PASSWORD = 'graphcap-local';
 
 export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<EmbeddedServer> {
   const { dataDir, port, database = 'graphcap', logger } = options;
   const recentLog: string[] = [];
+  const fresh = !existsSync(path.join(dataDir, 'PG_VERSION'));
+  const passwordFile = path.join(dataDir, PASSWORD_FILE);
+  const kept = fresh ? undefined : await readFile(passwordFile, 'utf8').then((text) => text.trim(), () => undefined);
+  const password = kept ?? randomBytes(24).toString('hex');
   const server = new EmbeddedPostgres({
     databaseDir: dataDir,
     port,
     user: USER,
-    password: PASSWORD,
+    // Used by initdb only: a fresh folder is made with it.
+    password,
     persistent: !options.ephemeral,
     // PostgreSQL refuses to run as root; the package then runs it as a `postgres` user it creates.
     createPostgresUser: os.userInfo().uid === 0,
@@ -58,11 +69,11 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
     onError: (error: unknown) => logger?.error({ err: error }, 'embedded PostgreSQL error'),
   });
 
-  const fresh = !existsSync(path.join(dataDir, 'PG_VERSION'));
   if (fresh) {
     await mkdir(path.dirname(dataDir), { recursive: true });
     logger?.info({ dataDir }, 'initialising embedded PostgreSQL');
     await server.initialise();
+    await writeFile(passwordFile, `${password}\n`, { mode: 0o600 });
   }
   await stopLeftoverServer(dataDir, logger);
   try {
@@ -75,8 +86,9 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
     );
   }
 
-  const base = `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}`;
+  const base = `postgres://${USER}:${password}@127.0.0.1:${port}`;
   const adminUrl = `${base}/postgres`;
+  if (!fresh && kept === undefined) await replaceLegacyPassword(port, password, passwordFile, logger);
   const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
   try {
@@ -95,6 +107,19 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
       logger?.info('embedded PostgreSQL stopped');
     },
   };
+}
+
+/** A folder from before the password was random: set a random one, then keep it in the folder. */
+async function replaceLegacyPassword(port: number, password: string, file: string, logger?: Logger): Promise<void> {
+  const client = new pg.Client({ connectionString: `postgres://${USER}:${LEGACY_PASSWORD}@127.0.0.1:${port}/postgres` });
+  await client.connect();
+  try {
+    await client.query(`alter role ${USER} password ${pg.escapeLiteral(password)}`);
+  } finally {
+    await client.end();
+  }
+  await writeFile(file, `${password}\n`, { mode: 0o600 });
+  logger?.info({ file }, 'embedded PostgreSQL: the fixed password of earlier versions is replaced by a random one, kept in the data folder');
 }
 
 /**
