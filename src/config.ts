@@ -177,6 +177,18 @@ const envSchema = z.object({
       .pipe(z.array(z.url({ error: 'must be comma-separated origins such as http://localhost:32200' })))
       .optional(),
   ),
+  /**
+   * Host names the service answers to (comma-separated, `*` for any), against DNS rebinding: a page
+   * on another site that resolves its name to this machine cannot use the API. Unset: any when
+   * API_TOKEN guards the API, else localhost, 127.0.0.1 and [::1] (and HOST, when it names one).
+   */
+  ALLOWED_HOSTS: z.preprocess(
+    emptyToUndefined,
+    z
+      .string()
+      .transform((v) => v.split(',').map((h) => h.trim().toLowerCase()).filter(Boolean))
+      .optional(),
+  ),
   /** Run the job dispatcher in this process; false makes an API-only replica. */
   DISPATCHER_ENABLED: bool.default(true),
   /** Milliseconds between dispatcher polls; NOTIFY wakes it sooner. */
@@ -240,7 +252,10 @@ const envSchema = z.object({
   });
 
 export type Config = Readonly<
-  Omit<z.infer<typeof envSchema>, 'WORKSPACE_PATH' | 'BRIDGE_WORKSPACE_PATH' | 'EMBEDDED_PG_DATA' | 'CORS_ORIGINS'> & {
+  Omit<z.infer<typeof envSchema>, 'HOST' | 'ALLOWED_HOSTS' | 'WORKSPACE_PATH' | 'BRIDGE_WORKSPACE_PATH' | 'EMBEDDED_PG_DATA' | 'CORS_ORIGINS'> & {
+    HOST: string;
+    /** Host names requests may name (lower case, no port); undefined: any. */
+    ALLOWED_HOSTS: readonly string[] | undefined;
     WORKSPACE_PATH: string;
     /** Where WORKSPACE_PATH came from: the variable, /workspace, or the repository's example. */
     WORKSPACE_SOURCE: 'env' | 'default' | 'example';
@@ -252,6 +267,13 @@ export type Config = Readonly<
     readEnv: (name: string) => string | undefined;
   }
 >;
+
+function allowedHosts(given: string[] | undefined, host: string | undefined, guarded: boolean): readonly string[] | undefined {
+  if (given) return given.includes('*') ? undefined : given;
+  if (guarded) return undefined;
+  const local = ['localhost', '127.0.0.1', '::1'];
+  return host && !['0.0.0.0', '::'].includes(host) && !local.includes(host) ? [...local, host.toLowerCase()] : local;
+}
 
 /** The service's version (package.json), as graphcap's health answer carries one. */
 export const SERVICE_VERSION = (JSON.parse(readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
@@ -292,6 +314,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return Object.freeze({
     ...config,
     HOST: config.HOST ?? (config.API_TOKEN ? '0.0.0.0' : '127.0.0.1'),
+    ALLOWED_HOSTS: allowedHosts(config.ALLOWED_HOSTS, config.HOST, Boolean(config.API_TOKEN)),
     WORKSPACE_PATH: path.resolve(workspace),
     WORKSPACE_SOURCE: source,
     BRIDGE_WORKSPACE_PATH: path.posix.resolve(config.BRIDGE_WORKSPACE_PATH ?? path.resolve(workspace)),

@@ -26,6 +26,12 @@ describe('configuration', () => {
     expect(config.HOST).toBe('127.0.0.1');
     expect(loadConfig({ API_TOKEN: 't'.repeat(32) }).HOST).toBe('0.0.0.0');
     expect(loadConfig({ HOST: '0.0.0.0' }).HOST).toBe('0.0.0.0');
+    // Host names answered: local ones without a token (and HOST when it names one), any with one.
+    expect(config.ALLOWED_HOSTS).toEqual(['localhost', '127.0.0.1', '::1']);
+    expect(loadConfig({ HOST: 'studio-box' }).ALLOWED_HOSTS).toEqual(['localhost', '127.0.0.1', '::1', 'studio-box']);
+    expect(loadConfig({ API_TOKEN: 't'.repeat(32) }).ALLOWED_HOSTS).toBeUndefined();
+    expect(loadConfig({ ALLOWED_HOSTS: 'data-service, LOCALHOST' }).ALLOWED_HOSTS).toEqual(['data-service', 'localhost']);
+    expect(loadConfig({ ALLOWED_HOSTS: '*' }).ALLOWED_HOSTS).toBeUndefined();
   });
 
   it('takes the bridge address with or without its /api/v1 prefix, and the bridge’s own view of the workspace', () => {

@@ -4,6 +4,7 @@
  * long for Node's parser gets a problem document, not a bare status line; a body nested too deep and a
  * year-0000 time are 400s, not 500s.
  */
+import http from 'node:http';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_TRPC_BATCH } from '../src/http/app.js';
@@ -146,5 +147,24 @@ describe('answers bounded by the service, not by the input', () => {
       for (const s of streams) s.abort();
       await capped.close();
     }
+  });
+
+  it('without a token, only requests naming a local host are answered (DNS rebinding); /health answers any', async () => {
+    const asHost = (host: string, route = '/api/datasets') =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const { port } = new URL(svc.url);
+        const req = http.request({ host: '127.0.0.1', port, path: route, headers: { host } }, (res) => {
+          let body = '';
+          res.on('data', (c) => (body += String(c)));
+          res.on('end', () => resolve({ status: res.statusCode!, body }));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    const rebound = await asHost('attacker.example:32550');
+    expect(rebound.status).toBe(421);
+    expect(JSON.parse(rebound.body)).toMatchObject({ status: 421, detail: expect.stringContaining('"attacker.example"') });
+    expect((await asHost('attacker.example', '/health')).status).toBe(200);
+    for (const host of ['localhost:1', '127.0.0.1', '[::1]:32550']) expect((await asHost(host)).status, host).toBe(200);
   });
 });

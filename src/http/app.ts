@@ -25,6 +25,7 @@ import { workspaceState } from '../workspace/paths.js';
 import { apiClosed, apiGate, requireToken, scopeOf } from './auth.js';
 import { boardRoute } from './board.js';
 import { dataEventsRoute, jobEventsRoute } from './events.js';
+import { hostCheck } from './host-check.js';
 import { refuseDeepJson } from './json-depth.js';
 import { conditionalGet } from './etag.js';
 import { restQueries } from './rest-queries.js';
@@ -67,6 +68,7 @@ export function createApp(deps: AppDeps): express.Express {
 
   const routeOf = routeLabeller(Object.keys(deps.openApiDocument.paths ?? {}), Object.keys(appRouter._def.procedures));
   app.use(requestIdAndAccessLog(logger, deps.metrics, routeOf));
+  app.use(hostCheck(config));
   // Swagger UI needs its inline init script and styles; everything else gets helmet's defaults.
   app.use(
     helmet({
