@@ -167,4 +167,15 @@ describe('answers bounded by the service, not by the input', () => {
     expect((await asHost('attacker.example', '/health')).status).toBe(200);
     for (const host of ['localhost:1', '127.0.0.1', '[::1]:32550']) expect((await asHost(host)).status, host).toBe(200);
   });
+
+  it.each(['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x'])(
+    'a cross-site simple request (%s) changes nothing on either face',
+    async (contentType) => {
+      for (const route of ['/api/datasets', '/api/trpc/datasets.create']) {
+        const answer = await fetch(`${svc.url}${route}`, { method: 'POST', headers: { 'content-type': contentType }, body: JSON.stringify({ name: 'cross-site' }) });
+        expect([400, 415], `${route} ${contentType}`).toContain(answer.status);
+      }
+      expect((await api(svc.url, 'GET', '/api/datasets?name=cross-site')).body.items).toEqual([]);
+    },
+  );
 });
