@@ -1,16 +1,18 @@
 /**
  * A workspace that misbehaves: perspective files it should not hold (a FIFO, a link to /dev/zero,
  * a link out of the workspace, a file too big) are skipped with a problem each and the service
- * keeps answering (a FIFO opened for reading used to block a file-I/O thread); a dataset folder that
- * cannot be read or is suddenly empty keeps its members; a burst of sync requests is not a queue.
+ * keeps answering (a FIFO opened for reading used to block a file-I/O thread); images are opened as
+ * what was checked, and not hashed past a size; a dataset folder that cannot be read or is suddenly
+ * empty keeps its members; a burst of sync requests is not a queue.
  */
 import { execFileSync } from 'node:child_process';
-import { cp, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { cp, mkdir, rm, symlink, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../src/logger.js';
-import { DATASET } from './helpers/fixtures.js';
+import { readImageMetadata } from '../src/workspace/files.js';
+import { DATASET, IMAGES } from './helpers/fixtures.js';
 import { api, startTestService, type TestService } from './helpers/service.js';
 
 let svc: TestService;
@@ -89,5 +91,18 @@ describe('hostile files in the perspective library', () => {
     const runs = logged.filter((l) => l.includes('"msg":"workspace synced"')).length - before;
     expect(runs).toBeGreaterThanOrEqual(1);
     expect(runs).toBeLessThanOrEqual(2);
+  });
+
+  it('the image reader opens no FIFO and follows no link put where a file was; a file over 2 GB is not hashed', async () => {
+    const ws = (p: string) => path.join(svc.workspace, p);
+    execFileSync('mkfifo', [ws('swapped.jpg')]);
+    await expect(readImageMetadata(ws('swapped.jpg'))).rejects.toThrow('not a regular file: skipped');
+    await symlink(ws(IMAGES[0]), ws('linked.jpg'));
+    await expect(readImageMetadata(ws('linked.jpg'))).rejects.toMatchObject({ code: 'ELOOP' });
+    // A sparse file of 3 GB: listed, skipped with its size, never read.
+    await writeFile(ws(`datasets/${DATASET}/huge.jpg`), '');
+    await truncate(ws(`datasets/${DATASET}/huge.jpg`), 3 * 1024 ** 3);
+    const report = (await syncReport()).datasets.find((d: { name: string }) => d.name === DATASET);
+    expect(report.problems).toContainEqual({ path: `datasets/${DATASET}/huge.jpg`, message: `${3 * 1024 ** 3} bytes, more than an image may have (${2 * 1024 ** 3}): skipped` });
   });
 });

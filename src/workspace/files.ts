@@ -3,11 +3,13 @@
  * them), and their metadata (format, dimensions, sha256) read in one pass.
  */
 import { createHash } from 'node:crypto';
+import { constants } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { imageSize } from 'image-size';
 import { InvalidInputError } from '../errors.js';
 import { resolveInWorkspace, toWorkspaceRelative, workspacePathProblem } from './paths.js';
+import { UnreadableFileError } from './safe-read.js';
 
 /** graphcap's (jpg, jpeg, png, gif, webp, svg), and a few more image-size reads. */
 export const IMAGE_EXTENSIONS = new Set(['.jpg', '.jpeg', '.png', '.webp', '.gif', '.svg', '.bmp', '.tif', '.tiff']);
@@ -17,9 +19,14 @@ export const isImageName = (name: string) => IMAGE_EXTENSIONS.has(path.extname(n
 export interface ImageFile {
   /** Relative to the workspace. */
   path: string;
+  /** Its real path (links resolved, inside the workspace): what is opened. */
+  real: string;
   sizeBytes: number;
   mtime: Date;
 }
+
+/** The biggest file hashed as an image; a bigger one is skipped (hashing it would hold a scan for minutes). */
+export const IMAGE_MAX_BYTES = 2 * 1024 ** 3;
 
 export interface ImageMetadata {
   format: string | null;
@@ -51,7 +58,9 @@ export async function statImageFile(realRoot: string, relative: string): Promise
   }
   try {
     const info = await stat(real);
-    return info.isFile() ? { path: relative, sizeBytes: info.size, mtime: info.mtime } : { path: relative, message: 'not a regular file: skipped' };
+    if (!info.isFile()) return { path: relative, message: 'not a regular file: skipped' };
+    if (info.size > IMAGE_MAX_BYTES) return { path: relative, message: `${info.size} bytes, more than an image may have (${IMAGE_MAX_BYTES}): skipped` };
+    return { path: relative, real, sizeBytes: info.size, mtime: info.mtime };
   } catch (error) {
     return { path: relative, message: `cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})` };
   }
@@ -85,7 +94,9 @@ export async function readWorkspaceImage(root: string, relative: string, field =
   }
   const info = await stat(absolute);
   if (!info.isFile()) fail('not a file');
-  return { path: normalised, sizeBytes: info.size, mtime: info.mtime, ...(await readImageMetadata(absolute)) };
+  if (info.size > IMAGE_MAX_BYTES) fail(`${info.size} bytes, more than an image may have (${IMAGE_MAX_BYTES})`);
+  const metadata = await readImageMetadata(absolute).catch((error: unknown) => (error instanceof UnreadableFileError ? fail(error.message) : Promise.reject(error)));
+  return { path: normalised, real: absolute, sizeBytes: info.size, mtime: info.mtime, ...metadata };
 }
 
 /** What image-size reads of a file for its dimensions (its imageSizeFromFile reads the same). */
@@ -109,12 +120,17 @@ export function newReadBuffers(): ReadBuffers {
  * file was read twice into fresh buffers; over a 100,000-file import that garbage, outside the
  * JavaScript heap, held RSS ~60 MB higher until the collector caught up.)
  */
-export async function readImageMetadata(absolute: string, buffers: ReadBuffers = newReadBuffers()): Promise<ImageMetadata> {
+export async function readImageMetadata(real: string, buffers: ReadBuffers = newReadBuffers()): Promise<ImageMetadata> {
   const hash = createHash('sha256');
-  const handle = await open(absolute, 'r');
+  // `real` has its links resolved (statImageFile checked where they lead): one put in its place
+  // since is not followed, a FIFO does not block the open, and what is read is checked on the descriptor.
+  const handle = await open(real, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   let headerLength = 0;
   try {
-    const { size } = await handle.stat();
+    const info = await handle.stat();
+    if (!info.isFile()) throw new UnreadableFileError('not a regular file: skipped');
+    if (info.size > IMAGE_MAX_BYTES) throw new UnreadableFileError(`${info.size} bytes, more than an image may have (${IMAGE_MAX_BYTES}): skipped`);
+    const { size } = info;
     const headerSize = Math.min(size, IMAGE_HEADER_BYTES);
     while (headerLength < headerSize) {
       const { bytesRead } = await handle.read(buffers.header, headerLength, headerSize - headerLength, headerLength);
@@ -122,8 +138,9 @@ export async function readImageMetadata(absolute: string, buffers: ReadBuffers =
       headerLength += bytesRead;
     }
     hash.update(buffers.header.subarray(0, headerLength));
-    for (let position = headerLength; ; ) {
-      const { bytesRead } = await handle.read(buffers.chunk, 0, READ_CHUNK_BYTES, position);
+    // Up to the size it had when opened: a file that grows meanwhile is not read forever.
+    for (let position = headerLength; position < size; ) {
+      const { bytesRead } = await handle.read(buffers.chunk, 0, Math.min(READ_CHUNK_BYTES, size - position), position);
       if (bytesRead === 0) break;
       hash.update(buffers.chunk.subarray(0, bytesRead));
       position += bytesRead;

@@ -4,12 +4,12 @@
  * on disk changes nothing and says so.
  */
 import { realpath } from 'node:fs/promises';
-import path from 'node:path';
 import type { Db } from '../db/client.js';
 import { addDatasetMembersByPath, ensureDataset, listFolderFedDatasetNames, removeDatasetMembersByPath, removeDatasetMembersNotIn } from '../db/datasets.js';
 import { findImagesByPath, refreshImageMtimes, touchDatasets, upsertImages, type ImageUpsert } from '../db/images.js';
 import { syncLibraryPerspectives, type PerspectiveSyncCounts } from '../db/perspectives.js';
 import type { Logger } from '../logger.js';
+import { UnreadableFileError } from './safe-read.js';
 import { GONE, isProblem, newReadBuffers, readImageMetadata, statImageFile, type FileProblem, type ImageFile } from './files.js';
 import { datasetOfPath, datasetSources, isValidDatasetName, listDatasetImagePaths, listDatasetNames } from './layout.js';
 import { importFolderCaptions, type CaptionImportReport } from './caption-import.js';
@@ -80,11 +80,23 @@ export async function registerFiles(
       const row = known.get(f.path);
       return !row || row.sizeBytes !== f.sizeBytes || row.fileMtime?.getTime() !== f.mtime.getTime();
     });
-    const metadata = await mapConcurrently(touched, readBuffers, (f, buffers) => readImageMetadata(path.join(root, f.path), buffers));
+    // A file changed between the stat and the read (swapped for a FIFO, deleted) is one problem, not the scan's end.
+    const metadata = await mapConcurrently(touched, readBuffers, (f, buffers) =>
+      readImageMetadata(f.real, buffers).catch((error: NodeJS.ErrnoException): FileProblem => ({
+        path: f.path,
+        message: error instanceof UnreadableFileError ? error.message : error.code === 'ENOENT' ? GONE : `cannot be read (${error.code ?? 'error'})`,
+      })),
+    );
     const refreshed: { id: string; fileMtime: Date }[] = [];
     const written: ImageUpsert[] = [];
+    const unread = new Set<string>();
     touched.forEach((file, i) => {
       const meta = metadata[i]!;
+      if ('message' in meta) {
+        problems.push(meta);
+        unread.add(file.path);
+        return;
+      }
       const row = known.get(file.path);
       if (row && row.contentHash === meta.contentHash) {
         refreshed.push({ id: row.id, fileMtime: file.mtime });
@@ -95,7 +107,7 @@ export async function registerFiles(
     });
     await refreshImageMtimes(db, refreshed);
     await upsertImages(db, written);
-    for (const f of files) present.push(f.path);
+    for (const f of files) if (!unread.has(f.path)) present.push(f.path);
   }
   return { present, contentChanged, problems };
 }
