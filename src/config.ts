@@ -83,6 +83,13 @@ const envSchema = z.object({
   EMBEDDED_PG_PORT: int(1, 65535).default(54329),
   /** Connections in the pg pool of this process. */
   DB_POOL_SIZE: int(1, 200).default(10),
+  /**
+   * Connections of the API's own pool: requests never take the ones the dispatcher, lease renewals
+   * and the notifier use (DB_POOL_SIZE), however many come at once.
+   */
+  API_POOL_SIZE: int(1, 200).default(10),
+  /** Milliseconds an API query may run before PostgreSQL cancels it (a 408); 0 = no limit. */
+  API_STATEMENT_TIMEOUT_MS: int(0, 3_600_000).default(30_000),
   /** Largest accepted request body, in bytes (413 beyond it). */
   BODY_LIMIT_BYTES: int(1024, 100 * 1024 * 1024).default(1024 * 1024),
   /** Most items a single job may have; guards against a create that would fill the disk. */

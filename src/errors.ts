@@ -62,5 +62,24 @@ export function toTRPCError(error: unknown): unknown {
   if (error instanceof InvalidInputError) {
     return new TRPCError({ code: 'BAD_REQUEST', message: error.message, cause: error });
   }
+  if (postgresCode(error) === QUERY_CANCELED) {
+    return new TRPCError({
+      code: 'TIMEOUT',
+      message: 'the query took longer than this service allows (API_STATEMENT_TIMEOUT_MS): narrow it, or try again',
+      cause: error,
+    });
+  }
   return error;
+}
+
+/** PostgreSQL's code for a query it cancelled: here, the API pool's statement_timeout. */
+const QUERY_CANCELED = '57014';
+
+/** The SQLSTATE of a database error, also when a library wrapped it (drizzle puts it in `cause`). */
+function postgresCode(error: unknown): string | undefined {
+  for (let e = error, depth = 0; e && typeof e === 'object' && depth < 4; e = (e as { cause?: unknown }).cause, depth += 1) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) return code;
+  }
+  return undefined;
 }

@@ -193,6 +193,7 @@ const HEALTH_EXAMPLE = {
   version: '0.1.0',
   timestamp: '2026-12-06T12:00:00.000Z',
   database: 'ok',
+  pools: { api: { size: 10, inUse: 1, waiting: 0 }, workers: { size: 10, inUse: 2, waiting: 0 } },
   bridge: { state: 'ok', url: 'http://inference-bridge:32100', checkedAt: '2026-12-06T11:59:50.000Z', detail: null, unknownPerspectives: [] },
   workspace: { path: '/workspace', state: 'ok' },
   warnings: [],
@@ -208,13 +209,32 @@ const healthPath: OpenAPIObject['paths'] = {
 const healthSchema = {
   type: 'object',
   description: 'Health of the service, in graphcap’s shape (status, service, version, timestamp) with what it depends on.',
-  required: ['status', 'service', 'version', 'timestamp', 'database', 'bridge', 'workspace', 'warnings', 'uptimeSeconds'],
+  required: ['status', 'service', 'version', 'timestamp', 'database', 'pools', 'bridge', 'workspace', 'warnings', 'uptimeSeconds'],
   properties: {
     status: { type: 'string', enum: ['ok', 'unavailable'], description: '`ok` when the service can serve requests.' },
     service: { type: 'string', const: 'graphcap-data-service' },
     version: { type: 'string', description: 'The service’s version.' },
     timestamp: { type: 'string', format: 'date-time' },
     database: { type: 'string', enum: ['ok', 'unavailable'], description: 'Whether PostgreSQL answered a ping.' },
+    pools: {
+      type: 'object',
+      description: 'This process’s database connections: the API’s pool and the background work’s (dispatcher, leases, notifier).',
+      required: ['api', 'workers'],
+      properties: Object.fromEntries(
+        ['api', 'workers'].map((name) => [
+          name,
+          {
+            type: 'object',
+            required: ['size', 'inUse', 'waiting'],
+            properties: {
+              size: { type: 'integer', description: 'Connections at most.' },
+              inUse: { type: 'integer', description: 'Connections checked out now.' },
+              waiting: { type: 'integer', description: 'Queries waiting for a connection (saturation).' },
+            },
+          },
+        ]),
+      ),
+    },
     bridge: {
       description: 'The Inference Bridge as the last check saw it; null without INFERENCE_BRIDGE_URL.',
       oneOf: [

@@ -95,8 +95,9 @@ export async function startService(given: Config, logger: Logger): Promise<Servi
       written: metrics.captionWritebacks,
     });
     const app = createApp({
-      db: database.db,
-      pool: database.pool,
+      db: database.api.db,
+      pool: database.api.pool,
+      workerPool: database.pool,
       config,
       logger,
       openApiDocument: buildOpenApiDocument(),

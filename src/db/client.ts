@@ -17,8 +17,11 @@ import * as schema from './schema.js';
 export type Db = PgDatabase<NodePgQueryResultHKT, typeof schema>;
 
 export interface Database {
+  /** For the background work: dispatcher, lease renewals, notifier, item writer, workspace. */
   db: NodePgDatabase<typeof schema>;
   pool: pg.Pool;
+  /** For API requests: a pool of their own, with a statement timeout. */
+  api: { db: NodePgDatabase<typeof schema>; pool: pg.Pool };
   /** The connection string in use (the embedded server's when there is no DATABASE_URL). */
   url: string;
   close(): Promise<void>;
@@ -45,13 +48,20 @@ const MIGRATION_LOCK_ID = 7_245_001;
 pg.types.setTypeParser(pg.types.builtins.INT8, (value) => Number.parseInt(value, 10));
 
 /** The pool's connections name their replica in pg_stat_activity, so operators see who holds what. */
-export function createPool(url: string, max: number, logger: Logger, replicaId?: string): pg.Pool {
+export function createPool(
+  url: string,
+  max: number,
+  logger: Logger,
+  replicaId?: string,
+  options: { statementTimeoutMs?: number; role?: string } = {},
+): pg.Pool {
   const pool = new pg.Pool({
     connectionString: url,
     max,
     connectionTimeoutMillis: 5_000,
     idleTimeoutMillis: 30_000,
-    application_name: `graphcap-data-service${replicaId ? ` ${replicaId}` : ''}`.slice(0, 63),
+    application_name: `graphcap-data-service${options.role ? ` ${options.role}` : ''}${replicaId ? ` ${replicaId}` : ''}`.slice(0, 63),
+    ...(options.statementTimeoutMs ? { statement_timeout: options.statementTimeoutMs } : {}),
   });
   // An idle client that loses its server emits here; unhandled, it would crash the process.
   pool.on('error', (error) => connectionLost(logger, error, 'idle database connection failed'));
@@ -174,12 +184,17 @@ export async function openDatabase(config: Config, logger: Logger): Promise<Data
     throw error;
   }
   const db = drizzle(pool, { schema });
+  const apiPool = createPool(url, config.API_POOL_SIZE, logger, config.REPLICA_ID, {
+    statementTimeoutMs: config.API_STATEMENT_TIMEOUT_MS,
+    role: 'api',
+  });
   return {
     db,
     pool,
+    api: { db: drizzle(apiPool, { schema }), pool: apiPool },
     url,
     async close() {
-      await pool.end();
+      await Promise.all([pool.end(), apiPool.end()]);
       await embedded?.stop();
     },
   };

@@ -33,7 +33,10 @@ import { problem, problemResponses, sendProblem } from './problem.js';
 
 export interface AppDeps {
   db: Db;
+  /** The API's own pool (src/db/client.ts). */
   pool: pg.Pool;
+  /** The background work's pool: /health pings through it and reports both. */
+  workerPool?: pg.Pool;
   config: Config;
   logger: Logger;
   openApiDocument: OpenAPIObject;
@@ -244,13 +247,18 @@ function httpStatusOf(error: unknown): number {
  * `warnings` (the API works without them).
  */
 async function healthReport(deps: AppDeps) {
-  const [database, workspace] = await Promise.all([pingDatabase(deps.pool), workspaceState(deps.config.WORKSPACE_PATH)]);
+  // Through the background pool: a saturated API pool is reported, not taken for a database outage.
+  const [database, workspace] = await Promise.all([pingDatabase(deps.workerPool ?? deps.pool), workspaceState(deps.config.WORKSPACE_PATH)]);
+  const pools = { api: poolState(deps.pool), workers: poolState(deps.workerPool ?? deps.pool) };
   const bridge = deps.bridge?.monitor.snapshot() ?? null;
   const warnings: string[] = [];
   if (workspace === 'missing') warnings.push(`the workspace ${deps.config.WORKSPACE_PATH} does not exist (WORKSPACE_PATH)`);
   if (workspace === 'empty') warnings.push(`the workspace ${deps.config.WORKSPACE_PATH} has no datasets and no perspectives`);
   if (!bridge) warnings.push('INFERENCE_BRIDGE_URL is not set: no job runs');
   else if (bridge.state === 'unreachable' || bridge.state === 'incompatible') warnings.push(`the Inference Bridge is ${bridge.state}: ${bridge.detail}`);
+  if (pools.api.waiting > 0) {
+    warnings.push(`every API database connection is in use (${pools.api.waiting} requests waiting): raise API_POOL_SIZE, or look for slow queries`);
+  }
   if (bridge && bridge.unknownPerspectives.length > 0) {
     warnings.push(`the Inference Bridge does not know ${bridge.unknownPerspectives.join(', ')} (restart it to load new perspectives)`);
   }
@@ -260,11 +268,16 @@ async function healthReport(deps: AppDeps) {
     version: SERVICE_VERSION,
     timestamp: new Date().toISOString(),
     database,
+    pools,
     bridge,
     workspace: { path: deps.config.WORKSPACE_PATH, state: workspace },
     warnings,
     uptimeSeconds: Math.round(process.uptime()),
   };
+}
+
+function poolState(pool: pg.Pool) {
+  return { size: pool.options.max ?? 10, inUse: pool.totalCount - pool.idleCount, waiting: pool.waitingCount };
 }
 
 async function pingDatabase(pool: pg.Pool): Promise<'ok' | 'unavailable'> {

@@ -60,6 +60,7 @@ export async function startTestService(
       DATABASE_URL: database.url,
       WORKSPACE_PATH: workspace,
       DB_POOL_SIZE: '5',
+      API_POOL_SIZE: '5',
       SHUTDOWN_GRACE_SECONDS: '2',
       // Tests say when the workspace is imported (a watcher's test turns it on).
       WORKSPACE_WATCH: 'false',

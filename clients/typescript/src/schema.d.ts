@@ -1836,6 +1836,18 @@ export interface components {
          *       "version": "0.1.0",
          *       "timestamp": "2026-12-06T12:00:00.000Z",
          *       "database": "ok",
+         *       "pools": {
+         *         "api": {
+         *           "size": 10,
+         *           "inUse": 1,
+         *           "waiting": 0
+         *         },
+         *         "workers": {
+         *           "size": 10,
+         *           "inUse": 2,
+         *           "waiting": 0
+         *         }
+         *       },
          *       "bridge": {
          *         "state": "ok",
          *         "url": "http://inference-bridge:32100",
@@ -1868,6 +1880,25 @@ export interface components {
              * @enum {string}
              */
             database: "ok" | "unavailable";
+            /** @description This process’s database connections: the API’s pool and the background work’s (dispatcher, leases, notifier). */
+            pools: {
+                api: {
+                    /** @description Connections at most. */
+                    size: number;
+                    /** @description Connections checked out now. */
+                    inUse: number;
+                    /** @description Queries waiting for a connection (saturation). */
+                    waiting: number;
+                };
+                workers: {
+                    /** @description Connections at most. */
+                    size: number;
+                    /** @description Connections checked out now. */
+                    inUse: number;
+                    /** @description Queries waiting for a connection (saturation). */
+                    waiting: number;
+                };
+            };
             /** @description The Inference Bridge as the last check saw it; null without INFERENCE_BRIDGE_URL. */
             bridge: null | {
                 /**
@@ -6058,6 +6089,18 @@ export interface operations {
                      *       "version": "0.1.0",
                      *       "timestamp": "2026-12-06T12:00:00.000Z",
                      *       "database": "unavailable",
+                     *       "pools": {
+                     *         "api": {
+                     *           "size": 10,
+                     *           "inUse": 1,
+                     *           "waiting": 0
+                     *         },
+                     *         "workers": {
+                     *           "size": 10,
+                     *           "inUse": 2,
+                     *           "waiting": 0
+                     *         }
+                     *       },
                      *       "bridge": {
                      *         "state": "ok",
                      *         "url": "http://inference-bridge:32100",

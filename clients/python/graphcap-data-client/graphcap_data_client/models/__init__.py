@@ -76,6 +76,9 @@ from .health import Health
 from .health_bridge_type_1 import HealthBridgeType1
 from .health_bridge_type_1_state import HealthBridgeType1State
 from .health_database import HealthDatabase
+from .health_pools import HealthPools
+from .health_pools_api import HealthPoolsApi
+from .health_pools_workers import HealthPoolsWorkers
 from .health_status import HealthStatus
 from .health_workspace import HealthWorkspace
 from .health_workspace_state import HealthWorkspaceState
@@ -246,6 +249,9 @@ __all__ = (
     "HealthBridgeType1",
     "HealthBridgeType1State",
     "HealthDatabase",
+    "HealthPools",
+    "HealthPoolsApi",
+    "HealthPoolsWorkers",
     "HealthStatus",
     "HealthWorkspace",
     "HealthWorkspaceState",

@@ -13,6 +13,7 @@ from ..models.health_status import HealthStatus
 
 if TYPE_CHECKING:
     from ..models.health_bridge_type_1 import HealthBridgeType1
+    from ..models.health_pools import HealthPools
     from ..models.health_workspace import HealthWorkspace
 
 
@@ -25,9 +26,10 @@ class Health:
 
     Example:
         {'status': 'ok', 'service': 'graphcap-data-service', 'version': '0.1.0', 'timestamp':
-            '2026-12-06T12:00:00.000Z', 'database': 'ok', 'bridge': {'state': 'ok', 'url': 'http://inference-bridge:32100',
-            'checkedAt': '2026-12-06T11:59:50.000Z', 'detail': None, 'unknownPerspectives': []}, 'workspace': {'path':
-            '/workspace', 'state': 'ok'}, 'warnings': [], 'uptimeSeconds': 3600}
+            '2026-12-06T12:00:00.000Z', 'database': 'ok', 'pools': {'api': {'size': 10, 'inUse': 1, 'waiting': 0},
+            'workers': {'size': 10, 'inUse': 2, 'waiting': 0}}, 'bridge': {'state': 'ok', 'url': 'http://inference-
+            bridge:32100', 'checkedAt': '2026-12-06T11:59:50.000Z', 'detail': None, 'unknownPerspectives': []}, 'workspace':
+            {'path': '/workspace', 'state': 'ok'}, 'warnings': [], 'uptimeSeconds': 3600}
 
     Attributes:
         status (HealthStatus): `ok` when the service can serve requests.
@@ -35,6 +37,8 @@ class Health:
         version (str): The service’s version.
         timestamp (datetime.datetime):
         database (HealthDatabase): Whether PostgreSQL answered a ping.
+        pools (HealthPools): This process’s database connections: the API’s pool and the background work’s (dispatcher,
+            leases, notifier).
         bridge (HealthBridgeType1 | None): The Inference Bridge as the last check saw it; null without
             INFERENCE_BRIDGE_URL.
         workspace (HealthWorkspace):
@@ -47,6 +51,7 @@ class Health:
     version: str
     timestamp: datetime.datetime
     database: HealthDatabase
+    pools: HealthPools
     bridge: HealthBridgeType1 | None
     workspace: HealthWorkspace
     warnings: list[str]
@@ -65,6 +70,8 @@ class Health:
         timestamp = self.timestamp.isoformat()
 
         database = self.database.value
+
+        pools = self.pools.to_dict()
 
         bridge: dict[str, Any] | None
         if isinstance(self.bridge, HealthBridgeType1):
@@ -87,6 +94,7 @@ class Health:
                 "version": version,
                 "timestamp": timestamp,
                 "database": database,
+                "pools": pools,
                 "bridge": bridge,
                 "workspace": workspace,
                 "warnings": warnings,
@@ -99,6 +107,7 @@ class Health:
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
         from ..models.health_bridge_type_1 import HealthBridgeType1  # noqa: PLC0415
+        from ..models.health_pools import HealthPools  # noqa: PLC0415
         from ..models.health_workspace import HealthWorkspace  # noqa: PLC0415
 
         d = dict(src_dict)
@@ -113,6 +122,8 @@ class Health:
         timestamp = datetime.datetime.fromisoformat(d.pop("timestamp"))
 
         database = HealthDatabase(d.pop("database"))
+
+        pools = HealthPools.from_dict(d.pop("pools"))
 
         def _parse_bridge(data: object) -> HealthBridgeType1 | None:
             if data is None:
@@ -141,6 +152,7 @@ class Health:
             version=version,
             timestamp=timestamp,
             database=database,
+            pools=pools,
             bridge=bridge,
             workspace=workspace,
             warnings=warnings,
