@@ -161,6 +161,21 @@ const envSchema = z.object({
   /** Minutes between retention runs (the first runs a minute after start, or sooner if this is shorter). */
   RETENTION_INTERVAL_MINUTES: int(1, 10_080).default(60),
   /** 32-byte key (64 hex characters or base64) that seals provider secrets in job configs at rest. */
+  /**
+   * Keys that sealed values before SECRETS_KEY (comma-separated, each as SECRETS_KEY): they still
+   * open them while `npm run secrets:reseal` seals them anew under SECRETS_KEY.
+   */
+  SECRETS_KEY_PREVIOUS: z.preprocess(
+    emptyToUndefined,
+    z
+      .string()
+      .transform((value, ctx) => {
+        const keys = value.split(',').map((k) => parseSecretsKey(k.trim()));
+        if (keys.some((k) => !k)) ctx.addIssue({ code: 'custom', message: 'must be comma-separated keys of 32 bytes (64 hex characters or base64)' });
+        return keys.filter((k): k is Buffer => k !== undefined);
+      })
+      .default([]),
+  ),
   SECRETS_KEY: z.preprocess(
     emptyToUndefined,
     z

@@ -13,7 +13,7 @@ import type { Db } from './db/client.js';
 import { importConfiguredProviders, type ConfiguredProvider, type ProviderImportCounts } from './db/providers.js';
 import { PROVIDER_ENVIRONMENTS } from './db/schema.js';
 import type { Logger } from './logger.js';
-import { isSealed, open, seal } from './secrets.js';
+import { isSealed, keyId, open, seal } from './secrets.js';
 
 const NAME = /^[\w][\w.@+-]{0,127}$/;
 const perMinute = z.int().min(1).max(100_000_000).optional();
@@ -117,7 +117,8 @@ export async function importProvidersFile(
   const sameKey = (stored: unknown, name: string): boolean => {
     const key = given.get(name) ?? null;
     if (stored === null || key === null) return stored === key;
-    if (!secretsKey || !isSealed(stored)) return false;
+    // Sealed under an earlier key: written again, so the file's providers move to the current key.
+    if (!secretsKey || !isSealed(stored) || stored.kid !== keyId(secretsKey)) return false;
     try {
       return open(stored, secretsKey) === key;
     } catch {

@@ -1,8 +1,10 @@
 /**
  * Provider secrets at rest: a job's `providerConfig` (API keys ...) is sealed with AES-256-GCM under
- * SECRETS_KEY before it is stored, opened only to build a bridge call, and never returned.
+ * SECRETS_KEY before it is stored, opened only to build a bridge call, and never returned. A sealed
+ * value names its key (`kid`), so a key can be rotated: the new one seals, the previous ones
+ * (SECRETS_KEY_PREVIOUS) still open, and `npm run secrets:reseal` seals everything anew.
  */
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { InvalidInputError } from './errors.js';
@@ -10,9 +12,16 @@ import { InvalidInputError } from './errors.js';
 /** A sealed value as stored in the job's config. */
 export interface Sealed {
   sealed: 'aes-256-gcm';
+  /** The id of the key that sealed it (keyId); absent in values sealed before keys had ids. */
+  kid?: string;
   iv: string;
   tag: string;
   data: string;
+}
+
+/** A key's id: not the key, and not enough of its hash to guess it by. */
+export function keyId(key: Buffer): string {
+  return createHash('sha256').update('graphcap key id').update(key).digest('hex').slice(0, 16);
 }
 
 /** Parses SECRETS_KEY: 32 bytes as 64 hex characters or base64. */
@@ -29,10 +38,34 @@ export function seal(value: unknown, key: Buffer): Sealed {
   const iv = randomBytes(12);
   const cipher = createCipheriv('aes-256-gcm', key, iv);
   const data = Buffer.concat([cipher.update(JSON.stringify(value), 'utf8'), cipher.final()]);
-  return { sealed: 'aes-256-gcm', iv: iv.toString('base64'), tag: cipher.getAuthTag().toString('base64'), data: data.toString('base64') };
+  return { sealed: 'aes-256-gcm', kid: keyId(key), iv: iv.toString('base64'), tag: cipher.getAuthTag().toString('base64'), data: data.toString('base64') };
 }
 
-export function open(value: Sealed, key: Buffer): unknown {
+/**
+ * Opens a sealed value with the key that sealed it, among `key` and `previous`: by its id, or, for a
+ * value without one, whichever opens it. Throws when none does.
+ */
+export function open(value: Sealed, key: Buffer, previous: readonly Buffer[] = []): unknown {
+  const keys = [key, ...previous];
+  const candidates = value.kid ? keys.filter((k) => keyId(k) === value.kid) : keys;
+  let failure: unknown = new Error(`no key with id ${value.kid} (SECRETS_KEY, SECRETS_KEY_PREVIOUS)`);
+  for (const candidate of candidates) {
+    try {
+      return openWith(value, candidate);
+    } catch (error) {
+      failure = error;
+    }
+  }
+  throw failure;
+}
+
+/** Whether this process has the key a sealed value names (a value without an id: unknown, so yes). */
+export function canOpen(value: Sealed, key: Buffer | undefined, previous: readonly Buffer[] = []): boolean {
+  if (!key) return false;
+  return !value.kid || [key, ...previous].some((k) => keyId(k) === value.kid);
+}
+
+function openWith(value: Sealed, key: Buffer): unknown {
   const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(value.iv, 'base64'));
   decipher.setAuthTag(Buffer.from(value.tag, 'base64'));
   const text = Buffer.concat([decipher.update(Buffer.from(value.data, 'base64')), decipher.final()]).toString('utf8');

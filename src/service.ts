@@ -25,7 +25,8 @@ import type { Logger } from './logger.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { buildOpenApiDocument } from './openapi.js';
 import { importProvidersFile } from './providers-file.js';
-import { loadOrCreateKeyFile } from './secrets.js';
+import { listSealedSecrets } from './db/sealed.js';
+import { canOpen, loadOrCreateKeyFile } from './secrets.js';
 import { workspaceState } from './workspace/paths.js';
 import { WorkspaceWatcher } from './jobs/workspace-watcher.js';
 
@@ -57,7 +58,7 @@ export async function startService(given: Config, logger: Logger): Promise<Servi
     const config = await withLocalSecretsKey(given, logger);
     await checkSecretsKey(database.db, config, logger);
     await importWorkspace(database, config, logger, workspace);
-    const providers = new ProviderRegistry(database.db, config.SECRETS_KEY);
+    const providers = new ProviderRegistry(database.db, config.SECRETS_KEY, config.SECRETS_KEY_PREVIOUS);
     const pacer = new ProviderPacer();
     if (config.INFERENCE_BRIDGE_URL) {
       bridge = createInferenceBridge({
@@ -67,6 +68,7 @@ export async function startService(given: Config, logger: Logger): Promise<Servi
         workspacePath: config.WORKSPACE_PATH,
         bridgeWorkspacePath: config.BRIDGE_WORKSPACE_PATH,
         secretsKey: config.SECRETS_KEY,
+        previousSecretsKeys: config.SECRETS_KEY_PREVIOUS,
         providers,
       });
       monitor = new BridgeMonitor({ baseUrl: config.INFERENCE_BRIDGE_URL, db: database.db, logger, intervalMs: config.BRIDGE_CHECK_INTERVAL_MS });
@@ -248,9 +250,23 @@ async function closeServer(server: Server, graceMs: number): Promise<void> {
   clearTimeout(timer);
 }
 
-/** Unfinished jobs with sealed provider secrets cannot run without the key: refuse to start. */
+/**
+ * Unfinished jobs with sealed provider secrets cannot run without the key: refuse to start. With a
+ * key, say which stored secrets it cannot open (sealed under a key this replica lacks: their items
+ * go back for another replica, and set SECRETS_KEY_PREVIOUS).
+ */
 async function checkSecretsKey(db: Database['db'], config: Config, logger: Logger): Promise<void> {
-  if (config.SECRETS_KEY) return;
+  if (config.SECRETS_KEY) {
+    const locked = (await listSealedSecrets(db)).filter((s) => !canOpen(s.value, config.SECRETS_KEY, config.SECRETS_KEY_PREVIOUS));
+    if (locked.length > 0) {
+      const count = (kind: string) => locked.filter((s) => s.kind === kind).length;
+      logger.error(
+        { providers: count('provider'), jobs: count('job'), keyIds: [...new Set(locked.map((s) => s.value.kid))] },
+        'secrets sealed with a key this replica does not have: their calls wait for a replica that has it; give the key in SECRETS_KEY_PREVIOUS, then npm run secrets:reseal',
+      );
+    }
+    return;
+  }
   const sealed = await countJobsWithSecrets(db);
   if (sealed > 0) {
     throw new Error(

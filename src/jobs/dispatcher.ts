@@ -616,8 +616,8 @@ export class Dispatcher {
    * A failed call. Permanent: the item fails (a refused key also marks its provider). Throttled
    * (429, 503 with Retry-After), or a failed probe of a half-open breaker: the provider's state,
    * not the item's, so it waits without spending the attempt; so does an item whose provider is
-   * disabled or misconfigured, or that met a bridge without the route. Otherwise retried after a
-   * backoff while attempts are left.
+   * disabled or misconfigured, that met a bridge without the route, or whose secrets this replica
+   * cannot open. Otherwise retried after a backoff while attempts are left.
    */
   private failure(item: ClaimedItem, error: unknown, processingTime: number): ItemOutcome {
     const failure = classifyError(error, this.config.BRIDGE_RETRY_TIMEOUTS);
@@ -630,6 +630,11 @@ export class Dispatcher {
       this.blockProvider(item.config, performance.now() + this.config.POLL_INTERVAL_MS);
       this.queueChanged = true;
       return { ...base, status: 'deferred', error: failure.message, retryInMs: this.config.POLL_INTERVAL_MS };
+    }
+    if (failure instanceof ReplicaError) {
+      // This replica lacks the key to the secrets: the item goes back without spending its attempt,
+      // for a replica that has it (start-up says which secrets this one cannot open).
+      return { ...base, status: 'deferred', error: failure.message, retryInMs: Math.max(1000, this.config.POLL_INTERVAL_MS * 10) };
     }
     if (failure instanceof ProviderAuthError) this.providerRefused(item, failure.message);
     const adaptive = this.providerSettings !== undefined;

@@ -71,8 +71,9 @@ export interface InferenceBridgeOptions {
   workspacePath: string;
   /** Where the bridge sees the workspace: image_path is built from it (BRIDGE_WORKSPACE_PATH). */
   bridgeWorkspacePath: string;
-  /** Opens the jobs' sealed provider secrets (src/secrets.ts). */
+  /** Opens the jobs' sealed provider secrets (src/secrets.ts), with the keys before it. */
   secretsKey: Buffer | undefined;
+  previousSecretsKeys?: readonly Buffer[];
   /** The stored providers jobs name. */
   providers: ProviderRegistry;
 }
@@ -177,7 +178,7 @@ async function providerConfig(config: JobConfig, options: InferenceBridgeOptions
     // Transient: another replica, with the right key, may run the item.
     if (!options.secretsKey) throw new ReplicaError('the job has sealed provider secrets and this replica has no SECRETS_KEY');
     try {
-      return open(value, options.secretsKey) as Record<string, unknown>;
+      return open(value, options.secretsKey, options.previousSecretsKeys) as Record<string, unknown>;
     } catch {
       throw new ReplicaError("the job's provider secrets cannot be opened with this replica's SECRETS_KEY");
     }

@@ -29,6 +29,7 @@ export class ProviderRegistry {
   constructor(
     private readonly db: Db,
     private readonly secretsKey: Buffer | undefined,
+    private readonly previousKeys: readonly Buffer[] = [],
     private readonly maxAgeMs = 2_000,
   ) {}
 
@@ -90,7 +91,7 @@ export class ProviderRegistry {
     if (row.apiKey !== null) {
       if (!this.secretsKey || !isSealed(row.apiKey)) return { ...base, bridgeConfig: undefined, problem: `provider ${row.name}'s API key cannot be opened: this replica has no SECRETS_KEY` };
       try {
-        apiKey = String(open(row.apiKey, this.secretsKey));
+        apiKey = String(open(row.apiKey, this.secretsKey, this.previousKeys));
       } catch {
         return { ...base, bridgeConfig: undefined, problem: `provider ${row.name}'s API key cannot be opened with this replica's SECRETS_KEY` };
       }

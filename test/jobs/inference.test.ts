@@ -43,7 +43,7 @@ beforeAll(async () => {
   database = await createTestDatabase();
   pool = new pg.Pool({ connectionString: database.url, max: 2 });
   db = drizzle(pool, { schema });
-  providers = new ProviderRegistry(db, SECRETS_KEY, 60_000);
+  providers = new ProviderRegistry(db, SECRETS_KEY, [], 60_000);
   const row = await createProvider(db, {
     name: 'openai',
     kind: 'openai',
