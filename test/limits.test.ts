@@ -40,6 +40,10 @@ describe('answers bounded by the service, not by the input', () => {
     expect(error.data).toMatchObject({ code: 'BAD_REQUEST', errorCount: BAD });
     expect(error.data.errors).toHaveLength(20);
     expect(error.message).toBe(problem.detail);
+    // Past the array's limit, its length is the one error: the elements are not looked at.
+    const over = await api(svc.url, 'POST', '/api/datasets', { name: 'many', imageIds: Array.from({ length: 100_001 }, () => 'x') });
+    expect(over.status).toBe(400);
+    expect(over.body).toMatchObject({ errorCount: 1, errors: [{ path: 'imageIds', message: expect.stringContaining('100000') }] });
     // Nothing was made of it.
     expect((await api(svc.url, 'GET', '/api/datasets?name=many')).body.items).toEqual([]);
   });
