@@ -234,6 +234,11 @@ export function createMetrics(deps: { db: Db; pool: pg.Pool; bridge?: BridgeMoni
   };
 }
 
+/** The paths an OpenAPI path template (`/api/images/{imageId}`) stands for, as a RegExp. */
+export function templatePattern(template: string): RegExp {
+  return new RegExp(`^${template.replace(/[.*+?^${}()|[\]\\]/g, '\\$&').replace(/\\\{[^}]+\\\}/g, '[^/]+')}$`);
+}
+
 /**
  * Maps a request path to a bounded route label: the OpenAPI path template for REST, the procedure
  * name for a tRPC procedure that exists, the path itself for the few fixed routes, and `other` for
@@ -241,10 +246,7 @@ export function createMetrics(deps: { db: Db; pool: pg.Pool; bridge?: BridgeMoni
  * `/api/trpc/<name>`) let every caller add series to /metrics for good.
  */
 export function routeLabeller(openApiPaths: string[], procedures: readonly string[]): (path: string) => string {
-  const templates = openApiPaths.map((template) => ({
-    template,
-    pattern: new RegExp(`^${template.replace(/[.*+?^${}()|[\]\\]/g, '\\$&').replace(/\\\{[^}]+\\\}/g, '[^/]+')}$`),
-  }));
+  const templates = openApiPaths.map((template) => ({ template, pattern: templatePattern(template) }));
   const fixed = new Set(['/health', '/metrics', '/openapi.json']);
   const known = new Set(procedures);
   return (path) => {

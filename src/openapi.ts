@@ -41,12 +41,20 @@ const problemResponse = (description: string) => ({
   content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } },
 });
 
-/** An SSE stream: text whose messages' `data:` is JSON of the component `name`. */
+/**
+ * An SSE stream, as OpenAPI 3.2's itemSchema describes one (and schemathesis checks it): each
+ * message has `id`, `event` and `data`, the data being JSON of the component `name`.
+ */
 const sseSchema = (name: string) => ({
-  type: 'string',
-  description: `Server-sent events; the \`data:\` of each is a ${name} as JSON.`,
-  contentMediaType: 'application/json',
-  contentSchema: { $ref: `#/components/schemas/${name}` },
+  type: 'object',
+  description: `One server-sent event; its \`data\` is a ${name} as JSON.`,
+  required: ['data'],
+  properties: {
+    id: { type: 'string', description: 'The event’s sequence number (resume after it with Last-Event-ID).' },
+    event: { type: 'string', description: 'The event’s type.' },
+    data: { type: 'string', contentMediaType: 'application/json', contentSchema: { $ref: `#/components/schemas/${name}` } },
+    retry: { type: 'integer' },
+  },
 });
 
 /** The SSE endpoints are plain express routes (tRPC subscriptions have no OpenAPI face): described here. */
@@ -71,8 +79,12 @@ const eventsPath: OpenAPIObject['paths'] = {
           content: {
             'text/event-stream': {
               schema: sseSchema('JobEvent'),
-              example:
-                'id: 42\nevent: JOB_PROGRESS\ndata: {"id":"7f1c…","seq":42,"type":"JOB_PROGRESS","occurredAt":"2026-11-28T12:00:00.000Z","jobId":"5b0c…","data":{"progress":50,"processedImages":7,"failedImages":0,"totalImages":14},"requestId":"c0ffee"}\n\n',
+              // One event (on the wire: `id: 42`, `event: JOB_PROGRESS`, `data: {...}`, a blank line).
+              example: {
+                id: '42',
+                event: 'JOB_PROGRESS',
+                data: '{"id":"7f1c…","seq":42,"type":"JOB_PROGRESS","occurredAt":"2026-11-28T12:00:00.000Z","jobId":"5b0c…","data":{"progress":50,"processedImages":7,"failedImages":0,"totalImages":14},"requestId":"c0ffee"}',
+              },
             },
           },
         },
@@ -111,8 +123,11 @@ const eventsPath: OpenAPIObject['paths'] = {
           content: {
             'text/event-stream': {
               schema: sseSchema('DataEvent'),
-              example:
-                'id: 97\nevent: CAPTION_CREATED\ndata: {"id":"0b6e…","seq":97,"type":"CAPTION_CREATED","occurredAt":"2026-12-06T12:00:00.000Z","jobId":"5b0c…","data":{"entity":"caption","source":"job","ids":["0193…","0193…"]},"requestId":null}\n\n',
+              example: {
+                id: '97',
+                event: 'CAPTION_CREATED',
+                data: '{"id":"0b6e…","seq":97,"type":"CAPTION_CREATED","occurredAt":"2026-12-06T12:00:00.000Z","jobId":"5b0c…","data":{"entity":"caption","source":"job","ids":["0193…","0193…"]},"requestId":null}',
+              },
             },
           },
         },

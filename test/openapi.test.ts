@@ -87,6 +87,24 @@ describe('the document and the server agree on unknown body keys', () => {
   });
 });
 
+describe('undeclared methods', () => {
+  it('on every path of the document, a method it does not declare is a 405 naming the allowed ones', async () => {
+    const doc = JSON.parse(await readFile(OPENAPI_FILE, 'utf8')) as { paths: Record<string, Record<string, unknown>> };
+    for (const [path, operations] of Object.entries(doc.paths)) {
+      const declared = Object.keys(operations).map((m) => m.toUpperCase());
+      const method = ['PUT', 'PATCH', 'DELETE', 'POST'].find((m) => !declared.includes(m))!;
+      const route = path.replace(/\{[^}]+\}/g, '00000000-0000-4000-8000-000000000000');
+      const answer = await fetch(`${svc.url}${route}`, { method });
+      expect(answer.status, `${method} ${path}`).toBe(405);
+      const allow = answer.headers.get('allow')!.split(', ');
+      for (const m of declared) expect(allow, `${method} ${path}`).toContain(m);
+      expect(((await answer.json()) as { code: string }).code).toBe('METHOD_NOT_SUPPORTED');
+    }
+    // A path that is no operation's is still a 404.
+    expect((await fetch(`${svc.url}/api/nothing-here`, { method: 'PUT' })).status).toBe(404);
+  });
+});
+
 describe('Swagger UI', () => {
   it('is served at /docs from local assets only', async () => {
     const page = await fetch(`${svc.url}/docs/`);

@@ -27,6 +27,7 @@ import { boardRoute } from './board.js';
 import { dataEventsRoute, jobEventsRoute } from './events.js';
 import { hostCheck } from './host-check.js';
 import { refuseDeepJson } from './json-depth.js';
+import { methodNotAllowed } from './method-not-allowed.js';
 import { conditionalGet } from './etag.js';
 import { restQueries } from './rest-queries.js';
 import { problem, problemResponses, sendProblem } from './problem.js';
@@ -176,6 +177,7 @@ export function createApp(deps: AppDeps): express.Express {
     }),
   );
 
+  app.use(methodNotAllowed(deps.openApiDocument.paths ?? {}));
   app.use((req: Request, res: Response) => {
     sendProblem(res, problem(404, `no route for ${req.method} ${req.path}`, { instance: req.path }));
   });

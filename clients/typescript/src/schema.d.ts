@@ -5976,11 +5976,20 @@ export interface operations {
                 };
                 content: {
                     /**
-                     * @example id: 42
-                     *     event: JOB_PROGRESS
-                     *     data: {"id":"7f1c…","seq":42,"type":"JOB_PROGRESS","occurredAt":"2026-11-28T12:00:00.000Z","jobId":"5b0c…","data":{"progress":50,"processedImages":7,"failedImages":0,"totalImages":14},"requestId":"c0ffee"}
+                     * @example {
+                     *       "id": "42",
+                     *       "event": "JOB_PROGRESS",
+                     *       "data": "{\"id\":\"7f1c…\",\"seq\":42,\"type\":\"JOB_PROGRESS\",\"occurredAt\":\"2026-11-28T12:00:00.000Z\",\"jobId\":\"5b0c…\",\"data\":{\"progress\":50,\"processedImages\":7,\"failedImages\":0,\"totalImages\":14},\"requestId\":\"c0ffee\"}"
+                     *     }
                      */
-                    "text/event-stream": string;
+                    "text/event-stream": {
+                        /** @description The event’s sequence number (resume after it with Last-Event-ID). */
+                        id?: string;
+                        /** @description The event’s type. */
+                        event?: string;
+                        data: string;
+                        retry?: number;
+                    };
                 };
             };
             /** @description Invalid jobId or lastEventId */
@@ -6031,11 +6040,20 @@ export interface operations {
                 };
                 content: {
                     /**
-                     * @example id: 97
-                     *     event: CAPTION_CREATED
-                     *     data: {"id":"0b6e…","seq":97,"type":"CAPTION_CREATED","occurredAt":"2026-12-06T12:00:00.000Z","jobId":"5b0c…","data":{"entity":"caption","source":"job","ids":["0193…","0193…"]},"requestId":null}
+                     * @example {
+                     *       "id": "97",
+                     *       "event": "CAPTION_CREATED",
+                     *       "data": "{\"id\":\"0b6e…\",\"seq\":97,\"type\":\"CAPTION_CREATED\",\"occurredAt\":\"2026-12-06T12:00:00.000Z\",\"jobId\":\"5b0c…\",\"data\":{\"entity\":\"caption\",\"source\":\"job\",\"ids\":[\"0193…\",\"0193…\"]},\"requestId\":null}"
+                     *     }
                      */
-                    "text/event-stream": string;
+                    "text/event-stream": {
+                        /** @description The event’s sequence number (resume after it with Last-Event-ID). */
+                        id?: string;
+                        /** @description The event’s type. */
+                        event?: string;
+                        data: string;
+                        retry?: number;
+                    };
                 };
             };
             /** @description Invalid entity, datasetId, jobId or lastEventId */

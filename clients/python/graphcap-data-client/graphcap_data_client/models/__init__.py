@@ -8,6 +8,7 @@ from .batch_analyze_images_response_200_by_perspective_item import BatchAnalyzeI
 from .batch_analyze_images_response_200_missing_pairs_item import BatchAnalyzeImagesResponse200MissingPairsItem
 from .batch_create_body import BatchCreateBody
 from .batch_create_body_config import BatchCreateBodyConfig
+from .batch_events_response_200 import BatchEventsResponse200
 from .batch_list_order import BatchListOrder
 from .batch_list_sort import BatchListSort
 from .batch_reorder_body import BatchReorderBody
@@ -47,6 +48,7 @@ from .captions_list_order import CaptionsListOrder
 from .captions_list_sort import CaptionsListSort
 from .captions_update_body import CaptionsUpdateBody
 from .captions_update_body_result import CaptionsUpdateBodyResult
+from .data_events_response_200 import DataEventsResponse200
 from .dataset import Dataset
 from .dataset_event import DatasetEvent
 from .dataset_event_data import DatasetEventData
@@ -183,6 +185,7 @@ __all__ = (
     "BatchAnalyzeImagesResponse200MissingPairsItem",
     "BatchCreateBody",
     "BatchCreateBodyConfig",
+    "BatchEventsResponse200",
     "BatchListOrder",
     "BatchListSort",
     "BatchReorderBody",
@@ -220,6 +223,7 @@ __all__ = (
     "CaptionsListSort",
     "CaptionsUpdateBody",
     "CaptionsUpdateBodyResult",
+    "DataEventsResponse200",
     "Dataset",
     "DatasetEvent",
     "DatasetEventData",

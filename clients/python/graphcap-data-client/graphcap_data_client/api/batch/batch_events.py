@@ -7,6 +7,7 @@ import httpx
 
 from ... import errors
 from ...client import AuthenticatedClient, Client
+from ...models.batch_events_response_200 import BatchEventsResponse200
 from ...models.problem import Problem
 from ...types import UNSET, Response, Unset
 
@@ -42,9 +43,12 @@ def _get_kwargs(
     return _kwargs
 
 
-def _parse_response(*, client: AuthenticatedClient | Client, response: httpx.Response) -> Problem | str | None:
+def _parse_response(
+    *, client: AuthenticatedClient | Client, response: httpx.Response
+) -> BatchEventsResponse200 | Problem | None:
     if response.status_code == 200:
-        response_200 = response.text
+        response_200 = BatchEventsResponse200.from_dict(response.text)
+
         return response_200
 
     if response.status_code == 400:
@@ -63,7 +67,9 @@ def _parse_response(*, client: AuthenticatedClient | Client, response: httpx.Res
         return None
 
 
-def _build_response(*, client: AuthenticatedClient | Client, response: httpx.Response) -> Response[Problem | str]:
+def _build_response(
+    *, client: AuthenticatedClient | Client, response: httpx.Response
+) -> Response[BatchEventsResponse200 | Problem]:
     return Response(
         status_code=HTTPStatus(response.status_code),
         content=response.content,
@@ -78,7 +84,7 @@ def sync_detailed(
     job_id: UUID | Unset = UNSET,
     last_event_id_query: int | Unset = UNSET,
     last_event_id_header: str | Unset = UNSET,
-) -> Response[Problem | str]:
+) -> Response[BatchEventsResponse200 | Problem]:
     """Follow job events live (server-sent events)
 
      A text/event-stream of JOB_CREATED, JOB_STATUS_CHANGED and JOB_PROGRESS events, for all jobs or one
@@ -96,7 +102,7 @@ def sync_detailed(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Response[Problem | str]
+        Response[BatchEventsResponse200 | Problem]
     """
 
     kwargs = _get_kwargs(
@@ -118,7 +124,7 @@ def sync(
     job_id: UUID | Unset = UNSET,
     last_event_id_query: int | Unset = UNSET,
     last_event_id_header: str | Unset = UNSET,
-) -> Problem | str | None:
+) -> BatchEventsResponse200 | Problem | None:
     """Follow job events live (server-sent events)
 
      A text/event-stream of JOB_CREATED, JOB_STATUS_CHANGED and JOB_PROGRESS events, for all jobs or one
@@ -136,7 +142,7 @@ def sync(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Problem | str
+        BatchEventsResponse200 | Problem
     """
 
     return sync_detailed(
@@ -153,7 +159,7 @@ async def asyncio_detailed(
     job_id: UUID | Unset = UNSET,
     last_event_id_query: int | Unset = UNSET,
     last_event_id_header: str | Unset = UNSET,
-) -> Response[Problem | str]:
+) -> Response[BatchEventsResponse200 | Problem]:
     """Follow job events live (server-sent events)
 
      A text/event-stream of JOB_CREATED, JOB_STATUS_CHANGED and JOB_PROGRESS events, for all jobs or one
@@ -171,7 +177,7 @@ async def asyncio_detailed(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Response[Problem | str]
+        Response[BatchEventsResponse200 | Problem]
     """
 
     kwargs = _get_kwargs(
@@ -191,7 +197,7 @@ async def asyncio(
     job_id: UUID | Unset = UNSET,
     last_event_id_query: int | Unset = UNSET,
     last_event_id_header: str | Unset = UNSET,
-) -> Problem | str | None:
+) -> BatchEventsResponse200 | Problem | None:
     """Follow job events live (server-sent events)
 
      A text/event-stream of JOB_CREATED, JOB_STATUS_CHANGED and JOB_PROGRESS events, for all jobs or one
@@ -209,7 +215,7 @@ async def asyncio(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Problem | str
+        BatchEventsResponse200 | Problem
     """
 
     return (

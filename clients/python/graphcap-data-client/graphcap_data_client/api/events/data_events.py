@@ -7,6 +7,7 @@ import httpx
 
 from ... import errors
 from ...client import AuthenticatedClient, Client
+from ...models.data_events_response_200 import DataEventsResponse200
 from ...models.problem import Problem
 from ...types import UNSET, Response, Unset
 
@@ -51,9 +52,12 @@ def _get_kwargs(
     return _kwargs
 
 
-def _parse_response(*, client: AuthenticatedClient | Client, response: httpx.Response) -> Problem | str | None:
+def _parse_response(
+    *, client: AuthenticatedClient | Client, response: httpx.Response
+) -> DataEventsResponse200 | Problem | None:
     if response.status_code == 200:
-        response_200 = response.text
+        response_200 = DataEventsResponse200.from_dict(response.text)
+
         return response_200
 
     if response.status_code == 400:
@@ -72,7 +76,9 @@ def _parse_response(*, client: AuthenticatedClient | Client, response: httpx.Res
         return None
 
 
-def _build_response(*, client: AuthenticatedClient | Client, response: httpx.Response) -> Response[Problem | str]:
+def _build_response(
+    *, client: AuthenticatedClient | Client, response: httpx.Response
+) -> Response[DataEventsResponse200 | Problem]:
     return Response(
         status_code=HTTPStatus(response.status_code),
         content=response.content,
@@ -89,7 +95,7 @@ def sync_detailed(
     job_id: UUID | Unset = UNSET,
     last_event_id_query: int | Unset = UNSET,
     last_event_id_header: str | Unset = UNSET,
-) -> Response[Problem | str]:
+) -> Response[DataEventsResponse200 | Problem]:
     """Follow data changes live (server-sent events)
 
      A text/event-stream of data change events: images, datasets (and their members), perspectives,
@@ -111,7 +117,7 @@ def sync_detailed(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Response[Problem | str]
+        Response[DataEventsResponse200 | Problem]
     """
 
     kwargs = _get_kwargs(
@@ -137,7 +143,7 @@ def sync(
     job_id: UUID | Unset = UNSET,
     last_event_id_query: int | Unset = UNSET,
     last_event_id_header: str | Unset = UNSET,
-) -> Problem | str | None:
+) -> DataEventsResponse200 | Problem | None:
     """Follow data changes live (server-sent events)
 
      A text/event-stream of data change events: images, datasets (and their members), perspectives,
@@ -159,7 +165,7 @@ def sync(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Problem | str
+        DataEventsResponse200 | Problem
     """
 
     return sync_detailed(
@@ -180,7 +186,7 @@ async def asyncio_detailed(
     job_id: UUID | Unset = UNSET,
     last_event_id_query: int | Unset = UNSET,
     last_event_id_header: str | Unset = UNSET,
-) -> Response[Problem | str]:
+) -> Response[DataEventsResponse200 | Problem]:
     """Follow data changes live (server-sent events)
 
      A text/event-stream of data change events: images, datasets (and their members), perspectives,
@@ -202,7 +208,7 @@ async def asyncio_detailed(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Response[Problem | str]
+        Response[DataEventsResponse200 | Problem]
     """
 
     kwargs = _get_kwargs(
@@ -226,7 +232,7 @@ async def asyncio(
     job_id: UUID | Unset = UNSET,
     last_event_id_query: int | Unset = UNSET,
     last_event_id_header: str | Unset = UNSET,
-) -> Problem | str | None:
+) -> DataEventsResponse200 | Problem | None:
     """Follow data changes live (server-sent events)
 
      A text/event-stream of data change events: images, datasets (and their members), perspectives,
@@ -248,7 +254,7 @@ async def asyncio(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Problem | str
+        DataEventsResponse200 | Problem
     """
 
     return (
