@@ -119,9 +119,9 @@ describe('the perspective list cache', () => {
   it('is served from memory while nothing changed', async () => {
     const route = `/api/perspectives${qs({ limit: 100 })}`;
     const first = await getOk(replica.url, route);
-    const before = perspectiveCacheStats(replica.db);
+    const before = perspectiveCacheStats(replica.service.database.api.db);
     for (let i = 0; i < 3; i++) expect(await getOk(replica.url, route)).toEqual(first);
-    const after = perspectiveCacheStats(replica.db);
+    const after = perspectiveCacheStats(replica.service.database.api.db);
     expect(after.loads).toBe(before.loads);
     expect(after.hits).toBe(before.hits + 3);
   });
