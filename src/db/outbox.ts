@@ -44,18 +44,6 @@ export function eventMessage(event: OutboxEvent) {
 const EVENT_COLUMNS = sql.raw(`id, seq, event_id as "eventId", type, stream, job_id as "jobId", data,
   request_id as "requestId", occurred_at as "occurredAt", attempts`);
 
-/** Appends an event; `stream` orders it (e.g. `job:<id>`). Defaults the request id to the current one. */
-export async function appendEvent(
-  tx: Db,
-  event: { type: string; stream: string; jobId?: string | null; data: Record<string, unknown>; requestId?: string | null },
-): Promise<void> {
-  await tx.execute(sql`
-    insert into job_queue.outbox (type, stream, job_id, data, request_id)
-    values (${event.type}, ${event.stream}, ${event.jobId ?? null}, ${JSON.stringify(event.data)}::jsonb,
-            ${event.requestId ?? currentRequestId() ?? null})`);
-  await tx.execute(sql`select pg_notify(${EVENTS_CHANNEL}, '')`);
-}
-
 /** The job's counters as events carry them, from a row with the columns of jobEventColumns. */
 const JOB_SNAPSHOT = sql.raw(`jsonb_build_object(
   'jobId', job_id, 'status', status, 'totalImages', total_images, 'processedImages', processed_images,

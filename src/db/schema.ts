@@ -36,7 +36,6 @@ export const ACTIVE_JOB_STATUSES = ['pending', 'running', 'paused'] as const sat
 /** Item states. A failed attempt that will be retried goes back to `pending`. */
 export const ITEM_STATUSES = ['pending', 'running', 'completed', 'failed', 'cancelled'] as const;
 export type ItemStatus = (typeof ITEM_STATUSES)[number];
-export const FINISHED_ITEM_STATUSES = ['completed', 'failed', 'cancelled'] as const satisfies ItemStatus[];
 
 const createdAt = () => timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow();
 const updatedAt = () => timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow();

@@ -95,8 +95,9 @@ export const batchRouter = router({
         tags,
         summary: 'Create a caption job',
         description:
-          'Creates a job and all its (image, perspective) items in one transaction. Unknown images, perspectives, ' +
-          'datasets or dependencies, or a job with no items, are refused with 400 and nothing is written. ' +
+          'Creates a job of (image, perspective) items: the job and its first items in one transaction, the rest ' +
+          'written in the background within moments (totalImages counts them all from the start). Unknown images, ' +
+          'perspectives, datasets or dependencies, or a job with no items, are refused with 400 and nothing is written. ' +
           'A repeated idempotencyKey returns the first job.',
         successDescription: 'The new job (or the first job created with the same idempotencyKey).',
         errorResponses: { 400: 'Invalid input: each failing field is named', 413: 'Body too large', 500: 'Unexpected error' },

@@ -16,7 +16,7 @@ export interface paths {
         put?: never;
         /**
          * Create a caption job
-         * @description Creates a job and all its (image, perspective) items in one transaction. Unknown images, perspectives, datasets or dependencies, or a job with no items, are refused with 400 and nothing is written. A repeated idempotencyKey returns the first job.
+         * @description Creates a job of (image, perspective) items: the job and its first items in one transaction, the rest written in the background within moments (totalImages counts them all from the start). Unknown images, perspectives, datasets or dependencies, or a job with no items, are refused with 400 and nothing is written. A repeated idempotencyKey returns the first job.
          */
         post: operations["batch-create"];
         delete?: never;

@@ -84,9 +84,10 @@ def sync_detailed(
 ) -> Response[Job | Problem]:
     """Create a caption job
 
-     Creates a job and all its (image, perspective) items in one transaction. Unknown images,
-    perspectives, datasets or dependencies, or a job with no items, are refused with 400 and nothing is
-    written. A repeated idempotencyKey returns the first job.
+     Creates a job of (image, perspective) items: the job and its first items in one transaction, the
+    rest written in the background within moments (totalImages counts them all from the start). Unknown
+    images, perspectives, datasets or dependencies, or a job with no items, are refused with 400 and
+    nothing is written. A repeated idempotencyKey returns the first job.
 
     Args:
         body (BatchCreateBody): A new caption job: its type, perspectives, images (exactly one of
@@ -118,9 +119,10 @@ def sync(
 ) -> Job | Problem | None:
     """Create a caption job
 
-     Creates a job and all its (image, perspective) items in one transaction. Unknown images,
-    perspectives, datasets or dependencies, or a job with no items, are refused with 400 and nothing is
-    written. A repeated idempotencyKey returns the first job.
+     Creates a job of (image, perspective) items: the job and its first items in one transaction, the
+    rest written in the background within moments (totalImages counts them all from the start). Unknown
+    images, perspectives, datasets or dependencies, or a job with no items, are refused with 400 and
+    nothing is written. A repeated idempotencyKey returns the first job.
 
     Args:
         body (BatchCreateBody): A new caption job: its type, perspectives, images (exactly one of
@@ -147,9 +149,10 @@ async def asyncio_detailed(
 ) -> Response[Job | Problem]:
     """Create a caption job
 
-     Creates a job and all its (image, perspective) items in one transaction. Unknown images,
-    perspectives, datasets or dependencies, or a job with no items, are refused with 400 and nothing is
-    written. A repeated idempotencyKey returns the first job.
+     Creates a job of (image, perspective) items: the job and its first items in one transaction, the
+    rest written in the background within moments (totalImages counts them all from the start). Unknown
+    images, perspectives, datasets or dependencies, or a job with no items, are refused with 400 and
+    nothing is written. A repeated idempotencyKey returns the first job.
 
     Args:
         body (BatchCreateBody): A new caption job: its type, perspectives, images (exactly one of
@@ -179,9 +182,10 @@ async def asyncio(
 ) -> Job | Problem | None:
     """Create a caption job
 
-     Creates a job and all its (image, perspective) items in one transaction. Unknown images,
-    perspectives, datasets or dependencies, or a job with no items, are refused with 400 and nothing is
-    written. A repeated idempotencyKey returns the first job.
+     Creates a job of (image, perspective) items: the job and its first items in one transaction, the
+    rest written in the background within moments (totalImages counts them all from the start). Unknown
+    images, perspectives, datasets or dependencies, or a job with no items, are refused with 400 and
+    nothing is written. A repeated idempotencyKey returns the first job.
 
     Args:
         body (BatchCreateBody): A new caption job: its type, perspectives, images (exactly one of
