@@ -211,6 +211,10 @@ const envSchema = z.object({
       .transform((v) => v.split(',').map((h) => h.trim().toLowerCase()).filter(Boolean))
       .optional(),
   ),
+  /** The biggest file the import hashes as an image (bigger ones are skipped and reported). */
+  WORKSPACE_IMAGE_MAX_BYTES: int(1, Number.MAX_SAFE_INTEGER).default(2 * 1024 ** 3),
+  /** The biggest perspective file (and config/perspective_settings.json) the import reads. */
+  WORKSPACE_LIBRARY_FILE_MAX_BYTES: int(1, 1024 ** 3).default(1024 * 1024),
   /** Run the job dispatcher in this process; false makes an API-only replica. */
   DISPATCHER_ENABLED: bool.default(true),
   /** Milliseconds between dispatcher polls; NOTIFY wakes it sooner. */

@@ -50,6 +50,7 @@ export async function startService(given: Config, logger: Logger): Promise<Servi
     logger,
     watch: given.WORKSPACE_WATCH,
     rescanMs: given.WORKSPACE_RESCAN_SECONDS * 1000,
+    limits: { imageMaxBytes: given.WORKSPACE_IMAGE_MAX_BYTES, libraryFileMaxBytes: given.WORKSPACE_LIBRARY_FILE_MAX_BYTES },
   });
   let bridge: InferenceBridge | undefined;
   let monitor: BridgeMonitor | undefined;

@@ -32,6 +32,8 @@ describe('configuration', () => {
     expect(loadConfig({ API_TOKEN: 't'.repeat(32) }).ALLOWED_HOSTS).toBeUndefined();
     expect(loadConfig({ ALLOWED_HOSTS: 'data-service, LOCALHOST' }).ALLOWED_HOSTS).toEqual(['data-service', 'localhost']);
     expect(loadConfig({ ALLOWED_HOSTS: '*' }).ALLOWED_HOSTS).toBeUndefined();
+    // The workspace import's caps.
+    expect(config).toMatchObject({ WORKSPACE_IMAGE_MAX_BYTES: 2 * 1024 ** 3, WORKSPACE_LIBRARY_FILE_MAX_BYTES: 1024 * 1024 });
   });
 
   it('takes the bridge address with or without its /api/v1 prefix, and the bridge’s own view of the workspace', () => {

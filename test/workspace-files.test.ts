@@ -103,6 +103,26 @@ describe('hostile files in the perspective library', () => {
     await writeFile(ws(`datasets/${DATASET}/huge.jpg`), '');
     await truncate(ws(`datasets/${DATASET}/huge.jpg`), 3 * 1024 ** 3);
     const report = (await syncReport()).datasets.find((d: { name: string }) => d.name === DATASET);
-    expect(report.problems).toContainEqual({ path: `datasets/${DATASET}/huge.jpg`, message: `${3 * 1024 ** 3} bytes, more than an image may have (${2 * 1024 ** 3}): skipped` });
+    expect(report.problems).toContainEqual({
+      path: `datasets/${DATASET}/huge.jpg`,
+      message: `${3 * 1024 ** 3} bytes, more than an image may have (${2 * 1024 ** 3}, WORKSPACE_IMAGE_MAX_BYTES): skipped`,
+    });
+  });
+
+  it('takes its caps from WORKSPACE_IMAGE_MAX_BYTES and WORKSPACE_LIBRARY_FILE_MAX_BYTES', async () => {
+    const small = await startTestService({ env: { WORKSPACE_IMAGE_MAX_BYTES: '1000', WORKSPACE_LIBRARY_FILE_MAX_BYTES: '100' } });
+    try {
+      const report = (await api(small.url, 'POST', '/api/workspace/sync')).body;
+      const images = report.datasets.find((d: { name: string }) => d.name === DATASET);
+      expect(images.added).toBe(0);
+      expect(images.problems.map((p: { message: string }) => p.message)).toEqual(
+        Array(IMAGES.length).fill(expect.stringMatching(/^\d+ bytes, more than an image may have \(1000, WORKSPACE_IMAGE_MAX_BYTES\): skipped$/)),
+      );
+      expect(report.perspectives.added).toBe(0);
+      expect(report.perspectives.problems.every((p: { message: string }) => /more than the 100 a file of this kind may have/.test(p.message))).toBe(true);
+      expect(report.perspectives.problems.length).toBeGreaterThan(0);
+    } finally {
+      await small.close();
+    }
   });
 });

@@ -13,7 +13,7 @@ import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Db } from '../db/client.js';
 import type { Logger } from '../logger.js';
-import { isImageName } from '../workspace/files.js';
+import { isImageName, type WorkspaceLimits } from '../workspace/files.js';
 import { ANALYSIS } from '../workspace/layout.js';
 import { syncPaths, syncWorkspace, type SyncReport } from '../workspace/sync.js';
 
@@ -28,6 +28,8 @@ export interface WorkspaceWatcherOptions {
   watch: boolean;
   /** Milliseconds between full imports; 0 = none. */
   rescanMs: number;
+  /** How big a file the import reads (the settings' defaults when absent). */
+  limits?: WorkspaceLimits;
 }
 
 export class WorkspaceWatcher {
@@ -52,7 +54,7 @@ export class WorkspaceWatcher {
   sync(): Promise<SyncReport> {
     this.waitingSync ??= this.serialize(async () => {
       this.waitingSync = undefined;
-      const report = await syncWorkspace(this.options.db, this.options.root, this.options.logger);
+      const report = await syncWorkspace(this.options.db, this.options.root, this.options.logger, this.options.limits);
       this.watchFolders(['datasets', 'datasets/local', ...report.datasets.flatMap((d) => d.folders)]);
       return report;
     });
@@ -61,7 +63,7 @@ export class WorkspaceWatcher {
 
   /** Brings these workspace-relative paths up to date now (one at a time with every other import). */
   register(paths: readonly string[]): ReturnType<typeof syncPaths> {
-    return this.serialize(() => syncPaths(this.options.db, this.options.root, paths));
+    return this.serialize(() => syncPaths(this.options.db, this.options.root, paths, this.options.limits));
   }
 
   /** The periodic rescan; the watches come with the first sync. */

@@ -115,7 +115,7 @@ export const imagesRouter = router({
     .input(createImageInput)
     .output(image)
     .mutation(async ({ ctx, input }) => {
-      const file = await readWorkspaceImage(ctx.config.WORKSPACE_PATH, fromClientPath(input.path, workspaceRoots(ctx.config)));
+      const file = await readWorkspaceImage(ctx.config.WORKSPACE_PATH, fromClientPath(input.path, workspaceRoots(ctx.config)), 'path', ctx.config.WORKSPACE_IMAGE_MAX_BYTES);
       return toImage(await createImage(ctx.db, { ...file, fileMtime: file.mtime }, input.datasetIds));
     }),
 
@@ -136,7 +136,7 @@ export const imagesRouter = router({
     .output(image)
     .mutation(async ({ ctx, input }) => {
       const target = input.path ?? (await getImage(ctx.db, input.imageId)).path;
-      const file = await readWorkspaceImage(ctx.config.WORKSPACE_PATH, fromClientPath(target, workspaceRoots(ctx.config)));
+      const file = await readWorkspaceImage(ctx.config.WORKSPACE_PATH, fromClientPath(target, workspaceRoots(ctx.config)), 'path', ctx.config.WORKSPACE_IMAGE_MAX_BYTES);
       return toImage(await updateImageFile(ctx.db, input.imageId, { ...file, fileMtime: file.mtime }));
     }),
 

@@ -25,8 +25,14 @@ export interface ImageFile {
   mtime: Date;
 }
 
-/** The biggest file hashed as an image; a bigger one is skipped (hashing it would hold a scan for minutes). */
+/** The biggest file hashed as an image by default (WORKSPACE_IMAGE_MAX_BYTES); hashing a bigger one would hold a scan for minutes. */
 export const IMAGE_MAX_BYTES = 2 * 1024 ** 3;
+
+/** How big a workspace file the import reads (WORKSPACE_IMAGE_MAX_BYTES, WORKSPACE_LIBRARY_FILE_MAX_BYTES). */
+export interface WorkspaceLimits {
+  imageMaxBytes: number;
+  libraryFileMaxBytes: number;
+}
 
 export interface ImageMetadata {
   format: string | null;
@@ -47,7 +53,7 @@ export interface FileProblem {
  * cannot be read. `realRoot` is the workspace's real path (realpath of the root), resolved once by
  * the caller.
  */
-export async function statImageFile(realRoot: string, relative: string): Promise<ImageFile | FileProblem> {
+export async function statImageFile(realRoot: string, relative: string, maxBytes = IMAGE_MAX_BYTES): Promise<ImageFile | FileProblem> {
   let real: string;
   try {
     real = await resolveInWorkspace(realRoot, relative, realRoot);
@@ -59,7 +65,7 @@ export async function statImageFile(realRoot: string, relative: string): Promise
   try {
     const info = await stat(real);
     if (!info.isFile()) return { path: relative, message: 'not a regular file: skipped' };
-    if (info.size > IMAGE_MAX_BYTES) return { path: relative, message: `${info.size} bytes, more than an image may have (${IMAGE_MAX_BYTES}): skipped` };
+    if (info.size > maxBytes) return { path: relative, message: tooBig(info.size, maxBytes) };
     return { path: relative, real, sizeBytes: info.size, mtime: info.mtime };
   } catch (error) {
     return { path: relative, message: `cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})` };
@@ -68,6 +74,8 @@ export async function statImageFile(realRoot: string, relative: string): Promise
 
 export const isProblem = (f: ImageFile | FileProblem): f is FileProblem => 'message' in f;
 
+const tooBig = (size: number, maxBytes: number) => `${size} bytes, more than an image may have (${maxBytes}, WORKSPACE_IMAGE_MAX_BYTES): skipped`;
+
 /** The problem of a file that is not there (any more). */
 export const GONE = 'gone since it was listed';
 
@@ -75,7 +83,7 @@ export const GONE = 'gone since it was listed';
  * One image file of the workspace, for registering it through the API: it must exist inside the
  * workspace and have an image extension. 400 (naming `field`) otherwise.
  */
-export async function readWorkspaceImage(root: string, relative: string, field = 'path'): Promise<ImageFile & ImageMetadata> {
+export async function readWorkspaceImage(root: string, relative: string, field = 'path', maxBytes = IMAGE_MAX_BYTES): Promise<ImageFile & ImageMetadata> {
   const problem = workspacePathProblem(relative);
   const fail = (message: string): never => {
     throw new InvalidInputError(`${field}: ${message}`, [{ path: field, message }]);
@@ -94,8 +102,8 @@ export async function readWorkspaceImage(root: string, relative: string, field =
   }
   const info = await stat(absolute);
   if (!info.isFile()) fail('not a file');
-  if (info.size > IMAGE_MAX_BYTES) fail(`${info.size} bytes, more than an image may have (${IMAGE_MAX_BYTES})`);
-  const metadata = await readImageMetadata(absolute).catch((error: unknown) => (error instanceof UnreadableFileError ? fail(error.message) : Promise.reject(error)));
+  if (info.size > maxBytes) fail(`${info.size} bytes, more than an image may have (${maxBytes}, WORKSPACE_IMAGE_MAX_BYTES)`);
+  const metadata = await readImageMetadata(absolute, undefined, maxBytes).catch((error: unknown) => (error instanceof UnreadableFileError ? fail(error.message) : Promise.reject(error)));
   return { path: normalised, real: absolute, sizeBytes: info.size, mtime: info.mtime, ...metadata };
 }
 
@@ -120,7 +128,7 @@ export function newReadBuffers(): ReadBuffers {
  * file was read twice into fresh buffers; over a 100,000-file import that garbage, outside the
  * JavaScript heap, held RSS ~60 MB higher until the collector caught up.)
  */
-export async function readImageMetadata(real: string, buffers: ReadBuffers = newReadBuffers()): Promise<ImageMetadata> {
+export async function readImageMetadata(real: string, buffers: ReadBuffers = newReadBuffers(), maxBytes = IMAGE_MAX_BYTES): Promise<ImageMetadata> {
   const hash = createHash('sha256');
   // `real` has its links resolved (statImageFile checked where they lead): one put in its place
   // since is not followed, a FIFO does not block the open, and what is read is checked on the descriptor.
@@ -129,7 +137,7 @@ export async function readImageMetadata(real: string, buffers: ReadBuffers = new
   try {
     const info = await handle.stat();
     if (!info.isFile()) throw new UnreadableFileError('not a regular file: skipped');
-    if (info.size > IMAGE_MAX_BYTES) throw new UnreadableFileError(`${info.size} bytes, more than an image may have (${IMAGE_MAX_BYTES}): skipped`);
+    if (info.size > maxBytes) throw new UnreadableFileError(tooBig(info.size, maxBytes));
     const { size } = info;
     const headerSize = Math.min(size, IMAGE_HEADER_BYTES);
     while (headerLength < headerSize) {

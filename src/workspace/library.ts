@@ -65,12 +65,12 @@ const settingsSchema = z.looseObject({
   modules: z.record(z.string(), z.looseObject({ enabled: z.boolean().default(true) })).default({}),
 });
 
-/** The most bytes a perspective file or the module settings may have (graphcap's are a few KB). */
+/** The most bytes a perspective file or the module settings may have by default (graphcap's are a few KB). */
 export const LIBRARY_FILE_MAX_BYTES = 1024 * 1024;
 
 /** Module enablement from `config/perspective_settings.json`; a module it does not list is enabled. */
-export async function readModuleSettings(root: string): Promise<Map<string, boolean>> {
-  const text = await readWorkspaceText(root, 'config/perspective_settings.json', LIBRARY_FILE_MAX_BYTES);
+export async function readModuleSettings(root: string, maxBytes = LIBRARY_FILE_MAX_BYTES): Promise<Map<string, boolean>> {
+  const text = await readWorkspaceText(root, 'config/perspective_settings.json', maxBytes);
   if (text === undefined) return new Map();
   const settings = settingsSchema.parse(JSON.parse(text));
   return new Map(Object.entries(settings.modules).map(([name, m]) => [name, m.enabled]));
@@ -82,11 +82,12 @@ export async function readModuleSettings(root: string): Promise<Map<string, bool
  */
 export async function loadPerspectiveLibrary(
   root: string,
+  maxBytes = LIBRARY_FILE_MAX_BYTES,
 ): Promise<{ perspectives: PerspectiveDefinition[]; problems: LibraryProblem[]; libraryFound: boolean }> {
   const libraryRoot = path.join(root, 'perspective_library');
   const libraryFound = await stat(libraryRoot).then((s) => s.isDirectory(), () => false);
   const problems: LibraryProblem[] = [];
-  const modules = await readModuleSettings(root).catch((error: unknown) => {
+  const modules = await readModuleSettings(root, maxBytes).catch((error: unknown) => {
     if (!(error instanceof UnreadableFileError)) throw error;
     problems.push({ file: 'config/perspective_settings.json', message: error.message });
     return new Map<string, boolean>();
@@ -99,7 +100,7 @@ export async function loadPerspectiveLibrary(
   for (const file of files) {
     const sourcePath = `perspective_library/${file.split(path.sep).join('/')}`;
     try {
-      const text = await readWorkspaceText(root, sourcePath, LIBRARY_FILE_MAX_BYTES);
+      const text = await readWorkspaceText(root, sourcePath, maxBytes);
       if (text === undefined) throw new UnreadableFileError('gone since it was listed');
       const raw = JSON.parse(text) as unknown;
       const parsed = perspectiveFileSchema.parse(raw);

@@ -10,11 +10,14 @@ import { findImagesByPath, refreshImageMtimes, touchDatasets, upsertImages, type
 import { syncLibraryPerspectives, type PerspectiveSyncCounts } from '../db/perspectives.js';
 import type { Logger } from '../logger.js';
 import { UnreadableFileError } from './safe-read.js';
-import { GONE, isProblem, newReadBuffers, readImageMetadata, statImageFile, type FileProblem, type ImageFile } from './files.js';
+import { GONE, IMAGE_MAX_BYTES, isProblem, newReadBuffers, readImageMetadata, statImageFile, type FileProblem, type ImageFile, type WorkspaceLimits } from './files.js';
 import { datasetOfPath, datasetSources, isValidDatasetName, listDatasetImagePaths, listDatasetNames } from './layout.js';
 import { importFolderCaptions, type CaptionImportReport } from './caption-import.js';
-import { loadPerspectiveLibrary, type LibraryProblem } from './library.js';
+import { LIBRARY_FILE_MAX_BYTES, loadPerspectiveLibrary, type LibraryProblem } from './library.js';
 
+
+/** The caps when none are given: the settings' defaults. */
+const DEFAULT_LIMITS: WorkspaceLimits = { imageMaxBytes: IMAGE_MAX_BYTES, libraryFileMaxBytes: LIBRARY_FILE_MAX_BYTES };
 export interface DatasetSyncReport {
   name: string;
   datasetId: string;
@@ -40,8 +43,8 @@ export interface SyncReport {
   datasets: DatasetSyncReport[];
 }
 
-export async function syncPerspectives(db: Db, root: string): Promise<SyncReport['perspectives']> {
-  const { perspectives, problems, libraryFound } = await loadPerspectiveLibrary(root);
+export async function syncPerspectives(db: Db, root: string, limits = DEFAULT_LIMITS): Promise<SyncReport['perspectives']> {
+  const { perspectives, problems, libraryFound } = await loadPerspectiveLibrary(root, limits.libraryFileMaxBytes);
   const counts = await db.transaction((tx) =>
     syncLibraryPerspectives(tx, perspectives, { removals: libraryFound, skippedFiles: problems.map((p) => p.file) }),
   );
@@ -63,6 +66,7 @@ export async function registerFiles(
   db: Db,
   root: string,
   candidates: readonly string[],
+  limits = DEFAULT_LIMITS,
 ): Promise<{ present: string[]; contentChanged: string[]; problems: FileProblem[] }> {
   const realRoot = await realpath(root);
   const problems: FileProblem[] = [];
@@ -71,7 +75,7 @@ export async function registerFiles(
   const contentChanged: string[] = [];
   for (let start = 0; start < candidates.length; start += SCAN_BATCH) {
     const files: ImageFile[] = [];
-    for (const f of await Promise.all(candidates.slice(start, start + SCAN_BATCH).map((p) => statImageFile(realRoot, p)))) {
+    for (const f of await Promise.all(candidates.slice(start, start + SCAN_BATCH).map((p) => statImageFile(realRoot, p, limits.imageMaxBytes)))) {
       if (isProblem(f)) problems.push(f);
       else files.push(f);
     }
@@ -82,7 +86,7 @@ export async function registerFiles(
     });
     // A file changed between the stat and the read (swapped for a FIFO, deleted) is one problem, not the scan's end.
     const metadata = await mapConcurrently(touched, readBuffers, (f, buffers) =>
-      readImageMetadata(f.real, buffers).catch((error: NodeJS.ErrnoException): FileProblem => ({
+      readImageMetadata(f.real, buffers, limits.imageMaxBytes).catch((error: NodeJS.ErrnoException): FileProblem => ({
         path: f.path,
         message: error instanceof UnreadableFileError ? error.message : error.code === 'ENOENT' ? GONE : `cannot be read (${error.code ?? 'error'})`,
       })),
@@ -122,9 +126,10 @@ export async function syncPaths(
   db: Db,
   root: string,
   paths: readonly string[],
+  limits = DEFAULT_LIMITS,
 ): Promise<{ registered: string[]; added: string[]; removed: string[]; problems: FileProblem[] }> {
   const unique = [...new Set(paths)];
-  const { present, problems } = await registerFiles(db, root, unique);
+  const { present, problems } = await registerFiles(db, root, unique, limits);
   const there = new Set(present);
   const gone = new Set(problems.filter((x) => x.message === GONE).map((x) => x.path));
   const added: string[] = [];
@@ -159,9 +164,9 @@ export async function syncPaths(
  * The files are registered a thousand at a time (registerFiles), then one transaction changes the
  * dataset's membership. Only the folder's paths are held throughout (the report names them).
  */
-export async function syncDataset(db: Db, root: string, name: string): Promise<DatasetSyncReport> {
+export async function syncDataset(db: Db, root: string, name: string, limits = DEFAULT_LIMITS): Promise<DatasetSyncReport> {
   const { paths: candidates, folders, unreadable, emptyFolder } = await listDatasetImagePaths(root, name);
-  const { present, contentChanged, problems } = await registerFiles(db, root, candidates);
+  const { present, contentChanged, problems } = await registerFiles(db, root, candidates, limits);
   // A folder it could not read, or one suddenly empty (an unmounted volume), says nothing of what is
   // gone: the members stay, and the report says why.
   const distrust = unreadable.length > 0 || (emptyFolder && present.length === 0);
@@ -216,13 +221,13 @@ async function mapConcurrently<T, W, R>(items: T[], workers: W[], fn: (item: T, 
   return results;
 }
 
-export async function syncWorkspace(db: Db, root: string, logger?: Logger): Promise<SyncReport> {
-  const perspectives = await syncPerspectives(db, root);
+export async function syncWorkspace(db: Db, root: string, logger?: Logger, limits = DEFAULT_LIMITS): Promise<SyncReport> {
+  const perspectives = await syncPerspectives(db, root, limits);
   for (const problem of perspectives.problems) logger?.warn(problem, 'skipped perspective file');
   // Datasets on disk, and those folders fed before (folders that are gone empty them).
   const names = new Set([...(await listDatasetNames(root)), ...(await listFolderFedDatasetNames(db)).filter(isValidDatasetName)]);
   const datasets: DatasetSyncReport[] = [];
-  for (const name of [...names].sort()) datasets.push(await syncDataset(db, root, name));
+  for (const name of [...names].sort()) datasets.push(await syncDataset(db, root, name, limits));
   logger?.info(
     {
       perspectives: {
