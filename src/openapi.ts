@@ -57,6 +57,22 @@ const sseSchema = (name: string) => ({
   },
 });
 
+/** How a client resumes an event stream: both ways a browser or a client may say the last event it has. */
+const RESUME_PARAMETERS = [
+  { in: 'query' as const, name: 'lastEventId', required: false, schema: { type: 'integer' as const, minimum: 0 }, description: 'Resume after this event.' },
+  { in: 'header' as const, name: 'Last-Event-ID', required: false, schema: { type: 'string' as const }, description: 'Resume after this event (SSE standard).' },
+];
+
+/** An event stream's answers: the stream of `name` events (`example`: one event, as the wire has `id:`, `event:`, `data:` lines), 400, 401. */
+const sseResponses = (name: string, badRequest: string, example: { id: string; event: string; data: string }) => ({
+  '200': {
+    description: 'The event stream; stays open.',
+    content: { 'text/event-stream': { schema: sseSchema(name), example } },
+  },
+  '400': problemResponse(badRequest),
+  '401': problemResponse('Missing or wrong token, when API_TOKEN is set'),
+});
+
 /** The SSE endpoints are plain express routes (tRPC subscriptions have no OpenAPI face): described here. */
 const eventsPath: OpenAPIObject['paths'] = {
   '/api/perspectives/batch/events': {
@@ -70,27 +86,13 @@ const eventsPath: OpenAPIObject['paths'] = {
       tags: ['batch'],
       parameters: [
         { in: 'query' as const, name: 'jobId', required: false, schema: { type: 'string', format: 'uuid' }, description: 'Only this job’s events.' },
-        { in: 'query' as const, name: 'lastEventId', required: false, schema: { type: 'integer', minimum: 0 }, description: 'Resume after this event.' },
-        { in: 'header' as const, name: 'Last-Event-ID', required: false, schema: { type: 'string' }, description: 'Resume after this event (SSE standard).' },
+        ...RESUME_PARAMETERS,
       ],
-      responses: {
-        '200': {
-          description: 'The event stream; stays open.',
-          content: {
-            'text/event-stream': {
-              schema: sseSchema('JobEvent'),
-              // One event (on the wire: `id: 42`, `event: JOB_PROGRESS`, `data: {...}`, a blank line).
-              example: {
-                id: '42',
-                event: 'JOB_PROGRESS',
-                data: '{"id":"7f1c…","seq":42,"type":"JOB_PROGRESS","occurredAt":"2026-11-28T12:00:00.000Z","jobId":"5b0c…","data":{"progress":50,"processedImages":7,"failedImages":0,"totalImages":14},"requestId":"c0ffee"}',
-              },
-            },
-          },
-        },
-        '400': problemResponse('Invalid jobId or lastEventId'),
-        '401': problemResponse('Missing or wrong token, when API_TOKEN is set'),
-      },
+      responses: sseResponses('JobEvent', 'Invalid jobId or lastEventId', {
+        id: '42',
+        event: 'JOB_PROGRESS',
+        data: '{"id":"7f1c…","seq":42,"type":"JOB_PROGRESS","occurredAt":"2026-11-28T12:00:00.000Z","jobId":"5b0c…","data":{"progress":50,"processedImages":7,"failedImages":0,"totalImages":14},"requestId":"c0ffee"}',
+      }),
     },
   },
   '/api/events': {
@@ -114,26 +116,13 @@ const eventsPath: OpenAPIObject['paths'] = {
         },
         { in: 'query' as const, name: 'datasetId', required: false, schema: { type: 'string', format: 'uuid' }, description: 'Only events about this dataset (its own and its members’).' },
         { in: 'query' as const, name: 'jobId', required: false, schema: { type: 'string', format: 'uuid' }, description: 'Only changes this job made (its captions).' },
-        { in: 'query' as const, name: 'lastEventId', required: false, schema: { type: 'integer', minimum: 0 }, description: 'Resume after this event.' },
-        { in: 'header' as const, name: 'Last-Event-ID', required: false, schema: { type: 'string' }, description: 'Resume after this event (SSE standard).' },
+        ...RESUME_PARAMETERS,
       ],
-      responses: {
-        '200': {
-          description: 'The event stream; stays open.',
-          content: {
-            'text/event-stream': {
-              schema: sseSchema('DataEvent'),
-              example: {
-                id: '97',
-                event: 'CAPTION_CREATED',
-                data: '{"id":"0b6e…","seq":97,"type":"CAPTION_CREATED","occurredAt":"2026-12-06T12:00:00.000Z","jobId":"5b0c…","data":{"entity":"caption","source":"job","ids":["0193…","0193…"]},"requestId":null}',
-              },
-            },
-          },
-        },
-        '400': problemResponse('Invalid entity, datasetId, jobId or lastEventId'),
-        '401': problemResponse('Missing or wrong token, when API_TOKEN is set'),
-      },
+      responses: sseResponses('DataEvent', 'Invalid entity, datasetId, jobId or lastEventId', {
+        id: '97',
+        event: 'CAPTION_CREATED',
+        data: '{"id":"0b6e…","seq":97,"type":"CAPTION_CREATED","occurredAt":"2026-12-06T12:00:00.000Z","jobId":"5b0c…","data":{"entity":"caption","source":"job","ids":["0193…","0193…"]},"requestId":null}',
+      }),
     },
   },
 };

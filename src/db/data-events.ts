@@ -83,19 +83,7 @@ export const stageCaptionChanges = (stored: SQL) => sql`
  * `limit` staged rows (SKIP LOCKED: replicas share the work). Returns how many captions.
  */
 export async function rollUpCaptionChanges(db: Db, limit = 10_000): Promise<number> {
-  const { rows } = await db.execute<{ n: number }>(sql`
-    with taken as (
-      delete from job_queue.caption_changes
-      where id in (select id from job_queue.caption_changes order by id limit ${limit} for update skip locked)
-      returning job_id, caption_ids
-    ), ids as (
-      select job_id, unnest(caption_ids) as id from taken
-    ), written as (
-      ${announceStaged(sql`ids`)}
-      returning 1
-    ), notified as (${notifyEventsOf('written')})
-    select (select count(*) from ids)::int as n, (select count(*) from notified)::int as notified`);
-  return rows[0]?.n ?? 0;
+  return announceStaged(db, sql`id in (select id from job_queue.caption_changes order by id limit ${limit} for update skip locked)`);
 }
 
 /**
@@ -104,27 +92,33 @@ export async function rollUpCaptionChanges(db: Db, limit = 10_000): Promise<numb
  */
 export async function flushCaptionChanges(tx: Db, captionIds: readonly string[]): Promise<void> {
   if (captionIds.length === 0) return;
-  await tx.execute(sql`
+  await announceStaged(tx, sql`caption_ids && ${pgArray(captionIds)}::uuid[]`);
+}
+
+/**
+ * Takes the staged rows `which` selects and writes their CAPTION_CREATED events, per job,
+ * IDS_PER_EVENT ids each, in one statement. Returns how many captions.
+ */
+async function announceStaged(db: Db, which: SQL): Promise<number> {
+  const { rows } = await db.execute<{ n: number }>(sql`
     with taken as (
-      delete from job_queue.caption_changes where caption_ids && ${pgArray(captionIds)}::uuid[]
+      delete from job_queue.caption_changes where ${which}
       returning job_id, caption_ids
     ), ids as (
       select job_id, unnest(caption_ids) as id from taken
     ), written as (
-      ${announceStaged(sql`ids`)}
-      returning 1)
-    ${notifyEventsOf('written')}`);
+      insert into job_queue.outbox (type, stream, job_id, data)
+      select ${dataEventType('caption', 'CREATED')}, ${dataStream('caption')}, c.job_id,
+             jsonb_build_object('entity', 'caption', 'source', 'job', 'ids', jsonb_agg(c.id order by c.id))
+      from (select job_id, id, (row_number() over (partition by job_id order by id) - 1) / ${IDS_PER_EVENT} as chunk
+            from ids) c
+      group by c.job_id, c.chunk
+      order by c.job_id, c.chunk
+      returning 1
+    ), notified as (${notifyEventsOf('written')})
+    select (select count(*) from ids)::int as n, (select count(*) from notified)::int as notified`);
+  return rows[0]?.n ?? 0;
 }
-
-/** CAPTION_CREATED events from `ids` (job_id, id), per job, IDS_PER_EVENT ids each. */
-const announceStaged = (ids: SQL) => sql`
-  insert into job_queue.outbox (type, stream, job_id, data)
-  select ${dataEventType('caption', 'CREATED')}, ${dataStream('caption')}, c.job_id,
-         jsonb_build_object('entity', 'caption', 'source', 'job', 'ids', jsonb_agg(c.id order by c.id))
-  from (select job_id, id, (row_number() over (partition by job_id order by id) - 1) / ${IDS_PER_EVENT} as chunk
-        from ${ids}) c
-  group by c.job_id, c.chunk
-  order by c.job_id, c.chunk`;
 
 // ---------------------------------------------------------------------------------------------
 // Dataset membership

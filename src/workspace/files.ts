@@ -3,13 +3,12 @@
  * them), and their metadata (format, dimensions, sha256) read in one pass.
  */
 import { createHash } from 'node:crypto';
-import { constants } from 'node:fs';
-import { open, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { imageSize } from 'image-size';
 import { InvalidInputError } from '../errors.js';
 import { resolveInWorkspace, toWorkspaceRelative, workspacePathProblem } from './paths.js';
-import { UnreadableFileError } from './safe-read.js';
+import { openRegularFile, UnreadableFileError } from './safe-read.js';
 
 /** graphcap's (jpg, jpeg, png, gif, webp, svg), and a few more image-size reads. */
 export const IMAGE_EXTENSIONS = new Set(['.jpg', '.jpeg', '.png', '.webp', '.gif', '.svg', '.bmp', '.tif', '.tiff']);
@@ -132,13 +131,9 @@ export async function readImageMetadata(real: string, buffers: ReadBuffers = new
   const hash = createHash('sha256');
   // `real` has its links resolved (statImageFile checked where they lead): one put in its place
   // since is not followed, a FIFO does not block the open, and what is read is checked on the descriptor.
-  const handle = await open(real, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  const { handle, size } = await openRegularFile(real, maxBytes, (n) => tooBig(n, maxBytes));
   let headerLength = 0;
   try {
-    const info = await handle.stat();
-    if (!info.isFile()) throw new UnreadableFileError('not a regular file: skipped');
-    if (info.size > maxBytes) throw new UnreadableFileError(tooBig(info.size, maxBytes));
-    const { size } = info;
     const headerSize = Math.min(size, IMAGE_HEADER_BYTES);
     while (headerLength < headerSize) {
       const { bytesRead } = await handle.read(buffers.header, headerLength, headerSize - headerLength, headerLength);

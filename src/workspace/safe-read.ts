@@ -6,7 +6,7 @@
  * between the check and the read changes nothing.
  */
 import { constants } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import { InvalidInputError } from '../errors.js';
 import { resolveInWorkspace } from './paths.js';
 
@@ -18,6 +18,28 @@ export class UnreadableFileError extends Error {
 /** Opens without following a final link (resolveInWorkspace resolved them) and without blocking on a FIFO. */
 const FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 
+/**
+ * Opens `real` (a path with its links resolved) for reading, then checks the descriptor: a regular
+ * file of at most `maxBytes`, else UnreadableFileError (`tooBig` says why for a big one). Returns
+ * the handle, which the caller closes, and the size it had when opened.
+ */
+export async function openRegularFile(
+  real: string,
+  maxBytes: number,
+  tooBig: (size: number) => string,
+): Promise<{ handle: FileHandle; size: number }> {
+  const handle = await open(real, FLAGS);
+  try {
+    const info = await handle.stat();
+    if (!info.isFile()) throw new UnreadableFileError('not a regular file: skipped');
+    if (info.size > maxBytes) throw new UnreadableFileError(tooBig(info.size));
+    return { handle, size: info.size };
+  } catch (error) {
+    await handle.close();
+    throw error;
+  }
+}
+
 /** The text of `relative` (workspace-relative), or undefined when it does not exist. */
 export async function readWorkspaceText(root: string, relative: string, maxBytes: number): Promise<string | undefined> {
   let real: string;
@@ -28,13 +50,10 @@ export async function readWorkspaceText(root: string, relative: string, maxBytes
     if (error instanceof InvalidInputError) throw new UnreadableFileError('a link that leads out of the workspace: skipped');
     throw error;
   }
-  const handle = await open(real, FLAGS);
+  const { handle, size } = await openRegularFile(real, maxBytes, (n) => `${n} bytes, more than the ${maxBytes} a file of this kind may have: skipped`);
   try {
-    const info = await handle.stat();
-    if (!info.isFile()) throw new UnreadableFileError('not a regular file: skipped');
-    if (info.size > maxBytes) throw new UnreadableFileError(`${info.size} bytes, more than the ${maxBytes} a file of this kind may have: skipped`);
-    const buffer = Buffer.alloc(info.size);
-    const { bytesRead } = await handle.read(buffer, 0, info.size, 0);
+    const buffer = Buffer.alloc(size);
+    const { bytesRead } = await handle.read(buffer, 0, size, 0);
     return buffer.subarray(0, bytesRead).toString('utf8');
   } finally {
     await handle.close();
